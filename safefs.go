@@ -1,0 +1,476 @@
+package main
+
+// Safe file access below a directory file descriptor.
+//
+// The hook runs as root on the host against a container image, a tree whose
+// symlinks, FIFOs and device nodes were chosen by whoever built the image; the
+// plugin writes into its own staging tree on the host. Neither ever joins
+// strings into a host path: every lookup is an openat2(2) relative to a
+// directory descriptor, with resolve flags the kernel enforces on each step.
+//
+//   - An image is opened with RESOLVE_IN_ROOT: "/" and ".." in a path or a
+//     symlink stop at the image's root, so /etc/ssl/cert.pem -> /etc/ssl/certs/…
+//     works as it does inside the container and can never reach the host.
+//   - Our own staging tree is opened with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS:
+//     we never create symlinks there, so one appearing is an attack.
+//
+// Reads refuse anything but regular files, are bounded, and never open a FIFO
+// or device for reading. Writes go to a temporary file in the target's own
+// directory and are renamed over it, keeping the old file's mode and owner, so
+// a reader sees the old or the new content and never half of it.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// maxSymlinks bounds symlink expansion in canonical, as the kernel does (MAXSYMLINKS).
+	maxSymlinks = 40
+	// openRetries bounds retries of openat2 when the kernel reports a
+	// concurrent rename with EAGAIN.
+	openRetries = 64
+)
+
+var (
+	errNotRegular = errors.New("not a regular file")
+	errTooLarge   = errors.New("file too large")
+)
+
+// safeDir is a directory, held open, below which all access is confined.
+type safeDir struct {
+	fd      int    // O_PATH descriptor of the directory
+	resolve uint64 // openat2 RESOLVE_* flags applied to every lookup
+	name    string // the directory's host path, for messages only
+}
+
+// openImageRoot opens a container's root filesystem at p. A relative p (what
+// containerd writes) resolves below the directory at, its OCI bundle, without
+// any symlink; an absolute p is the runtime's own host path, whose last
+// component must not be a symlink. Paths inside the rootfs then resolve as
+// they would inside the container, and never across a mount point: at hook
+// time nothing is mounted inside the rootfs as seen from the host.
+func openImageRoot(at int, p string) (*safeDir, error) {
+	openResolve := uint64(unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS)
+	if path.IsAbs(p) {
+		at, openResolve = unix.AT_FDCWD, 0
+	}
+	return openSafeDir(at, p, openResolve,
+		unix.RESOLVE_IN_ROOT|unix.RESOLVE_NO_MAGICLINKS|unix.RESOLVE_NO_XDEV)
+}
+
+// openOwnDir opens a directory of cainjekt's own on the host. The path is the
+// operator's and may pass through symlinks (/var/run -> /run) but must not be
+// one itself; below it, nothing is followed.
+func openOwnDir(hostPath string) (*safeDir, error) {
+	return openSafeDir(unix.AT_FDCWD, hostPath, 0,
+		unix.RESOLVE_BENEATH|unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS|unix.RESOLVE_NO_XDEV)
+}
+
+func openSafeDir(at int, p string, openResolve, resolve uint64) (*safeDir, error) {
+	fd, err := openat2(at, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, openResolve)
+	if err != nil {
+		return nil, fmt.Errorf("open directory %s: %w", p, err)
+	}
+	return &safeDir{fd: fd, resolve: resolve, name: p}, nil
+}
+
+// Close releases the directory descriptor.
+func (d *safeDir) Close() error {
+	if d == nil || d.fd < 0 {
+		return nil
+	}
+	err := unix.Close(d.fd)
+	d.fd = -1
+	return err
+}
+
+// sub opens the directory p below d as a safeDir with the same confinement.
+// For an image root this is only right for trees without absolute symlinks
+// of their own; the hook uses it for cainjekt's staging directories only.
+func (d *safeDir) sub(p string) (*safeDir, error) {
+	fd, err := d.open(p, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &safeDir{fd: fd, resolve: d.resolve, name: path.Join(d.name, p)}, nil
+}
+
+// open opens p below d with the directory's resolve flags plus extra. p is
+// taken relative to d whether or not it starts with a slash (RESOLVE_BENEATH
+// refuses absolute paths; under RESOLVE_IN_ROOT both mean the same).
+func (d *safeDir) open(p string, flags int, extra uint64) (int, error) {
+	rel := strings.TrimLeft(p, "/")
+	if rel == "" {
+		rel = "."
+	}
+	fd, err := openat2(d.fd, rel, flags, d.resolve|extra)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: d.show(p), Err: err}
+	}
+	return fd, nil
+}
+
+// show renders p for messages: the path inside the tree, not a host path.
+func (d *safeDir) show(p string) string {
+	return "/" + strings.TrimPrefix(path.Clean("/"+p), "/")
+}
+
+// openat2 retries the kernel's transient failures: EINTR, and EAGAIN, which
+// RESOLVE_IN_ROOT and RESOLVE_BENEATH return when a rename raced the lookup.
+func openat2(dirfd int, p string, flags int, resolve uint64) (int, error) {
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: resolve}
+	var err error
+	for range openRetries {
+		var fd int
+		fd, err = unix.Openat2(dirfd, p, how)
+		if err == nil {
+			return fd, nil
+		}
+		if err != unix.EAGAIN && err != unix.EINTR {
+			return -1, err
+		}
+	}
+	return -1, err
+}
+
+// canonical returns p with every symlink resolved the way the kernel resolves
+// it under d's flags; components that do not exist are kept as written. Under
+// RESOLVE_NO_SYMLINKS it is path.Clean. The result is a path, not a promise:
+// callers open it again with RESOLVE_NO_SYMLINKS, so a component swapped for
+// a symlink in between makes that open fail instead of escaping.
+func (d *safeDir) canonical(p string) (string, error) {
+	if d.resolve&unix.RESOLVE_IN_ROOT == 0 {
+		return path.Clean("/" + p), nil
+	}
+	resolved, todo := "/", p
+	for links := 0; todo != ""; {
+		var comp string
+		comp, todo, _ = strings.Cut(todo, "/")
+		switch comp {
+		case "", ".":
+			continue
+		case "..":
+			resolved = path.Dir(resolved)
+			continue
+		}
+		next := path.Join(resolved, comp)
+		target, isLink, err := d.readlinkIfSymlink(next)
+		if errors.Is(err, unix.ENOENT) {
+			return path.Join(next, todo), nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if !isLink {
+			resolved = next
+			continue
+		}
+		if links++; links > maxSymlinks {
+			return "", &os.PathError{Op: "resolve", Path: d.show(p), Err: unix.ELOOP}
+		}
+		if strings.HasPrefix(target, "/") {
+			resolved = "/"
+		}
+		todo = target + "/" + todo
+	}
+	return resolved, nil
+}
+
+// readlinkIfSymlink reports whether p (whose parent contains no symlinks) is
+// a symlink, and its target if so.
+func (d *safeDir) readlinkIfSymlink(p string) (string, bool, error) {
+	fd, err := d.open(p, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return "", false, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", false, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return "", false, nil
+	}
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(fd, "", buf)
+	if err != nil {
+		return "", false, &os.PathError{Op: "readlink", Path: d.show(p), Err: err}
+	}
+	return string(buf[:n]), true, nil
+}
+
+// fileInfo is what the safe operations report about a file.
+type fileInfo struct {
+	mode     uint32 // permission bits
+	uid, gid uint32
+	size     int64
+	dev, ino uint64
+}
+
+func infoOf(st *unix.Stat_t) fileInfo {
+	return fileInfo{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid, size: st.Size, dev: st.Dev, ino: st.Ino}
+}
+
+// stat describes the file at p, following symlinks inside the tree.
+func (d *safeDir) stat(p string) (fileInfo, uint32, error) {
+	fd, err := d.open(p, unix.O_PATH, 0)
+	if err != nil {
+		return fileInfo{}, 0, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fileInfo{}, 0, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
+	}
+	return infoOf(&st), st.Mode & unix.S_IFMT, nil
+}
+
+// readFile reads the regular file at p, following symlinks inside the tree,
+// and fails if it is larger than limit bytes. It first opens p with O_PATH,
+// which has no side effects even on a FIFO or a device, checks the type, and
+// only then opens that very inode for reading through /proc/self/fd.
+func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
+	pathFD, err := d.open(p, unix.O_PATH, 0)
+	if err != nil {
+		return nil, fileInfo{}, err
+	}
+	defer unix.Close(pathFD)
+	var st unix.Stat_t
+	if err := unix.Fstat(pathFD, &st); err != nil {
+		return nil, fileInfo{}, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
+	}
+	info := infoOf(&st)
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: errNotRegular}
+	}
+	if st.Size > limit {
+		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, st.Size, limit)}
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pathFD), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, info, &os.PathError{Op: "reopen", Path: d.show(p), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), d.show(p))
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: err}
+	}
+	if int64(len(data)) > limit {
+		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: fmt.Errorf("%w: grew past limit %d while reading", errTooLarge, limit)}
+	}
+	return data, info, nil
+}
+
+// writeFile atomically replaces the file at p (symlinks inside the tree are
+// followed to the real file) with data. An existing file keeps its mode and
+// owner; a new one gets perm and the caller's owner. It refuses to replace
+// anything but a regular file. Missing parent directories are an error.
+// It returns the canonical path it wrote.
+func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) {
+	canon, err := d.canonical(p)
+	if err != nil {
+		return "", err
+	}
+	dir, base := path.Split(canon)
+	if base == "" {
+		return "", &os.PathError{Op: "write", Path: d.show(p), Err: unix.EISDIR}
+	}
+	dirFD, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(dirFD)
+
+	mode, uid, gid, keepOwner := perm, 0, 0, false
+	var st unix.Stat_t
+	switch err := unix.Fstatat(dirFD, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return "", &os.PathError{Op: "write", Path: d.show(canon), Err: errNotRegular}
+	case err == nil:
+		mode, uid, gid, keepOwner = st.Mode&0o7777, int(st.Uid), int(st.Gid), true
+	case err != unix.ENOENT:
+		return "", &os.PathError{Op: "stat", Path: d.show(canon), Err: err}
+	}
+
+	tmp, fd, err := createTemp(dirFD, base)
+	if err != nil {
+		return "", &os.PathError{Op: "create", Path: d.show(dir), Err: err}
+	}
+	if err := fillTemp(fd, data, mode, uid, gid, keepOwner); err != nil {
+		unix.Unlinkat(dirFD, tmp, 0)
+		return "", &os.PathError{Op: "write", Path: d.show(canon), Err: err}
+	}
+	if err := unix.Renameat(dirFD, tmp, dirFD, base); err != nil {
+		unix.Unlinkat(dirFD, tmp, 0)
+		return "", &os.PathError{Op: "rename", Path: d.show(canon), Err: err}
+	}
+	return canon, nil
+}
+
+// createTemp creates a new, exclusive temporary file next to base.
+func createTemp(dirFD int, base string) (string, int, error) {
+	var err error
+	for i := range 16 {
+		name := fmt.Sprintf(".%s.cainjekt-%d-%d.tmp", base, os.Getpid(), i)
+		var fd int
+		fd, err = unix.Openat(dirFD, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return name, fd, nil
+		}
+		if err != unix.EEXIST {
+			break
+		}
+	}
+	return "", -1, err
+}
+
+// fillTemp writes data and sets mode and owner, then closes fd. Ownership is
+// set before the mode so that setuid/setgid bits are not cleared by chown.
+func fillTemp(fd int, data []byte, mode uint32, uid, gid int, setOwner bool) error {
+	f := os.NewFile(uintptr(fd), "temp")
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if setOwner {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return err
+		}
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// mkdirAll creates the directory p and its missing parents with perm,
+// following symlinks inside the tree to existing directories. It returns the
+// canonical path of the directory.
+func (d *safeDir) mkdirAll(p string, perm uint32) (string, error) {
+	canon, err := d.canonical(p)
+	if err != nil {
+		return "", err
+	}
+	cur := "/"
+	for _, comp := range strings.Split(strings.Trim(canon, "/"), "/") {
+		if comp == "" {
+			continue
+		}
+		parent, err := d.open(cur, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+		if err != nil {
+			return "", err
+		}
+		err = unix.Mkdirat(parent, comp, perm)
+		unix.Close(parent)
+		cur = path.Join(cur, comp)
+		if err != nil && err != unix.EEXIST {
+			return "", &os.PathError{Op: "mkdir", Path: d.show(cur), Err: err}
+		}
+	}
+	// The last component may have existed as something other than a directory.
+	fd, err := d.open(canon, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return "", err
+	}
+	unix.Close(fd)
+	return canon, nil
+}
+
+// mkdir creates the single directory p (its parent must exist) with exactly
+// perm, whatever the umask. An existing directory is left as it is.
+func (d *safeDir) mkdir(p string, perm uint32) error {
+	dir, base := path.Split(path.Clean("/" + p))
+	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if err := unix.Mkdirat(parent, base, perm); err != nil {
+		if err == unix.EEXIST {
+			return nil
+		}
+		return &os.PathError{Op: "mkdir", Path: d.show(p), Err: err}
+	}
+	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, perm); err != nil {
+		return &os.PathError{Op: "chmod", Path: d.show(p), Err: err}
+	}
+	return nil
+}
+
+// readDirNames lists the directory p.
+func (d *safeDir) readDirNames(p string) ([]string, error) {
+	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), d.show(p))
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, &os.PathError{Op: "readdir", Path: d.show(p), Err: err}
+	}
+	return names, nil
+}
+
+// removeAll removes p and everything below it without following any symlink:
+// each level is opened relative to its parent with O_NOFOLLOW, so swapping a
+// directory for a symlink mid-way makes removal fail, not wander.
+func (d *safeDir) removeAll(p string) error {
+	dir, base := path.Split(path.Clean("/" + p))
+	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if err := removeEntry(parent, base, 0); err != nil && err != unix.ENOENT {
+		return &os.PathError{Op: "remove", Path: d.show(p), Err: err}
+	}
+	return nil
+}
+
+// maxRemoveDepth bounds recursion in removeEntry; cainjekt's trees are two
+// levels deep, anything deeper was not made by us.
+const maxRemoveDepth = 8
+
+func removeEntry(parent int, name string, depth int) error {
+	err := unix.Unlinkat(parent, name, 0)
+	if err != unix.EISDIR && err != unix.EPERM {
+		return err
+	}
+	if depth >= maxRemoveDepth {
+		return unix.ELOOP
+	}
+	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	names, err := f.Readdirnames(-1)
+	if err == nil {
+		for _, child := range names {
+			if err = removeEntry(fd, child, depth+1); err != nil && err != unix.ENOENT {
+				break
+			}
+			err = nil
+		}
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+}
