@@ -1,0 +1,286 @@
+package main
+
+// Certificates and bundles: parsing the operator's CA file, and merging our
+// CAs into a bundle an image already trusts without losing a byte of it.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// caCert is one certificate of a bundle.
+type caCert struct {
+	der     []byte
+	sum     [sha256.Size]byte
+	subject string
+}
+
+// id is a short stable name for the certificate, used in anchor file names.
+func (c caCert) id() string { return hex.EncodeToString(c.sum[:8]) }
+
+// caBundle is a validated, deduplicated set of certificates with its PEM.
+type caBundle struct {
+	certs []caCert
+	pem   []byte // the certificates re-encoded: no headers, comments or other blocks
+}
+
+// sha256 identifies the bundle's content, for logs and status.
+func (b *caBundle) sha256() string {
+	sum := sha256.Sum256(b.pem)
+	return hex.EncodeToString(sum[:])
+}
+
+// parseCABundle reads the operator's CA bundle. Only CERTIFICATE blocks that
+// parse as X.509 are kept, once each; every other block is dropped with a
+// warning, private keys above all, so that nothing but certificates can ever
+// reach a container. A bundle without a usable certificate is an error.
+func parseCABundle(data []byte) (*caBundle, []string, error) {
+	var warnings []string
+	seen := map[[sha256.Size]byte]bool{}
+	b := &caBundle{}
+	blocks := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		blocks++
+		n := blocks
+		if block.Type != "CERTIFICATE" {
+			warnings = append(warnings, droppedBlockWarning(n, block.Type))
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("block %d: dropped a CERTIFICATE that does not parse: %v", n, err))
+			continue
+		}
+		c := caCert{der: cert.Raw, sum: sha256.Sum256(cert.Raw), subject: cert.Subject.String()}
+		if seen[c.sum] {
+			warnings = append(warnings, fmt.Sprintf("block %d: dropped a duplicate of %q", n, c.subject))
+			continue
+		}
+		seen[c.sum] = true
+		b.certs = append(b.certs, c)
+		b.pem = append(b.pem, certPEM(c)...)
+	}
+	switch {
+	case len(b.certs) > 0:
+		return b, warnings, nil
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil, warnings, errors.New("the bundle is empty")
+	case blocks == 0:
+		return nil, warnings, errors.New("no complete PEM block found (truncated, DER or another format?)")
+	default:
+		return nil, warnings, errors.New("no usable CERTIFICATE block")
+	}
+}
+
+func droppedBlockWarning(n int, blockType string) string {
+	if strings.Contains(blockType, "PRIVATE KEY") {
+		return fmt.Sprintf("block %d: dropped a %s block: a CA bundle must never hold a private key; it is not staged and never reaches a container", n, blockType)
+	}
+	return fmt.Sprintf("block %d: dropped a %q block: only CERTIFICATE blocks are injected", n, blockType)
+}
+
+// bundleSums returns the certificates a bundle file already holds, by the
+// SHA-256 of their DER. It reads CERTIFICATE blocks and OpenSSL's TRUSTED
+// CERTIFICATE blocks (the certificate followed by trust settings, as in
+// RHEL's ca-bundle.trust.crt); anything else in the file is not its concern.
+func bundleSums(data []byte) map[[sha256.Size]byte]bool {
+	sums := map[[sha256.Size]byte]bool{}
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return sums
+		}
+		switch block.Type {
+		case "CERTIFICATE":
+			sums[sha256.Sum256(block.Bytes)] = true
+		case "TRUSTED CERTIFICATE":
+			var cert asn1.RawValue
+			if _, err := asn1.Unmarshal(block.Bytes, &cert); err == nil {
+				sums[sha256.Sum256(cert.FullBytes)] = true
+			}
+		}
+	}
+}
+
+// countCerts counts the certificates in a bundle file.
+func countCerts(data []byte) int { return len(bundleSums(data)) }
+
+// mergeBundle returns image, byte for byte, followed by the certificates of
+// ours it does not hold yet, and how many were added. Keeping the image's
+// bytes untouched is what guarantees nothing it trusted is dropped, whatever
+// comments, trust blocks or oddities it contains.
+func mergeBundle(image []byte, ours *caBundle) ([]byte, int) {
+	have := bundleSums(image)
+	merged := make([]byte, 0, len(image)+len(ours.pem)+1)
+	merged = append(merged, image...)
+	if len(merged) > 0 && merged[len(merged)-1] != '\n' {
+		merged = append(merged, '\n')
+	}
+	added := 0
+	for _, c := range ours.certs {
+		if have[c.sum] {
+			continue
+		}
+		merged = append(merged, certPEM(c)...)
+		added++
+	}
+	return merged, added
+}
+
+// certPEM encodes one certificate.
+func certPEM(c caCert) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.der})
+}
+
+// maxBundleSize bounds every bundle read from an image or the node; the
+// Mozilla bundle is about 220 KiB.
+const maxBundleSize = 8 << 20
+
+// fileChange records what the hook did, or found, at one path of the image.
+type fileChange struct {
+	Path     string `json:"path"`               // as the distribution names it
+	Resolved string `json:"resolved,omitempty"` // the file behind its symlinks, when different
+	Action   string `json:"action"`             // merged, created, unchanged, anchor or failed
+	Added    int    `json:"added,omitempty"`    // certificates added
+	Error    string `json:"error,omitempty"`
+}
+
+// foundBundle is one bundle file of an image's trust store.
+type foundBundle struct {
+	path, canon string
+	data        []byte
+}
+
+// imageStore is an image's OS trust store as the hook found it.
+type imageStore struct {
+	bundles []foundBundle
+	// failed lists candidate paths that exist but could not be read (a FIFO,
+	// a directory, a file too large): they are reported and left alone.
+	failed []fileChange
+}
+
+// readImageStore reads every bundle of the family's candidates that exists,
+// once per real file: RHEL's three names for one bundle are read once.
+func readImageStore(root *safeDir, fam distroFamily) *imageStore {
+	s := &imageStore{}
+	seen := map[string]bool{}
+	for _, p := range bundleCandidates(fam) {
+		canon, err := root.canonical(p)
+		if err != nil {
+			s.failed = append(s.failed, fileChange{Path: p, Action: "failed", Error: err.Error()})
+			continue
+		}
+		if seen[canon] {
+			continue
+		}
+		seen[canon] = true
+		data, _, err := root.readFile(canon, maxBundleSize)
+		switch {
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+		case err != nil:
+			s.failed = append(s.failed, fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "failed", Error: err.Error()})
+		default:
+			s.bundles = append(s.bundles, foundBundle{path: p, canon: canon, data: data})
+		}
+	}
+	return s
+}
+
+// trust is what the image trusted: its primary bundle, or nil if it had none.
+func (s *imageStore) trust() []byte {
+	if len(s.bundles) == 0 {
+		return nil
+	}
+	return s.bundles[0].data
+}
+
+// mergedTrust is the bundle a replacing variable such as SSL_CERT_FILE must
+// name: the image's own trust plus ours. An image without any trust gets
+// noTrust instead (our CAs, and the node's base bundle if one is configured).
+func (s *imageStore) mergedTrust(ours *caBundle, noTrust []byte) []byte {
+	if len(s.bundles) == 0 {
+		return noTrust
+	}
+	merged, _ := mergeBundle(s.trust(), ours)
+	return merged
+}
+
+// write merges our CAs into every bundle found, or creates the family's
+// primary bundle (with noTrust) when the image has none, and drops each CA
+// into the family's anchor directory so that the distribution's own update
+// tool, run later inside the container, keeps it. A bundle that could not
+// be read is an error too: the image's store is then only partly ours. The
+// first error is returned; the changes record every path.
+func (s *imageStore) write(root *safeDir, fam distroFamily, ours *caBundle, noTrust []byte) ([]fileChange, error) {
+	var changes []fileChange
+	var firstErr error
+	for _, c := range s.failed {
+		changes = append(changes, c)
+		if firstErr == nil {
+			firstErr = errors.New(c.Error)
+		}
+	}
+	note := func(c fileChange, err error) {
+		if err != nil {
+			c.Action, c.Error = "failed", err.Error()
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		changes = append(changes, c)
+	}
+	for _, b := range s.bundles {
+		merged, added := mergeBundle(b.data, ours)
+		c := fileChange{Path: b.path, Resolved: resolvedIfDifferent(b.path, b.canon), Action: "unchanged", Added: added}
+		var err error
+		if added > 0 {
+			c.Action = "merged"
+			_, err = root.writeFile(b.canon, merged, 0o644)
+		}
+		note(c, err)
+	}
+	if len(s.bundles) == 0 && len(s.failed) == 0 {
+		primary := fam.bundles[0]
+		canon, err := createFile(root, primary, noTrust)
+		note(fileChange{Path: primary, Resolved: resolvedIfDifferent(primary, canon), Action: "created", Added: countCerts(noTrust)}, err)
+	}
+	if fam.anchorDir != "" {
+		for _, c := range ours.certs {
+			p := fam.anchorDir + "/cainjekt-" + c.id() + fam.anchorExt
+			canon, err := createFile(root, p, certPEM(c))
+			note(fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "anchor", Added: 1}, err)
+		}
+	}
+	return changes, firstErr
+}
+
+// createFile writes a file of ours into the image, creating its directory.
+func createFile(root *safeDir, p string, data []byte) (string, error) {
+	if _, err := root.mkdirAll(path.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	return root.writeFile(p, data, 0o644)
+}
+
+func resolvedIfDifferent(p, canon string) string {
+	if canon == p {
+		return ""
+	}
+	return canon
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func readTestdata(t testing.TB, p string) []byte {
+	t.Helper()
+	data, err := os.ReadFile("testdata/" + p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// corpBundle is the injected bundle of most tests: two unrelated CAs.
+func corpBundle(t testing.TB) *caBundle {
+	t.Helper()
+	b, _, err := parseCABundle(append(readTestdata(t, "certs/corp-root.pem"), readTestdata(t, "certs/corp-second.pem")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func publicBundle(t testing.TB) []byte {
+	t.Helper()
+	var b []byte
+	for _, n := range []string{"a", "b", "c"} {
+		b = append(b, readTestdata(t, "certs/public-"+n+".pem")...)
+	}
+	return b
+}
+
+func TestParseCABundleDropsAllButCertificates(t *testing.T) {
+	b, warnings, err := parseCABundle(readTestdata(t, "bundles/with-private-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.certs) != 2 {
+		t.Fatalf("kept %d certificates, want 2 (root and proxy CA, the duplicate and the broken one dropped)", len(b.certs))
+	}
+	if bytes.Contains(b.pem, []byte("PRIVATE")) || bytes.Contains(b.pem, []byte("comment")) {
+		t.Errorf("staged PEM holds more than certificates:\n%s", b.pem)
+	}
+	joined := strings.Join(warnings, "\n")
+	for _, want := range []string{"PRIVATE KEY block: a CA bundle must never hold a private key", "does not parse", "duplicate"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("warnings lack %q:\n%s", want, joined)
+		}
+	}
+	if got := countCerts(b.pem); got != 2 {
+		t.Errorf("re-encoded PEM holds %d certificates", got)
+	}
+}
+
+func TestParseCABundleRejectsUnusableBundles(t *testing.T) {
+	for name, tc := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"empty":       {[]byte(" \n\t\n"), "empty"},
+		"DER":         {readTestdata(t, "bundles/corp-root.der"), "no complete PEM block"},
+		"key only":    {readTestdata(t, "bundles/only-private-key.pem"), "no usable CERTIFICATE"},
+		"garbage PEM": {[]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "no usable CERTIFICATE"},
+		"truncated":   {readTestdata(t, "certs/corp-root.pem")[:200], "no complete PEM block"},
+	} {
+		_, _, err := parseCABundle(tc.data)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to say %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestMergeBundleKeepsImageBytesAndAddsMissing(t *testing.T) {
+	ours := corpBundle(t)
+	image := publicBundle(t)
+	image = append([]byte("# image comment, kept\n"), image...)
+	image = image[:len(image)-1] // no final newline
+
+	merged, added := mergeBundle(image, ours)
+	if added != 2 {
+		t.Errorf("added %d, want 2", added)
+	}
+	if !bytes.HasPrefix(merged, image) {
+		t.Error("merged bundle does not start with the image's bundle byte for byte")
+	}
+	if got := countCerts(merged); got != 5 {
+		t.Errorf("merged bundle holds %d certificates, want 5", got)
+	}
+	again, added := mergeBundle(merged, ours)
+	if added != 0 || !bytes.Equal(again, merged) {
+		t.Errorf("merging twice added %d certificates", added)
+	}
+	if _, added := mergeBundle(nil, ours); added != 2 {
+		t.Errorf("merge into nothing added %d", added)
+	}
+}
+
+func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
+	root := readTestdata(t, "certs/corp-root.pem")
+	trusted, err := exec.Command("openssl", "x509", "-in", "testdata/certs/corp-root.pem", "-addtrust", "serverAuth").Output()
+	if err != nil {
+		t.Skipf("openssl: %v", err)
+	}
+	if !bytes.Contains(trusted, []byte("TRUSTED CERTIFICATE")) {
+		t.Fatalf("openssl did not write a TRUSTED CERTIFICATE block:\n%s", trusted)
+	}
+	ours, _, err := parseCABundle(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, added := mergeBundle(trusted, ours); added != 0 {
+		t.Errorf("a CA present as TRUSTED CERTIFICATE was added again")
+	}
+	block, _ := pem.Decode(root)
+	if !bundleSums(trusted)[sha256.Sum256(block.Bytes)] {
+		t.Error("bundleSums missed the certificate inside a TRUSTED CERTIFICATE block")
+	}
+}
