@@ -1,0 +1,261 @@
+package main
+
+// The plugin's configuration: each setting is an environment variable (the
+// names and defaults existing manifests use) and a flag; a flag wins over the
+// variable, the variable over the default. A bad value is a startup error
+// that names the setting, never a silent default.
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	failOpen   = "fail-open"
+	failClosed = "fail-closed"
+)
+
+// config is the validated configuration of `cainjekt plugin`.
+type config struct {
+	caFile           string
+	baseBundle       string
+	annotationPrefix string
+	failPolicy       string
+	logLevel         slog.Level
+	logFormat        string
+	hookTimeout      time.Duration
+	dynamicCARoot    string
+	socket           string
+	name             string
+	idx              string
+	httpAddr         string
+	hostBinary       string
+}
+
+// setting describes one configuration value.
+type setting struct {
+	flag, env, def, usage string
+}
+
+var settings = []setting{
+	{"ca-file", "CAINJEKT_CA_FILE", "/etc/cainjekt/ca-bundle.pem", "PEM bundle of the CAs to inject"},
+	{"base-bundle", "CAINJEKT_BASE_BUNDLE", "", "optional PEM bundle of public roots for images that trust nothing of their own (e.g. the node's)"},
+	{"annotation-prefix", "CAINJEKT_ANNOTATION_PREFIX", "cainjekt.natron.io", "prefix of the pod annotations"},
+	{"fail-policy", "CAINJEKT_FAIL_POLICY", failOpen, "fail-open: a container whose injection fails starts without it; fail-closed: it does not start"},
+	{"log-level", "CAINJEKT_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"log-format", "CAINJEKT_LOG_FORMAT", "json", "json or text"},
+	{"hook-timeout", "CAINJEKT_HOOK_TIMEOUT_SEC", "5", "seconds the runtime allows the OCI hook (1-60)"},
+	{"dynamic-ca-root", "CAINJEKT_DYNAMIC_CA_ROOT", "/run/cainjekt/containers", "host directory for per-container staging"},
+	{"socket", "CAINJEKT_NRI_SOCKET", "/var/run/nri/nri.sock", "NRI socket of the container runtime"},
+	{"name", "CAINJEKT_PLUGIN_NAME", "cainjekt", "NRI plugin name"},
+	{"idx", "CAINJEKT_PLUGIN_IDX", "10", "NRI plugin index, two digits"},
+	{"http-addr", "CAINJEKT_HTTP_ADDR", ":9443", "listen address of /metrics, /healthz and /readyz"},
+	{"host-binary", "CAINJEKT_HOST_BINARY", "", "host path of this binary, run as hook and mounted as wrapper (default: this executable)"},
+}
+
+// loadConfig parses args and the environment into a validated config.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("cainjekt plugin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	values := map[string]*string{}
+	for _, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		values[s.flag] = fs.String(s.flag, def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	fromFlag := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { fromFlag[f.Name] = true })
+
+	var errs []error
+	get := func(name string, check func(string) error) string {
+		v := strings.TrimSpace(*values[name])
+		if err := check(v); err != nil {
+			errs = append(errs, fmt.Errorf("invalid %s %q: %w", sourceOf(name, fromFlag[name]), v, err))
+		}
+		return v
+	}
+	c := &config{
+		caFile:           get("ca-file", absPath),
+		baseBundle:       get("base-bundle", optional(absPath)),
+		annotationPrefix: get("annotation-prefix", annotationPrefix),
+		failPolicy:       get("fail-policy", oneOf(failOpen, failClosed)),
+		logFormat:        get("log-format", oneOf("json", "text")),
+		dynamicCARoot:    get("dynamic-ca-root", absPath),
+		socket:           get("socket", absPath),
+		name:             get("name", pluginName),
+		idx:              get("idx", pluginIdx),
+		httpAddr:         get("http-addr", listenAddr),
+		hostBinary:       get("host-binary", optional(absPath)),
+	}
+	c.logLevel = parseLevel(get("log-level", oneOf("debug", "info", "warn", "error")))
+	c.hookTimeout = time.Duration(atoiOrZero(get("hook-timeout", intRange(1, 60)))) * time.Second
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	c.dynamicCARoot = filepath.Clean(c.dynamicCARoot)
+	return c, nil
+}
+
+func sourceOf(name string, fromFlag bool) string {
+	for _, s := range settings {
+		if s.flag == name {
+			if fromFlag {
+				return "--" + name
+			}
+			return s.env + " (--" + name + ")"
+		}
+	}
+	return name
+}
+
+func absPath(v string) error {
+	switch {
+	case v == "":
+		return errors.New("must not be empty")
+	case !filepath.IsAbs(v):
+		return errors.New("must be an absolute path")
+	case strings.ContainsRune(v, 0):
+		return errors.New("contains a NUL byte")
+	}
+	return nil
+}
+
+func optional(check func(string) error) func(string) error {
+	return func(v string) error {
+		if v == "" {
+			return nil
+		}
+		return check(v)
+	}
+}
+
+func oneOf(allowed ...string) func(string) error {
+	return func(v string) error {
+		if slices.Contains(allowed, v) {
+			return nil
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
+	}
+}
+
+func intRange(lo, hi int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("must be a whole number from %d to %d", lo, hi)
+		}
+		return nil
+	}
+}
+
+func atoiOrZero(v string) int {
+	n, _ := strconv.Atoi(v)
+	return n
+}
+
+// annotationPrefix checks a Kubernetes annotation prefix: a DNS subdomain.
+func annotationPrefix(v string) error {
+	if v == "" || len(v) > 253 {
+		return errors.New("must be a DNS subdomain of 1 to 253 characters")
+	}
+	for _, label := range strings.Split(v, ".") {
+		if !dnsLabel(label) {
+			return fmt.Errorf("label %q is not a lower-case DNS label", label)
+		}
+	}
+	return nil
+}
+
+func dnsLabel(l string) bool {
+	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for _, r := range l {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// pluginName checks an NRI plugin name: the runtime joins it with the index
+// as "IDX-NAME" and uses it in file names.
+func pluginName(v string) error {
+	if !dnsLabel(v) {
+		return errors.New("must be 1 to 63 lower-case letters, digits or '-'")
+	}
+	return nil
+}
+
+func pluginIdx(v string) error {
+	if len(v) != 2 || v[0] < '0' || v[0] > '9' || v[1] < '0' || v[1] > '9' {
+		return errors.New("must be two digits, 00 to 99")
+	}
+	return nil
+}
+
+func listenAddr(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}
+
+func parseLevel(v string) slog.Level {
+	var l slog.Level
+	l.UnmarshalText([]byte(v)) // validated by oneOf; an invalid value leaves info
+	return l
+}
+
+// newLogger returns the process logger. Logs go to stderr, where the
+// container runtime and kubectl logs collect them.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// resolveHostBinary defaults the host binary to this executable and checks
+// that it is there: the runtime executes it as the hook and bind-mounts it as
+// the wrapper, so a wrong path breaks every injected container.
+func (c *config) resolveHostBinary() error {
+	if c.hostBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find this executable for --host-binary: %w", err)
+		}
+		c.hostBinary = exe
+	}
+	st, err := os.Stat(c.hostBinary)
+	if err != nil {
+		return fmt.Errorf("host binary (CAINJEKT_HOST_BINARY): %w", err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("host binary (CAINJEKT_HOST_BINARY) %s is not an executable file", c.hostBinary)
+	}
+	return nil
+}
