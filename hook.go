@@ -1,0 +1,401 @@
+package main
+
+// The OCI createRuntime hook.
+//
+// runc runs it on the host, in the host's mount namespace, after the rootfs
+// is mounted and before the container process starts, with the container's
+// OCI state on stdin. The rootfs is writable from here even when the
+// container's is read-only (read-only is applied in the container's own mount
+// namespace), so a read-only container gets its OS trust store too.
+//
+// A hook that exits non-zero or outlives its timeout fails the container, so
+// fail-open lives here: every read is bounded, a watchdog gives up well
+// before the runtime's timeout, and under fail-open every failure ends in
+// exit 0 with the container started as the plugin staged it.
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	maxStateSize  = 1 << 20 // the OCI state runc writes is a few KiB
+	maxConfigSize = 4 << 20 // config.json of a container with a large environment
+	statusVersion = 1
+
+	hookResultOK      = "ok"
+	hookResultFailed  = "failed"
+	hookResultTimeout = "timeout"
+)
+
+var hookResults = []string{hookResultOK, hookResultFailed, hookResultTimeout}
+
+// CRI's container annotations, which runc passes to the hook in the state.
+const (
+	criPodName       = "io.kubernetes.cri.sandbox-name"
+	criPodNamespace  = "io.kubernetes.cri.sandbox-namespace"
+	criContainerName = "io.kubernetes.cri.container-name"
+)
+
+// hookStatus is what the hook writes to status.json for the operator and
+// the plugin.
+type hookStatus struct {
+	Version     int          `json:"version"`
+	Result      string       `json:"result"`
+	ContainerID string       `json:"container_id"`
+	Namespace   string       `json:"namespace,omitempty"`
+	Pod         string       `json:"pod,omitempty"`
+	Container   string       `json:"container,omitempty"`
+	OSRelease   osRelease    `json:"os_release"`
+	Family      string       `json:"family,omitempty"`
+	Processors  []string     `json:"processors"`
+	CABundle    string       `json:"ca_bundle_sha256,omitempty"`
+	ImageCerts  int          `json:"image_certificates"`
+	Files       []fileChange `json:"files,omitempty"`
+	Errors      []string     `json:"errors,omitempty"`
+	DurationMS  float64      `json:"duration_ms"`
+	Finished    time.Time    `json:"finished"`
+}
+
+// hookContext is what the hook leaves for the wrapper in context.json.
+type hookContext struct {
+	Injected bool              `json:"injected"`
+	Message  string            `json:"message,omitempty"`
+	Env      map[string]string `json:"env,omitempty"`
+}
+
+// hookOptions are the hook's arguments, which the plugin writes into the
+// container's OCI spec.
+type hookOptions struct {
+	dynamicCARoot string
+	failPolicy    string
+	processors    []string
+	timeout       time.Duration
+	logLevel      slog.Level
+}
+
+// hookArgs renders the options as the hook's argv.
+func hookArgs(o hookOptions) []string {
+	return []string{
+		"cainjekt", "hook",
+		"--dynamic-ca-root", o.dynamicCARoot,
+		"--fail-policy", o.failPolicy,
+		"--processors", strings.Join(o.processors, ","),
+		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
+		"--log-level", strings.ToLower(o.logLevel.String()),
+	}
+}
+
+func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
+	fs := flag.NewFlagSet("cainjekt hook", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	root := fs.String("dynamic-ca-root", "", "host directory of per-container staging")
+	policy := fs.String("fail-policy", failOpen, "fail-open or fail-closed")
+	processors := fs.String("processors", "", "comma-separated enabled processors")
+	timeout := fs.Int("timeout", 5, "the runtime's timeout for this hook, in seconds")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return hookOptions{}, err
+	}
+	o := hookOptions{
+		dynamicCARoot: *root,
+		failPolicy:    *policy,
+		processors:    splitList(*processors),
+		timeout:       time.Duration(*timeout) * time.Second,
+		logLevel:      parseLevel(*level),
+	}
+	var errs []error
+	if err := absPath(o.dynamicCARoot); err != nil {
+		errs = append(errs, fmt.Errorf("--dynamic-ca-root: %w", err))
+	}
+	if err := oneOf(failOpen, failClosed)(o.failPolicy); err != nil {
+		errs = append(errs, fmt.Errorf("--fail-policy: %w", err))
+	}
+	if o.timeout <= 0 {
+		errs = append(errs, errors.New("--timeout must be positive"))
+	}
+	return o, errors.Join(errs...)
+}
+
+// hookBudget is how long the hook works before giving up: well inside the
+// runtime's timeout, leaving time to report and exit.
+func hookBudget(timeout time.Duration) time.Duration {
+	return max(timeout*7/10, 500*time.Millisecond)
+}
+
+// runHook is `cainjekt hook`. It returns the process exit code.
+func runHook(args []string, stdin io.Reader, stderr io.Writer) int {
+	start := time.Now()
+	opts, err := parseHookArgs(args, stderr)
+	if err != nil {
+		// Only a plugin of another version writes arguments we cannot read.
+		fmt.Fprintf(stderr, "cainjekt hook: %v\n", err)
+		if opts.failPolicy == failOpen {
+			return 0
+		}
+		return 1
+	}
+	h := &hook{
+		opts:   opts,
+		start:  start,
+		log:    newLogger(stderr, "json", opts.logLevel).With("component", "hook"),
+		status: hookStatus{Version: statusVersion, Processors: opts.processors},
+	}
+	watchdog := time.AfterFunc(hookBudget(opts.timeout), func() {
+		os.Exit(h.finish(hookResultTimeout, fmt.Errorf("gave up after %s, inside the runtime's %s hook timeout", hookBudget(opts.timeout), opts.timeout)))
+	})
+	defer watchdog.Stop()
+	err = h.run(stdin)
+	result := hookResultOK
+	if err != nil {
+		result = hookResultFailed
+	}
+	return h.finish(result, err)
+}
+
+// hook is one run of the hook.
+type hook struct {
+	opts  hookOptions
+	start time.Time
+	log   *slog.Logger
+
+	mu      sync.Mutex // guards what finish reads against the watchdog
+	done    bool
+	status  hookStatus
+	staging *safeDir // the container's staging directory, once known
+}
+
+// run does the work; the error is what made the injection fail.
+func (h *hook) run(stdin io.Reader) error {
+	state, err := readState(stdin)
+	if err != nil {
+		return err
+	}
+	h.note(func(s *hookStatus) {
+		s.ContainerID = state.ID
+		s.Namespace = printable(state.Annotations[criPodNamespace], 253)
+		s.Pod = printable(state.Annotations[criPodName], 253)
+		s.Container = printable(state.Annotations[criContainerName], 253)
+	})
+	staging, err := openStaging(h.opts.dynamicCARoot, state.ID)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.staging = staging
+	h.mu.Unlock()
+
+	ours, prefill, err := readStaged(staging)
+	if err != nil {
+		return err
+	}
+	h.note(func(s *hookStatus) { s.CABundle = ours.sha256() })
+
+	root, err := openContainerRoot(state.Bundle)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return h.inject(root, staging, ours, prefill)
+}
+
+// inject detects the distribution, rewrites the staged bundle with the
+// image's trust merged with ours, and merges ours into the OS trust store.
+func (h *hook) inject(root, staging *safeDir, ours *caBundle, prefill []byte) error {
+	rel, fam, detectErr := detectDistro(root)
+	store := readImageStore(root, fam)
+	h.note(func(s *hookStatus) {
+		s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust())
+		if detectErr != nil {
+			s.Errors = append(s.Errors, "os-release: "+detectErr.Error())
+		}
+	})
+	// The staged bundle first: it is what SSL_CERT_FILE names, and must
+	// hold the image's trust even if the OS store cannot be written.
+	if merged := store.mergedTrust(ours, prefill); string(merged) != string(prefill) {
+		if _, err := staging.writeFile(stagedBundle, merged, 0o644); err != nil {
+			return fmt.Errorf("write staged bundle: %w", err)
+		}
+	}
+	if !slices.Contains(h.opts.processors, fam.processor()) {
+		h.log.Debug("OS trust store left alone: processor not enabled", "processor", fam.processor())
+		return nil
+	}
+	changes, err := store.write(root, fam, ours, prefill)
+	h.note(func(s *hookStatus) { s.Files = changes })
+	if err != nil {
+		return fmt.Errorf("update OS trust store (%s): %w", fam.processor(), err)
+	}
+	return detectErr
+}
+
+// note updates the status under the lock the watchdog takes too.
+func (h *hook) note(f func(*hookStatus)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f(&h.status)
+}
+
+// finish records the outcome once, from the main path or the watchdog, and
+// returns the exit code the fail policy asks for.
+func (h *hook) finish(result string, err error) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done {
+		return 0
+	}
+	h.done = true
+	s := &h.status
+	s.Result = result
+	if err != nil {
+		s.Errors = append(s.Errors, err.Error())
+	}
+	s.Finished = time.Now().UTC()
+	s.DurationMS = float64(time.Since(h.start).Microseconds()) / 1000
+	h.writeReports()
+
+	attrs := []any{"container_id", s.ContainerID, "namespace", s.Namespace, "pod", s.Pod, "container", s.Container,
+		"result", result, "family", s.Family, "duration_ms", s.DurationMS}
+	if err == nil {
+		h.log.Info("injected", attrs...)
+		return 0
+	}
+	h.log.Error("injection failed", append(attrs, "error", err, "fail_policy", h.opts.failPolicy)...)
+	if h.opts.failPolicy == failClosed {
+		return 1
+	}
+	return 0
+}
+
+// writeReports writes status.json and context.json into the staging
+// directory, if the hook got as far as finding it.
+func (h *hook) writeReports() {
+	if h.staging == nil {
+		return
+	}
+	ctx := hookContext{Injected: h.status.Result == hookResultOK}
+	if !ctx.Injected {
+		ctx.Message = fmt.Sprintf("cainjekt: CA injection %s (%s); see %s/%s", h.status.Result, strings.Join(h.status.Errors, "; "), containerDir, stagedStatus)
+	}
+	for name, v := range map[string]any{stagedStatus: &h.status, stagedContext: &ctx} {
+		data, err := json.MarshalIndent(v, "", "  ")
+		if err == nil {
+			_, err = h.staging.writeFile(name, append(data, '\n'), 0o644)
+		}
+		if err != nil {
+			h.log.Error("write report", "file", name, "error", err)
+		}
+	}
+}
+
+// readState reads the OCI state runc writes on stdin.
+func readState(r io.Reader) (*specs.State, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI state: %w", err)
+	}
+	if len(data) > maxStateSize {
+		return nil, fmt.Errorf("OCI state larger than %d bytes", maxStateSize)
+	}
+	var st specs.State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("parse OCI state: %w", err)
+	}
+	if !validContainerID(st.ID) {
+		return nil, fmt.Errorf("OCI state: container ID %q is not 64 hex digits", st.ID)
+	}
+	if !path.IsAbs(st.Bundle) {
+		return nil, fmt.Errorf("OCI state: bundle %q is not an absolute path", st.Bundle)
+	}
+	return &st, nil
+}
+
+// openStaging opens the container's staging directory.
+func openStaging(dynamicRoot, id string) (*safeDir, error) {
+	root, err := openOwnDir(dynamicRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	dir, err := root.sub(id)
+	if err != nil {
+		return nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
+	}
+	return dir, nil
+}
+
+// readStaged reads the CAs and the pre-filled bundle the plugin staged.
+func readStaged(staging *safeDir) (*caBundle, []byte, error) {
+	caPEM, _, err := staging.readFile(stagedCA, maxBundleSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read staged CAs: %w", err)
+	}
+	ours, _, err := parseCABundle(caPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("staged CAs: %w", err)
+	}
+	prefill, _, err := staging.readFile(stagedBundle, maxBundleSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read staged bundle: %w", err)
+	}
+	return ours, prefill, nil
+}
+
+// openContainerRoot opens the rootfs named by the bundle's config.json.
+func openContainerRoot(bundle string) (*safeDir, error) {
+	dir, err := openSafeDir(unix.AT_FDCWD, bundle, 0, unix.RESOLVE_BENEATH|unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return nil, fmt.Errorf("OCI bundle: %w", err)
+	}
+	defer dir.Close()
+	data, _, err := dir.readFile("config.json", maxConfigSize)
+	if err != nil {
+		return nil, fmt.Errorf("OCI bundle: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("parse config.json: %w", err)
+	}
+	if spec.Root == nil || spec.Root.Path == "" {
+		return nil, errors.New("config.json has no root.path")
+	}
+	root, err := openImageRoot(dir.fd, spec.Root.Path)
+	if err != nil {
+		return nil, fmt.Errorf("container rootfs: %w", err)
+	}
+	if err := refuseHostRoot(root); err != nil {
+		root.Close()
+		return nil, err
+	}
+	return root, nil
+}
+
+// refuseHostRoot makes sure a rootfs is not the host's own root directory:
+// writing the host's trust store is never what a container asked for.
+func refuseHostRoot(root *safeDir) error {
+	var rootfs, host unix.Stat_t
+	if err := unix.Fstat(root.fd, &rootfs); err != nil {
+		return fmt.Errorf("stat rootfs: %w", err)
+	}
+	if err := unix.Stat("/", &host); err != nil {
+		return fmt.Errorf("stat /: %w", err)
+	}
+	if rootfs.Dev == host.Dev && rootfs.Ino == host.Ino {
+		return errors.New("the container's rootfs is the host's root directory: refusing")
+	}
+	return nil
+}

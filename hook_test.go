@@ -1,0 +1,214 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// hookBed is a container as runc presents it to the hook: an OCI bundle
+// with config.json and a rootfs copied from a fixture, and the staging the
+// plugin made.
+type hookBed struct {
+	bundle, rootfs, dynamicRoot, staging string
+	ours                                 *caBundle
+	prefill                              []byte
+}
+
+func newHookBed(t *testing.T, fixture string) *hookBed {
+	t.Helper()
+	b := &hookBed{bundle: t.TempDir(), ours: corpBundle(t)}
+	b.rootfs = filepath.Join(b.bundle, "rootfs")
+	if err := os.Rename(copyTree(t, filepath.Join("testdata/rootfs", fixture)), b.rootfs); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs", Readonly: true}})
+	if err := os.WriteFile(filepath.Join(b.bundle, "config.json"), spec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, root := newTestStager(t)
+	b.dynamicRoot, b.prefill = root, b.ours.pem
+	dir, err := s.stage(testID, b.ours.pem, b.prefill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.staging = dir
+	return b
+}
+
+func (b *hookBed) state() []byte {
+	st, _ := json.Marshal(specs.State{Version: specs.Version, ID: testID, Status: "creating", Pid: 4242, Bundle: b.bundle,
+		Annotations: map[string]string{criPodName: "web", criPodNamespace: "shop", criContainerName: "app"}})
+	return st
+}
+
+func (b *hookBed) args(policy string, processors ...string) []string {
+	if processors == nil {
+		processors = allProcessors()
+	}
+	return hookArgs(hookOptions{dynamicCARoot: b.dynamicRoot, failPolicy: policy, processors: processors, timeout: 5 * time.Second})[2:]
+}
+
+func (b *hookBed) status(t *testing.T) (hookStatus, hookContext) {
+	t.Helper()
+	var st hookStatus
+	var ctx hookContext
+	for name, v := range map[string]any{stagedStatus: &st, stagedContext: &ctx} {
+		data, err := os.ReadFile(filepath.Join(b.staging, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(data, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st, ctx
+}
+
+func (b *hookBed) read(t *testing.T, p string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestHookInjectsDebian(t *testing.T) {
+	b := newHookBed(t, "debian")
+	imageBundle := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt"))
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	st, ctx := b.status(t)
+	if st.Result != hookResultOK || st.Family != "debian" || st.OSRelease.ID != "debian" || st.ImageCerts != 3 ||
+		st.Pod != "web" || st.Namespace != "shop" || st.Container != "app" || st.ContainerID != testID {
+		t.Errorf("status %+v", st)
+	}
+	if !ctx.Injected || ctx.Message != "" {
+		t.Errorf("context %+v", ctx)
+	}
+	want, _ := mergeBundle(imageBundle, b.ours)
+	if got := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt")); string(got) != string(want) {
+		t.Error("OS bundle is not the image's bundle merged with ours")
+	}
+	if got := b.read(t, filepath.Join(b.staging, stagedBundle)); string(got) != string(want) {
+		t.Error("staged bundle.pem (SSL_CERT_FILE) is not the image's bundle merged with ours")
+	}
+	anchors, _ := filepath.Glob(filepath.Join(b.rootfs, "usr/local/share/ca-certificates/cainjekt-*.crt"))
+	if len(anchors) != 2 {
+		t.Errorf("anchors: %v", anchors)
+	}
+}
+
+func TestHookLeavesExcludedOSStoreAlone(t *testing.T) {
+	b := newHookBed(t, "alpine")
+	before := snapshot(t, b.rootfs)
+	if code := runHook(b.args(failClosed, "lang-python"), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if changed := changedPaths(before, snapshot(t, b.rootfs)); len(changed) > 0 {
+		t.Errorf("os-alpine not enabled, yet changed %v", changed)
+	}
+	if n := countCerts(b.read(t, filepath.Join(b.staging, stagedBundle))); n != 5 {
+		t.Errorf("staged bundle holds %d certificates, want the image's 3 and our 2", n)
+	}
+}
+
+func TestHookFailurePolicy(t *testing.T) {
+	for _, policy := range []string{failOpen, failClosed} {
+		t.Run(policy, func(t *testing.T) {
+			b := newHookBed(t, "debian")
+			// An image whose trust store is a directory cannot be merged.
+			p := filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt")
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			code := runHook(b.args(policy), strings.NewReader(string(b.state())), io.Discard)
+			if want := map[string]int{failOpen: 0, failClosed: 1}[policy]; code != want {
+				t.Errorf("exit %d, want %d", code, want)
+			}
+			st, ctx := b.status(t)
+			if st.Result != hookResultFailed || len(st.Errors) == 0 || ctx.Injected || !strings.Contains(ctx.Message, "not a regular file") {
+				t.Errorf("status %+v context %+v", st, ctx)
+			}
+			if got := b.read(t, filepath.Join(b.staging, stagedBundle)); string(got) != string(b.prefill) {
+				t.Error("the staged bundle must stay as the plugin filled it")
+			}
+		})
+	}
+}
+
+func TestHookWithoutStaging(t *testing.T) {
+	b := newHookBed(t, "debian")
+	if err := os.RemoveAll(b.staging); err != nil {
+		t.Fatal(err)
+	}
+	if code := runHook(b.args(failOpen), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		t.Errorf("fail-open exit %d", code)
+	}
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 1 {
+		t.Errorf("fail-closed exit %d", code)
+	}
+}
+
+func TestHookRejectsBadState(t *testing.T) {
+	b := newHookBed(t, "debian")
+	for name, state := range map[string]string{
+		"not JSON":      "{",
+		"bad ID":        `{"id":"../../x","bundle":"/tmp"}`,
+		"relative":      `{"id":"` + testID + `","bundle":"tmp/bundle"}`,
+		"huge":          `{"id":"` + testID + `","annotations":{"x":"` + strings.Repeat("a", maxStateSize) + `"}}`,
+		"empty":         "",
+		"missing paths": `{"id":"` + testID + `","bundle":"/nonexistent/bundle"}`,
+	} {
+		if code := runHook(b.args(failClosed), strings.NewReader(state), io.Discard); code != 1 {
+			t.Errorf("%s: fail-closed exit %d", name, code)
+		}
+		if code := runHook(b.args(failOpen), strings.NewReader(state), io.Discard); code != 0 {
+			t.Errorf("%s: fail-open exit %d", name, code)
+		}
+	}
+}
+
+func TestHookWatchdogGivesUpInTime(t *testing.T) {
+	b := newHookBed(t, "debian")
+	args := append([]string{"hook"}, b.args(failOpen)...)
+	for i, a := range args {
+		if a == "--timeout" {
+			args[i+1] = "1"
+		}
+	}
+	// stdin never closes: the state never arrives.
+	exe, _ := os.Executable()
+	r, w, _ := os.Pipe()
+	defer w.Close()
+	proc, err := os.StartProcess(exe, append([]string{exe}, args...), &os.ProcAttr{
+		Env:   append(os.Environ(), asBinaryEnv+"=1"),
+		Files: []*os.File{r, nil, nil},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	done := make(chan *os.ProcessState, 1)
+	go func() { st, _ := proc.Wait(); done <- st }()
+	select {
+	case st := <-done:
+		if st.ExitCode() != 0 {
+			t.Errorf("fail-open watchdog exit %d", st.ExitCode())
+		}
+	case <-time.After(30 * time.Second):
+		proc.Kill()
+		t.Fatal("the hook did not give up on its own")
+	}
+}

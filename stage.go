@@ -1,0 +1,185 @@
+package main
+
+// Per-container staging on the host.
+//
+// Under the dynamic CA root (0700, root: no other host user may look in),
+// each injected container has a directory named by its container ID:
+//
+//	<root>/<id>/              0755  bind-mounted read-only at /etc/cainjekt
+//	<root>/<id>/ca.pem        0644  the injected CAs (for additive variables)
+//	<root>/<id>/bundle.pem    0644  the bundle for replacing variables: filled by
+//	                                the plugin, rewritten by the hook with the
+//	                                image's trust merged with ours
+//	<root>/<id>/status.json   0644  what the hook found and did
+//	<root>/<id>/context.json  0644  what the hook leaves for the wrapper
+//
+// The per-container directory is 0755 and its files 0644 because it is what
+// the container sees, and its processes need not run as root. Nothing secret
+// is ever staged: the plugin drops every non-certificate block first.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside the container.
+const (
+	containerDir     = "/etc/cainjekt"
+	containerCA      = containerDir + "/" + stagedCA
+	containerBundle  = containerDir + "/" + stagedBundle
+	containerContext = containerDir + "/" + stagedContext
+	// The wrapper: the host binary, bind-mounted read-only. It lives apart
+	// from /etc/cainjekt so that neither mount depends on the other.
+	containerWrapper = "/.cainjekt/cainjekt"
+)
+
+// Files in a container's staging directory.
+const (
+	stagedCA      = "ca.pem"
+	stagedBundle  = "bundle.pem"
+	stagedStatus  = "status.json"
+	stagedContext = "context.json"
+	lockName      = ".lock"
+)
+
+// maxStatusSize bounds status.json and context.json.
+const maxStatusSize = 1 << 20
+
+// validContainerID accepts what containerd's CRI generates: 64 lower-case hex
+// digits. Anything else never becomes a path.
+func validContainerID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// stager owns the dynamic CA root.
+type stager struct {
+	dir  *safeDir
+	path string
+}
+
+// openStager creates the dynamic CA root if needed and makes sure only root
+// can enter it.
+func openStager(root string) (*stager, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("create dynamic CA root: %w", err)
+	}
+	dir, err := openOwnDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic CA root: %w", err)
+	}
+	if err := restrictDir(dir.fd, root); err != nil {
+		dir.Close()
+		return nil, err
+	}
+	return &stager{dir: dir, path: root}, nil
+}
+
+// restrictDir makes sure the directory belongs to us and is 0700. A directory
+// created by a hostPath volume is 0755; one owned by another user is refused.
+func restrictDir(fd int, name string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", name, err)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("dynamic CA root %s belongs to uid %d, not to us (uid %d)", name, st.Uid, os.Geteuid())
+	}
+	if st.Mode&0o777 == 0o700 {
+		return nil
+	}
+	// fchmod does not work on an O_PATH descriptor; go through /proc.
+	if err := os.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), 0o700); err != nil {
+		return fmt.Errorf("restrict %s to 0700: %w", name, err)
+	}
+	return nil
+}
+
+// Close releases the root.
+func (s *stager) Close() error { return s.dir.Close() }
+
+// lock takes the node-wide single-instance lock in the dynamic CA root and
+// holds it until the process exits. Two plugins with one name would both be
+// accepted by containerd and then make every CreateContainer fail.
+func (s *stager) lock() error {
+	fd, err := unix.Openat(s.dir.fd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock %s: %w", path.Join(s.path, lockName), err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if err == unix.EWOULDBLOCK {
+			return fmt.Errorf("another cainjekt plugin holds %s: refusing to run twice on one node", path.Join(s.path, lockName))
+		}
+		return fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
+	}
+	return nil // the descriptor stays open, and the lock held, for the process's life
+}
+
+// stage writes a container's staging directory and returns its host path.
+func (s *stager) stage(id string, ca, bundle []byte) (string, error) {
+	if !validContainerID(id) {
+		return "", fmt.Errorf("refusing to stage for container ID %q: not 64 hex digits", id)
+	}
+	if err := s.dir.mkdir(id, 0o755); err != nil {
+		return "", err
+	}
+	for name, data := range map[string][]byte{stagedCA: ca, stagedBundle: bundle} {
+		if _, err := s.dir.writeFile(path.Join(id, name), data, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return path.Join(s.path, id), nil
+}
+
+// remove deletes a container's staging directory; a missing one is fine.
+func (s *stager) remove(id string) error {
+	if !validContainerID(id) {
+		return fmt.Errorf("refusing to remove staging for container ID %q", id)
+	}
+	return s.dir.removeAll(id)
+}
+
+// list returns the container IDs that have a staging directory.
+func (s *stager) list() ([]string, error) {
+	names, err := s.dir.readDirNames(".")
+	if err != nil {
+		return nil, err
+	}
+	ids := names[:0]
+	for _, n := range names {
+		if validContainerID(n) {
+			ids = append(ids, n)
+		}
+	}
+	return ids, nil
+}
+
+// readStatus reads the status the hook left for a container; it returns
+// nil, nil when the hook has not written one.
+func (s *stager) readStatus(id string) (*hookStatus, error) {
+	data, _, err := s.dir.readFile(path.Join(id, stagedStatus), maxStatusSize)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st hookStatus
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("parse %s of %s: %w", stagedStatus, id, err)
+	}
+	return &st, nil
+}

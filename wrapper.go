@@ -1,0 +1,125 @@
+package main
+
+// The wrapper: PID 1 of an injected container, for the moment before the
+// original command starts.
+//
+// The trust variables every process needs are in the OCI spec already (see
+// lang.go); the wrapper applies only what depends on the hook's findings,
+// from context.json: variables for runtimes the hook detected, and a line on
+// stderr, in the application's own log, when injection failed. Then it
+// resolves the original command through the container's PATH, as runc would
+// have, and execs it, so the application is PID 1 itself and gets signals as
+// before. Whatever goes wrong here, it still execs the original command.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// runWrapper is `cainjekt wrap -- CMD [ARGS...]`. It returns only if the
+// command cannot be executed, with the shell's exit codes for that.
+func runWrapper(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "cainjekt wrap: no command to run")
+		return 127
+	}
+	env, notes := wrapperEnv(containerContext, os.Environ())
+	for _, n := range notes {
+		fmt.Fprintln(stderr, n)
+	}
+	bin, err := lookPath(args[0], envValue(env, "PATH"))
+	if err == nil {
+		err = syscall.Exec(bin, args, env)
+	}
+	fmt.Fprintf(stderr, "cainjekt wrap: exec %s: %v\n", args[0], err)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, exec.ErrNotFound) {
+		return 127
+	}
+	return 126
+}
+
+// wrapperEnv returns the environment for the command, and lines for its
+// stderr: the hook's message when injection failed, or why the context could
+// not be read.
+func wrapperEnv(contextPath string, env []string) ([]string, []string) {
+	ctx, err := readHookContext(contextPath)
+	if err != nil {
+		return env, []string{"cainjekt wrap: " + err.Error()}
+	}
+	var notes []string
+	if ctx.Message != "" {
+		notes = append(notes, ctx.Message)
+	}
+	return withEnv(env, ctx.Env), notes
+}
+
+// readHookContext reads the hook's context. A missing file means the hook
+// did not run; the command runs as it is.
+func readHookContext(p string) (*hookContext, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("hook context: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxStatusSize))
+	if err != nil {
+		return nil, fmt.Errorf("hook context: %w", err)
+	}
+	var ctx hookContext
+	if err := json.Unmarshal(data, &ctx); err != nil {
+		return nil, fmt.Errorf("hook context %s: %w", p, err)
+	}
+	return &ctx, nil
+}
+
+// withEnv adds vars to env, except those env already sets: a value the pod
+// or image chose wins.
+func withEnv(env []string, vars map[string]string) []string {
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		if !envHas(env, k) {
+			env = append(env, k+"="+vars[k])
+		}
+	}
+	return env
+}
+
+// envValue returns the value of name in a KEY=value list.
+func envValue(env []string, name string) string {
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// lookPath resolves a command the way runc does: a name with a slash is used
+// as it is, a bare name is searched in PATH, and a match in a relative PATH
+// entry is accepted (runc ignores exec.ErrDot).
+func lookPath(name, pathEnv string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range strings.Split(pathEnv, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		p := dir + "/" + name
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w in PATH %q", exec.ErrNotFound, pathEnv)
+}
