@@ -1,0 +1,131 @@
+// Command cainjekt makes containers trust an organisation's own CA
+// certificates, through containerd's Node Resource Interface.
+//
+// One static binary plays three parts:
+//
+//	cainjekt plugin   the NRI plugin, a DaemonSet pod on every node
+//	cainjekt hook     the OCI createRuntime hook runc runs on the host
+//	cainjekt wrap     the entrypoint wrapper, PID 1 in the container
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const (
+	sweepInterval      = time.Minute
+	bundlePollInterval = 10 * time.Second
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
+	}
+	switch args[0] {
+	case "plugin":
+		return runPlugin(args[1:])
+	case "hook":
+		return runHook(args[1:], os.Stdin, os.Stderr)
+	case "wrap":
+		return runWrapper(args[1:], os.Stderr)
+	case "version", "--version":
+		fmt.Println("cainjekt", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(os.Stdout)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "cainjekt: unknown command %q\n", args[0])
+	usage(os.Stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: cainjekt COMMAND [FLAGS]
+
+commands:
+  plugin    run the NRI plugin (flags: cainjekt plugin -h)
+  hook      the OCI hook, run by the container runtime
+  wrap      the entrypoint wrapper, run inside the container
+  version   print the version
+`)
+}
+
+// runPlugin is `cainjekt plugin`.
+func runPlugin(args []string) int {
+	cfg, err := loadConfig(args, os.Getenv, os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cainjekt plugin: %v\n", err)
+		return 2
+	}
+	log := newLogger(os.Stderr, cfg.logFormat, cfg.logLevel)
+	if err := startPlugin(cfg, log); err != nil {
+		log.Error("cannot start", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// startPlugin runs the plugin until SIGTERM or SIGINT.
+func startPlugin(cfg *config, log *slog.Logger) error {
+	if err := cfg.resolveHostBinary(); err != nil {
+		return err
+	}
+	st, err := openStager(cfg.dynamicCARoot)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.lock(); err != nil {
+		return err
+	}
+	p := newPlugin(cfg, log, st)
+	stopHTTP, err := serveHTTP(cfg.httpAddr, newHTTPHandler(p.metrics, p), log)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.Info("starting", "version", version, "socket", cfg.socket, "ca_file", cfg.caFile,
+		"fail_policy", cfg.failPolicy, "annotation_prefix", cfg.annotationPrefix,
+		"dynamic_ca_root", cfg.dynamicCARoot, "host_binary", cfg.hostBinary)
+	p.trust.get() // load, and report a broken bundle, before the first container needs it
+
+	go every(ctx, bundlePollInterval, func() { p.trust.get() })
+	go every(ctx, sweepInterval, func() { p.sweep(nil) })
+	p.run(ctx)
+	// Staging directories stay: running containers still have them mounted.
+	log.Info("stopping", "signal", context.Cause(ctx))
+	return nil
+}
+
+// every calls f at each interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}

@@ -1,0 +1,355 @@
+package main
+
+// The NRI plugin: decides per container, stages the trust files, adjusts the
+// container (hook, mounts, wrapper, env), and keeps its connection to the
+// runtime alive across runtime restarts.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+)
+
+const (
+	cleanupRemoved = "removed" // the runtime removed the container
+	cleanupOrphan  = "orphan"  // found without a live container, by a sweep
+
+	reconnectMin = 250 * time.Millisecond
+	reconnectMax = 10 * time.Second
+	// A connection that lasted this long was healthy: the next retry starts
+	// from reconnectMin again.
+	healthyConnection = 30 * time.Second
+)
+
+// hookEnv is the environment of the hook process. Without it the hook would
+// inherit the shim's.
+var hookEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+// injectedContainer is what the plugin remembers of a container it injected,
+// until the runtime removes it.
+type injectedContainer struct {
+	namespace, pod, container string
+	hookReported              bool
+}
+
+// plugin implements the NRI handlers.
+type plugin struct {
+	cfg     *config
+	log     *slog.Logger
+	metrics *metrics
+	trust   *caSource
+	stager  *stager
+
+	mu        sync.Mutex
+	active    map[string]*injectedContainer
+	synced    bool // the live container list is known (a Synchronize happened)
+	connected bool
+	lastErr   error
+}
+
+func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
+	p := &plugin{cfg: cfg, log: log, stager: st, active: map[string]*injectedContainer{}}
+	p.metrics = newMetrics(p.activeCount)
+	p.trust = &caSource{caPath: cfg.caFile, basePath: cfg.baseBundle, log: log, metrics: p.metrics}
+	return p
+}
+
+func (p *plugin) activeCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.active)
+}
+
+// ready implements readiness: ready while registered with the runtime.
+func (p *plugin) ready() (bool, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.connected {
+		return true, ""
+	}
+	if p.lastErr != nil {
+		return false, fmt.Sprintf("not registered with the runtime at %s: %v", p.cfg.socket, p.lastErr)
+	}
+	return false, "not registered with the runtime at " + p.cfg.socket + " yet"
+}
+
+// run keeps the plugin registered until ctx ends. The NRI stub returns when
+// the runtime goes away and does not reconnect, so this loop does, with
+// backoff; the process never exits for want of a runtime.
+func (p *plugin) run(ctx context.Context) {
+	backoff := reconnectMin
+	for ctx.Err() == nil {
+		began := time.Now()
+		err := p.connectOnce(ctx)
+		p.setDisconnected(err)
+		if ctx.Err() != nil {
+			return
+		}
+		p.metrics.errors.inc(stageNRI)
+		if time.Since(began) > healthyConnection {
+			backoff = reconnectMin
+		}
+		p.log.Warn("not connected to the runtime over NRI; retrying", "socket", p.cfg.socket, "error", err, "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, reconnectMax)
+	}
+}
+
+// connectOnce registers a fresh stub and serves it until the connection ends.
+func (p *plugin) connectOnce(ctx context.Context) error {
+	s, err := stub.New(p,
+		stub.WithPluginName(p.cfg.name),
+		stub.WithPluginIdx(p.cfg.idx),
+		stub.WithSocketPath(p.cfg.socket),
+		stub.WithLogger(nriLogger{p.log.With("component", "nri")}),
+	)
+	if err != nil {
+		return fmt.Errorf("create NRI stub: %w", err)
+	}
+	err = s.Run(ctx)
+	if err == nil {
+		err = fmt.Errorf("connection closed")
+	}
+	return err
+}
+
+func (p *plugin) setDisconnected(err error) {
+	p.metrics.nriConnected.Store(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.connected, p.lastErr = false, err
+}
+
+// Configure is the runtime's first call after registration.
+func (p *plugin) Configure(_ context.Context, _, runtime, version string) (api.EventMask, error) {
+	p.log.Info("registered with the runtime", "runtime", runtime, "version", version, "plugin", p.cfg.idx+"-"+p.cfg.name)
+	return 0, nil // the events of the handlers implemented below
+}
+
+// Synchronize hands over the pods and containers that exist. Staging
+// directories of containers that are gone are orphans of a crash or of
+// removals missed while disconnected; they are swept now.
+func (p *plugin) Synchronize(_ context.Context, _ []*api.PodSandbox, containers []*api.Container) ([]*api.ContainerUpdate, error) {
+	live := make(map[string]bool, len(containers))
+	for _, c := range containers {
+		live[c.GetId()] = true
+	}
+	p.mu.Lock()
+	for id := range p.active {
+		if !live[id] {
+			delete(p.active, id) // its directory goes in the sweep below
+		}
+	}
+	p.synced = true
+	p.mu.Unlock()
+	p.sweep(live)
+
+	p.metrics.nriRegistrations.Add(1)
+	p.metrics.nriConnected.Store(true)
+	p.mu.Lock()
+	p.connected, p.lastErr = true, nil
+	p.mu.Unlock()
+	p.log.Info("synchronized with the runtime", "containers", len(containers), "injected", p.activeCount())
+	return nil, nil
+}
+
+// sweep removes staging directories of containers that do not exist. With
+// live nil, the containers the plugin knows to be alive are the live set.
+// Staging directories of live containers the plugin did not know yet (from
+// before a restart) are adopted.
+func (p *plugin) sweep(live map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.synced {
+		return // the live containers are not known yet
+	}
+	ids, err := p.stager.list()
+	if err != nil {
+		p.metrics.errors.inc(stageCleanup)
+		p.log.Error("list staging directories", "dir", p.stager.path, "error", err)
+		return
+	}
+	for _, id := range ids {
+		if _, known := p.active[id]; known || live[id] {
+			if !known {
+				p.active[id] = &injectedContainer{hookReported: true}
+			}
+			continue
+		}
+		p.removeStaging(id, cleanupOrphan)
+	}
+}
+
+// CreateContainer decides, stages and adjusts. It is on the critical path of
+// every container start: an unannotated pod costs a map lookup.
+func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	d := decide(p.cfg.annotationPrefix, pod, ctr)
+	log := p.log.With("namespace", pod.GetNamespace(), "pod", pod.GetName(), "container", ctr.GetName(), "container_id", ctr.GetId())
+	for _, w := range d.warnings {
+		log.Warn(w)
+	}
+	if !d.inject {
+		p.metrics.skips.inc(d.skipReason)
+		if d.skipReason != skipNotEnabled {
+			log.Info("not injecting", "reason", d.skipReason)
+		}
+		return nil, nil, nil
+	}
+
+	set, err := p.trust.get()
+	if err != nil {
+		return nil, nil, p.fail(log, stageBundle, err)
+	}
+	// Known before its directory exists, so that no sweep takes it for an orphan.
+	p.mu.Lock()
+	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName()}
+	p.mu.Unlock()
+	dir, err := p.stager.stage(ctr.GetId(), set.ours.pem, set.noTrust)
+	if err != nil {
+		p.mu.Lock()
+		delete(p.active, ctr.GetId())
+		p.mu.Unlock()
+		if rmErr := p.stager.remove(ctr.GetId()); rmErr != nil {
+			log.Error("remove partial staging directory", "error", rmErr)
+		}
+		return nil, nil, p.fail(log, stageStaging, err)
+	}
+
+	adj, kept := p.adjustment(ctr, dir, d.processors)
+	p.metrics.injections.Add(1)
+	log.Info("injecting", "processors", strings.Join(d.processors, ","), "ca_bundle_sha256", set.ours.sha256(), "env_kept_from_pod", kept)
+	return adj, nil, nil
+}
+
+// fail applies the fail policy to a failed injection: fail-closed fails the
+// container's creation, fail-open lets it start without injection.
+func (p *plugin) fail(log *slog.Logger, stage string, err error) error {
+	p.metrics.errors.inc(stage)
+	if p.cfg.failPolicy == failClosed {
+		log.Error("injection failed; failing the container (fail-closed)", "stage", stage, "error", err)
+		return fmt.Errorf("cainjekt: CA injection failed (fail-closed): %w", err)
+	}
+	p.metrics.skips.inc(skipInjectionFailed)
+	log.Warn("injection failed; the container starts without it (fail-open)", "stage", stage, "error", err)
+	return nil
+}
+
+// adjustment is what the plugin changes in an opted-in container.
+func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []string) (*api.ContainerAdjustment, []string) {
+	adj := &api.ContainerAdjustment{}
+	adj.AddMount(&api.Mount{
+		Destination: containerDir, Source: stagingDir, Type: "bind",
+		Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"},
+	})
+	adj.AddMount(&api.Mount{
+		Destination: containerWrapper, Source: p.cfg.hostBinary, Type: "bind",
+		Options: []string{"bind", "ro", "nosuid", "nodev"},
+	})
+	adj.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{{
+		Path: p.cfg.hostBinary,
+		Args: hookArgs(hookOptions{
+			dynamicCARoot: p.cfg.dynamicCARoot,
+			failPolicy:    p.cfg.failPolicy,
+			processors:    processors,
+			timeout:       p.cfg.hookTimeout,
+			logLevel:      p.cfg.logLevel,
+		}),
+		Env:     hookEnv,
+		Timeout: &api.OptionalInt{Value: int64(p.cfg.hookTimeout / time.Second)},
+	}}})
+	if args := ctr.GetArgs(); len(args) > 0 {
+		adj.SetArgs(append([]string{containerWrapper, "wrap", "--"}, args...))
+	}
+	set, kept := trustEnvFor(processors, ctr.GetEnv())
+	for _, e := range set {
+		adj.AddEnv(e.name, e.value)
+	}
+	return adj, kept
+}
+
+// PostStartContainer runs once the container started, its hook long done:
+// the hook's report is read and counted.
+func (p *plugin) PostStartContainer(_ context.Context, _ *api.PodSandbox, ctr *api.Container) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.active[ctr.GetId()]; ok && !c.hookReported {
+		p.collectHookStatus(ctr.GetId(), c)
+	}
+	return nil
+}
+
+// RemoveContainer removes the container's staging directory, counting the
+// hook's outcome first if the container never started (a hook that failed
+// the container under fail-closed).
+func (p *plugin) RemoveContainer(_ context.Context, _ *api.PodSandbox, ctr *api.Container) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.active[ctr.GetId()]
+	if !ok {
+		return nil
+	}
+	if !c.hookReported {
+		p.collectHookStatus(ctr.GetId(), c)
+	}
+	p.removeStaging(ctr.GetId(), cleanupRemoved)
+	return nil
+}
+
+// collectHookStatus reads, counts and logs what the hook reported; the
+// caller holds p.mu.
+func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
+	c.hookReported = true
+	log := p.log.With("namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id)
+	st, err := p.stager.readStatus(id)
+	switch {
+	case err != nil:
+		p.metrics.hookRuns.inc(hookResultMissing)
+		p.metrics.errors.inc(stageHook)
+		log.Error("hook status unreadable", "error", err)
+	case st == nil:
+		p.metrics.hookRuns.inc(hookResultMissing)
+		p.metrics.errors.inc(stageHook)
+		log.Error("the hook left no status: it did not run or was killed")
+	case st.Result == hookResultOK:
+		p.metrics.hookRuns.inc(hookResultOK)
+		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files), "duration_ms", st.DurationMS)
+	default:
+		if st.Result != hookResultTimeout {
+			st.Result = hookResultFailed
+		}
+		p.metrics.hookRuns.inc(st.Result)
+		p.metrics.errors.inc(stageHook)
+		log.Warn("hook failed", "result", st.Result, "family", st.Family, "errors", st.Errors, "fail_policy", p.cfg.failPolicy)
+	}
+}
+
+// removeStaging deletes a staging directory and forgets the container; the
+// caller holds p.mu.
+func (p *plugin) removeStaging(id, reason string) {
+	delete(p.active, id)
+	if err := p.stager.remove(id); err != nil {
+		p.metrics.errors.inc(stageCleanup)
+		p.log.Error("remove staging directory", "container_id", id, "error", err)
+		return
+	}
+	p.metrics.cleanups.inc(reason)
+}
+
+// nriLogger sends the NRI stub's log lines to slog. Its Info lines are
+// chatty about every (re)connection attempt: they go to debug.
+type nriLogger struct{ log *slog.Logger }
+
+func (l nriLogger) Debugf(_ context.Context, f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l nriLogger) Infof(_ context.Context, f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l nriLogger) Warnf(_ context.Context, f string, a ...any)  { l.log.Warn(fmt.Sprintf(f, a...)) }
+func (l nriLogger) Errorf(_ context.Context, f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+)
+
+// newTestPlugin returns a plugin whose CA file is caFile (written from
+// testdata unless empty) and whose staging lives in a temp dir.
+func newTestPlugin(t *testing.T, policy string, caPEM []byte) (*plugin, string) {
+	t.Helper()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca-bundle.pem")
+	if caPEM != nil {
+		if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := loadConfig([]string{"--ca-file", caFile, "--fail-policy", policy,
+		"--dynamic-ca-root", filepath.Join(dir, "containers"), "--host-binary", "/opt/cainjekt/bin/cainjekt"}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := openStager(cfg.dynamicCARoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return newPlugin(cfg, newLogger(io.Discard, "text", 0), st), caFile
+}
+
+func optedIn(extra map[string]string) *api.PodSandbox {
+	ann := map[string]string{testPrefix + "/enabled": "true"}
+	for k, v := range extra {
+		ann[k] = v
+	}
+	return podWith(ann)
+}
+
+func container(id, name string, env ...string) *api.Container {
+	return &api.Container{Id: id, Name: name, Args: []string{"/app", "--serve"}, Env: append([]string{"PATH=/bin"}, env...)}
+}
+
+func idN(n int) string { return strings.Repeat(string(rune('a'+n)), 64) }
+
+func TestCreateContainerAdjustsAnOptedInContainer(t *testing.T) {
+	p, _ := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	adj, updates, err := p.CreateContainer(context.Background(), optedIn(nil), container(testID, "app", "SSL_CERT_FILE=/mine.pem"))
+	if err != nil || updates != nil || adj == nil {
+		t.Fatalf("adj %v updates %v err %v", adj, updates, err)
+	}
+	staging := filepath.Join(p.cfg.dynamicCARoot, testID)
+	var mounts []string
+	for _, m := range adj.GetMounts() {
+		mounts = append(mounts, m.Source+" -> "+m.Destination+" "+strings.Join(m.Options, ","))
+	}
+	if want := []string{
+		staging + " -> /etc/cainjekt bind,ro,nosuid,nodev,noexec",
+		"/opt/cainjekt/bin/cainjekt -> /.cainjekt/cainjekt bind,ro,nosuid,nodev",
+	}; !slices.Equal(mounts, want) {
+		t.Errorf("mounts\n%v\nwant\n%v", mounts, want)
+	}
+	hooks := adj.GetHooks().GetCreateRuntime()
+	if len(hooks) != 1 || hooks[0].Path != "/opt/cainjekt/bin/cainjekt" || hooks[0].Args[1] != "hook" || hooks[0].Timeout.GetValue() != 5 {
+		t.Errorf("hooks %v", hooks)
+	}
+	if got := adj.GetArgs(); !slices.Equal(got, []string{"/.cainjekt/cainjekt", "wrap", "--", "/app", "--serve"}) {
+		t.Errorf("args %v", got)
+	}
+	var env []string
+	for _, e := range adj.GetEnv() {
+		env = append(env, e.Key+"="+e.Value)
+	}
+	// SSL_CERT_FILE was the pod's own: kept.
+	if want := []string{"REQUESTS_CA_BUNDLE=/etc/cainjekt/bundle.pem", "NODE_EXTRA_CA_CERTS=/etc/cainjekt/ca.pem"}; !slices.Equal(env, want) {
+		t.Errorf("env %v, want %v", env, want)
+	}
+	if data, err := os.ReadFile(filepath.Join(staging, stagedCA)); err != nil || countCerts(data) != 1 {
+		t.Errorf("staged ca.pem: %v", err)
+	}
+	if p.metrics.injections.Load() != 1 || p.activeCount() != 1 {
+		t.Errorf("injections %d active %d", p.metrics.injections.Load(), p.activeCount())
+	}
+}
+
+func TestCreateContainerLeavesOthersAlone(t *testing.T) {
+	p, _ := newTestPlugin(t, failClosed, readTestdata(t, "certs/corp-root.pem"))
+	for _, pod := range []*api.PodSandbox{podWith(nil), optedIn(map[string]string{testPrefix + "/exclude-containers": "app"})} {
+		adj, _, err := p.CreateContainer(context.Background(), pod, container(testID, "app"))
+		if adj != nil || err != nil {
+			t.Errorf("adjusted %v, %v", adj, err)
+		}
+	}
+	if ids, _ := p.stager.list(); len(ids) != 0 {
+		t.Errorf("staged %v", ids)
+	}
+	if p.metrics.skips.get(skipNotEnabled) != 1 || p.metrics.skips.get(skipContainerExcluded) != 1 {
+		t.Error("skips not counted")
+	}
+}
+
+func TestCreateContainerFailPolicyWithoutBundle(t *testing.T) {
+	open, _ := newTestPlugin(t, failOpen, nil)
+	adj, _, err := open.CreateContainer(context.Background(), optedIn(nil), container(testID, "app"))
+	if adj != nil || err != nil {
+		t.Errorf("fail-open: adj %v err %v", adj, err)
+	}
+	if open.metrics.skips.get(skipInjectionFailed) != 1 || open.metrics.errors.get(stageBundle) != 1 {
+		t.Error("fail-open: not counted")
+	}
+	closed, _ := newTestPlugin(t, failClosed, []byte("not a bundle"))
+	if _, _, err := closed.CreateContainer(context.Background(), optedIn(nil), container(testID, "app")); err == nil || !strings.Contains(err.Error(), "fail-closed") {
+		t.Errorf("fail-closed: err %v", err)
+	}
+	if ids, _ := closed.stager.list(); len(ids) != 0 {
+		t.Errorf("staged %v without a bundle", ids)
+	}
+}
+
+func TestBundleRotationKeepsLastGood(t *testing.T) {
+	p, caFile := newTestPlugin(t, failClosed, readTestdata(t, "certs/corp-root.pem"))
+	stagedSubjects := func(id string) string {
+		t.Helper()
+		if _, _, err := p.CreateContainer(context.Background(), optedIn(nil), container(id, "app")); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(filepath.Join(p.cfg.dynamicCARoot, id, stagedCA))
+		b, _, _ := parseCABundle(data)
+		return b.certs[0].subject
+	}
+	if s := stagedSubjects(idN(0)); !strings.Contains(s, "Root CA") {
+		t.Fatalf("first: %s", s)
+	}
+	replace := func(data []byte) {
+		tmp := caFile + ".new"
+		os.WriteFile(tmp, data, 0o644)
+		os.Rename(tmp, caFile) // as kubelet swaps a ConfigMap: atomically
+	}
+	replace(readTestdata(t, "certs/corp-second.pem"))
+	if s := stagedSubjects(idN(1)); !strings.Contains(s, "Proxy CA") {
+		t.Errorf("after rotation: %s", s)
+	}
+	replace(readTestdata(t, "bundles/only-private-key.pem"))
+	if s := stagedSubjects(idN(2)); !strings.Contains(s, "Proxy CA") {
+		t.Errorf("after a broken update: %s, want the last good bundle", s)
+	}
+	if p.metrics.bundleReloads.get("error") != 1 || p.metrics.bundleReloads.get("ok") != 2 {
+		t.Errorf("reloads ok %d error %d", p.metrics.bundleReloads.get("ok"), p.metrics.bundleReloads.get("error"))
+	}
+}
+
+func TestHookStatusIsCountedAndStagingRemoved(t *testing.T) {
+	p, _ := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	ctx := context.Background()
+	for _, id := range []string{idN(0), idN(1)} {
+		if _, _, err := p.CreateContainer(ctx, optedIn(nil), container(id, "app")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The hook reported for the first; the second never ran.
+	os.WriteFile(filepath.Join(p.cfg.dynamicCARoot, idN(0), stagedStatus), []byte(`{"result":"ok","family":"debian"}`), 0o644)
+	p.PostStartContainer(ctx, nil, container(idN(0), "app"))
+	p.RemoveContainer(ctx, nil, container(idN(0), "app"))
+	p.RemoveContainer(ctx, nil, container(idN(1), "app"))
+	if p.metrics.hookRuns.get(hookResultOK) != 1 || p.metrics.hookRuns.get(hookResultMissing) != 1 {
+		t.Errorf("hook runs ok %d missing %d", p.metrics.hookRuns.get(hookResultOK), p.metrics.hookRuns.get(hookResultMissing))
+	}
+	if ids, _ := p.stager.list(); len(ids) != 0 || p.activeCount() != 0 || p.metrics.cleanups.get(cleanupRemoved) != 2 {
+		t.Errorf("left %v, active %d", ids, p.activeCount())
+	}
+}
+
+func TestSynchronizeSweepsOrphansAndAdoptsLive(t *testing.T) {
+	p, _ := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	for _, id := range []string{idN(0), idN(1)} { // staged by an earlier plugin process
+		if _, err := p.stager.stage(id, []byte("ca"), []byte("ca")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.sweep(nil)
+	if ids, _ := p.stager.list(); len(ids) != 2 {
+		t.Fatal("swept before knowing which containers live")
+	}
+	if _, err := p.Synchronize(context.Background(), nil, []*api.Container{{Id: idN(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := p.stager.list()
+	if !slices.Equal(ids, []string{idN(0)}) || p.activeCount() != 1 || p.metrics.cleanups.get(cleanupOrphan) != 1 {
+		t.Errorf("after sync: %v active %d", ids, p.activeCount())
+	}
+	if ok, _ := p.ready(); !ok {
+		t.Error("not ready after Synchronize")
+	}
+}
+
+func TestRunRetriesWithoutARuntime(t *testing.T) {
+	p, _ := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	p.cfg.socket = filepath.Join(t.TempDir(), "nri.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	p.run(ctx) // must return only when ctx ends, never crash
+	ok, why := p.ready()
+	if ok || !strings.Contains(why, "no such file") {
+		t.Errorf("ready %v: %s", ok, why)
+	}
+	if n := p.metrics.errors.get(stageNRI); n < 2 {
+		t.Errorf("%d connection attempts counted in 2s", n)
+	}
+}
