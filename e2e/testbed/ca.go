@@ -1,0 +1,239 @@
+package testbed
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// publicCAKey names the cache entry of the public CA; bump it to mint a new one.
+const publicCAKey = "public-ca-v1"
+
+// CA is a certificate authority usable for issuing test server certificates.
+type CA struct {
+	Cert    *x509.Certificate
+	CertPEM []byte
+	Key     crypto.Signer
+}
+
+// NewCA creates a fresh CA valid for one day (backdated an hour against clock skew).
+func NewCA(commonName string) (*CA, error) {
+	return newCA(commonName, 24*time.Hour)
+}
+
+// PublicCA returns the CA standing in for a public CA. It is generated once and cached,
+// because every Debian test image bakes it into its original trust store.
+func PublicCA() (*CA, error) {
+	dir, err := cached(publicCAKey, func(tmp string) error {
+		ca, err := newCA("cainjekt e2e public CA", 10*365*24*time.Hour)
+		if err != nil {
+			return err
+		}
+		return ca.write(tmp)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return loadCA(dir)
+}
+
+func newCA(commonName string, validity time.Duration) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	ski, err := subjectKeyID(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"cainjekt e2e"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(validity),
+		IsCA:                  true,
+		BasicConstraintsValid: true, // Go always marks basicConstraints critical.
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		SubjectKeyId:          ski,
+		// Go fills the AKI from the parent only when issuer and subject differ, so a
+		// self-signed certificate needs it set explicitly.
+		AuthorityKeyId: ski,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("create CA certificate: %w", err)
+	}
+	return caFromDER(der, key)
+}
+
+func caFromDER(der []byte, key crypto.Signer) (*CA, error) {
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA certificate: %w", err)
+	}
+	return &CA{
+		Cert:    cert,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		Key:     key,
+	}, nil
+}
+
+func (ca *CA) write(dir string) error {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		return fmt.Errorf("marshal CA key: %w", err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	if err := os.WriteFile(filepath.Join(dir, "ca.key"), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("write CA key: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o644); err != nil {
+		return fmt.Errorf("write CA certificate: %w", err)
+	}
+	return nil
+}
+
+func loadCA(dir string) (*CA, error) {
+	certDER, err := readPEM(filepath.Join(dir, "ca.crt"), "CERTIFICATE")
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := readPEM(filepath.Join(dir, "ca.key"), "PRIVATE KEY")
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA key in %s: %w", dir, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("CA key in %s is a %T, not a signer", dir, key)
+	}
+	return caFromDER(certDER, signer)
+}
+
+func readPEM(path, blockType string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != blockType {
+		return nil, fmt.Errorf("%s holds no %s PEM block", path, blockType)
+	}
+	return block.Bytes, nil
+}
+
+// Server is an HTTPS server on the loopback interface.
+type Server struct {
+	URL   string // https://127.0.0.1:PORT/
+	Close func()
+}
+
+// Serve starts an HTTPS server on 127.0.0.1 whose certificate ca signed; it answers every
+// request with 200 "ok\n". Host-network pods reach it on the same URL.
+func (ca *CA) Serve() (*Server, error) {
+	cert, err := ca.issueServerCert()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, "ok\n")
+		}),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+		// Tests deliberately connect with clients that reject the certificate; the
+		// resulting handshake errors are expected, not worth logging.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go srv.ServeTLS(ln, "", "")
+	return &Server{
+		URL:   "https://" + ln.Addr().String() + "/",
+		Close: func() { srv.Close() },
+	}, nil
+}
+
+// issueServerCert issues a leaf for 127.0.0.1 and localhost, valid like NewCA's CAs.
+func (ca *CA) issueServerCert() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("generate server key: %w", err)
+	}
+	ski, err := subjectKeyID(key.Public())
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		SubjectKeyId: ski, // the AKI is copied from the CA's SKI
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("create server certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// subjectKeyID is RFC 5280's method 1: the SHA-1 of the subjectPublicKey bit string.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("marshal public key: %w", err)
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, fmt.Errorf("parse public key: %w", err)
+	}
+	sum := sha1.Sum(spki.PublicKey.Bytes)
+	return sum[:], nil
+}
+
+func randomSerial() (*big.Int, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("generate serial: %w", err)
+	}
+	return serial, nil
+}

@@ -1,0 +1,325 @@
+package testbed
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+const (
+	// criNamespace is the containerd namespace the CRI plugin (and so NRI) works in.
+	criNamespace = "k8s.io"
+	// nodesDir holds default node directories; it is short on purpose, see maxDirLen.
+	nodesDir = "/run/cje"
+	// maxDirLen keeps the longest socket path, a shim socket "<Dir>/s/<64 hex>", within
+	// the 107 usable bytes of a unix socket address.
+	maxDirLen = 107 - len("/s/") - 64
+)
+
+// NodeOptions configures StartNode.
+type NodeOptions struct {
+	Bins Bins
+	// Dir is the node's private directory: an absolute path of at most 40 bytes (unix
+	// socket paths below it must stay short) that does not exist yet. Empty picks
+	// /run/cje/<random>.
+	Dir        string
+	PauseImage *Image
+	Log        io.Writer // containerd's stdout and stderr; nil discards them
+}
+
+// Node is a running containerd with CRI and NRI whose every file lives under Dir.
+type Node struct {
+	Dir       string
+	Address   string // containerd's gRPC socket, serving CRI too
+	NRISocket string // where external NRI plugins connect
+	// Runtime and Images stay valid across Restart: the connection redials by itself.
+	Runtime runtimeapi.RuntimeServiceClient
+	Images  runtimeapi.ImageServiceClient
+
+	layout       nodeLayout
+	bins         Bins
+	log          io.Writer
+	pauseImage   *Image
+	cgroupParent string
+	conn         *grpc.ClientConn
+	logPaths     sync.Map // container ID -> CRI log file
+
+	mu      sync.Mutex // serialises Restart and Close
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once cmd has been waited for
+	exitErr error
+	closed  bool
+}
+
+// StartNode writes the node's containerd config, starts containerd, waits until CRI
+// answers and imports the pause image. On failure everything created is torn down.
+func StartNode(ctx context.Context, opts NodeOptions) (*Node, error) {
+	if opts.PauseImage == nil || opts.Bins.Containerd == "" || opts.Bins.Runc == "" {
+		return nil, errors.New("node options need Bins and a PauseImage")
+	}
+	dir, err := createNodeDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n, err := newNode(dir, opts)
+	if err != nil {
+		return nil, errors.Join(err, removeTree(dir))
+	}
+	if err := n.boot(ctx); err != nil {
+		return nil, errors.Join(err, n.Close())
+	}
+	return n, nil
+}
+
+// boot writes the config, starts containerd and imports the pause image.
+func (n *Node) boot(ctx context.Context) error {
+	if err := n.layout.writeConfig(); err != nil {
+		return err
+	}
+	if err := n.start(ctx); err != nil {
+		return err
+	}
+	return n.ImportImage(ctx, n.pauseImage)
+}
+
+// createNodeDir creates dir, or a random one under nodesDir when dir is empty. An
+// existing directory is refused: Close removes it.
+func createNodeDir(dir string) (string, error) {
+	if dir == "" {
+		var b [4]byte
+		rand.Read(b[:]) // never fails since Go 1.24
+		dir = filepath.Join(nodesDir, hex.EncodeToString(b[:]))
+	}
+	dir = filepath.Clean(dir)
+	if !filepath.IsAbs(dir) || len(dir) > maxDirLen {
+		return "", fmt.Errorf("node dir %q must be absolute and at most %d bytes (unix socket paths)", dir, maxDirLen)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", fmt.Errorf("create node dir parent: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		return "", fmt.Errorf("create node dir: %w", err)
+	}
+	return dir, nil
+}
+
+func newNode(dir string, opts NodeOptions) (*Node, error) {
+	l := newLayout(dir, opts.Bins.Runc, opts.PauseImage.Ref)
+	conn, err := grpc.NewClient("unix://"+l.Address,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Redial fast after a containerd restart instead of backing off for seconds.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: 500 * time.Millisecond},
+			MinConnectTimeout: 2 * time.Second,
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("create CRI client: %w", err)
+	}
+	return &Node{
+		Dir:          dir,
+		Address:      l.Address,
+		NRISocket:    l.NRISocket,
+		Runtime:      runtimeapi.NewRuntimeServiceClient(conn),
+		Images:       runtimeapi.NewImageServiceClient(conn),
+		layout:       l,
+		bins:         opts.Bins,
+		log:          opts.Log,
+		pauseImage:   opts.PauseImage,
+		cgroupParent: "/cainjekt-e2e-" + contentKey([]byte(dir))[:8],
+		conn:         conn,
+	}, nil
+}
+
+// start launches containerd and waits until its CRI service answers.
+func (n *Node) start(ctx context.Context) error {
+	cmd := exec.Command(n.bins.Containerd, "--config", n.layout.Config)
+	// containerd looks its shim up on PATH; runc is configured by absolute path but is
+	// put on PATH too for anything that looks it up by name.
+	cmd.Env = withEnv("PATH=" + n.bins.Dir + ":" + filepath.Dir(n.bins.Runc) + ":" + standardPath)
+	cmd.Stdout, cmd.Stderr = n.log, n.log
+	// Its own process group keeps a ^C aimed at the test from killing containerd before
+	// Close has removed the pods.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Shims inherit nothing of ours, but never let a stray holder of the log pipe block
+	// Wait forever.
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		n.exitErr = cmd.Wait()
+		close(exited)
+	}()
+	n.cmd, n.exited = cmd, exited
+	return n.waitReady(ctx)
+}
+
+func (n *Node) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		callCtx, callCancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := n.Runtime.Version(callCtx, &runtimeapi.VersionRequest{})
+		callCancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-n.exited:
+			return fmt.Errorf("containerd exited before serving CRI: %v", n.exitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("containerd CRI not ready: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop terminates containerd gracefully (SIGKILL after 30 s). Shims and their containers
+// keep running, as on a real node.
+func (n *Node) stop() error {
+	if n.cmd == nil {
+		return nil
+	}
+	select {
+	case <-n.exited:
+		return nil
+	default:
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signal containerd: %w", err)
+	}
+	select {
+	case <-n.exited:
+		return nil
+	case <-time.After(30 * time.Second):
+	}
+	n.cmd.Process.Kill()
+	<-n.exited
+	return errors.New("containerd ignored SIGTERM for 30s and was killed")
+}
+
+// Restart stops containerd and starts it again with the same config and state; running
+// pods survive.
+func (n *Node) Restart(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errors.New("restart: node is closed")
+	}
+	if err := n.stop(); err != nil {
+		return err
+	}
+	return n.start(ctx)
+}
+
+// ImportImage imports img's archive into the CRI namespace and waits until CRI sees it.
+func (n *Node) ImportImage(ctx context.Context, img *Image) error {
+	cmd := command(ctx, n.bins.Ctr, "--address", n.Address, "-n", criNamespace, "images", "import", img.Archive)
+	if err := run(cmd); err != nil {
+		return fmt.Errorf("import %s: %w", img.Ref, err)
+	}
+	// CRI learns about images from containerd events, asynchronously.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		resp, err := n.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: img.Ref}})
+		if err == nil && resp.GetImage() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("imported %s but CRI does not see it: %w (last error: %v)", img.Ref, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Close tears the node down completely: pods, containerd, leftover shims and container
+// processes, mounts, the pod cgroups (containerd leaves them to kubelet) and Dir. A
+// second Close does nothing.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	var errs []error
+	if n.running() {
+		errs = append(errs, n.removeAllPods())
+	}
+	errs = append(errs, n.stop(), n.conn.Close())
+	errs = append(errs, killUntilGone(n.leftoverProcs, 10*time.Second))
+	errs = append(errs, removeTree(n.Dir), removeCgroups(n.cgroupParent))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close node %s: %w", n.Dir, err)
+	}
+	return nil
+}
+
+func (n *Node) running() bool {
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case <-n.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// removeAllPods stops and removes every pod sandbox through CRI, as kubelet would when
+// draining, so that containerd and the shims clean up after themselves.
+func (n *Node) removeAllPods() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp, err := n.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	var errs []error
+	for _, sb := range resp.GetItems() {
+		errs = append(errs, n.removePod(ctx, sb.GetId()))
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) removePod(ctx context.Context, id string) error {
+	if _, err := n.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		return fmt.Errorf("stop pod %s: %w", id, err)
+	}
+	if _, err := n.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		return fmt.Errorf("remove pod %s: %w", id, err)
+	}
+	return nil
+}
+
+// leftoverProcs are the node's processes that survived containerd: shims and runc carry
+// Dir in their command line, container processes sit in the node's cgroups.
+func (n *Node) leftoverProcs() ([]int, error) {
+	pids, err := procsMentioning(n.Dir + "/")
+	if err != nil {
+		return nil, err
+	}
+	inCgroups, err := cgroupProcs(n.cgroupParent)
+	if err != nil {
+		return nil, err
+	}
+	return append(pids, inCgroups...), nil
+}
