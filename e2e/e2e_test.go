@@ -1,0 +1,669 @@
+// The real-node tests: a private containerd with NRI and runc, the test
+// images built from Debian packages, an HTTPS server whose CA exists only for
+// this run, `cainjekt plugin` against that containerd, and pods driven
+// through the CRI API as kubelet drives them.
+//
+// Run with `make e2e` (root). The last line printed is "N passed, N failed".
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cainjekt/cainjekt/e2e/testbed"
+)
+
+const prefix = "cainjekt.natron.io"
+
+// bed is the node and everything around it, shared by the tests.
+var bed struct {
+	node    *testbed.Node
+	image   *testbed.Image
+	bin     string
+	dir     string // the run's own files: CA bundle, staging
+	caFile  string
+	staging string
+
+	ca, publicCA, otherCA *testbed.CA
+	server                *testbed.Server // signed by ca: the CA cainjekt injects
+	publicServer          *testbed.Server // signed by a CA the image trusted already
+	otherServer           *testbed.Server // signed by otherCA, for rotation
+
+	mu     sync.Mutex
+	plugin *testbed.Plugin
+}
+
+var verbose = flag.Bool("e2e.verbose", false, "copy containerd's and the plugin's logs to stderr")
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code, err := runSuite(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		fmt.Printf("0 passed, 1 failed\n")
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func runSuite(m *testing.M) (int, error) {
+	if os.Geteuid() != 0 {
+		return 0, fmt.Errorf("the real-node tests need root")
+	}
+	teardown, err := setUp()
+	defer teardown()
+	if err != nil {
+		return 0, err
+	}
+	code := m.Run()
+	printSummary()
+	return code, nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...)
+}
+
+// setUp builds (or takes from the cache) what the node needs and starts it.
+func setUp() (func(), error) {
+	var cleanups []func()
+	teardown := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+	defer cancel()
+	start := time.Now()
+
+	bed.bin = os.Getenv("CAINJEKT_BIN")
+	if bed.bin == "" {
+		return teardown, fmt.Errorf("CAINJEKT_BIN must name the cainjekt binary (make e2e sets it)")
+	}
+	bins, err := testbed.EnsureBinaries(ctx, logf)
+	if err != nil {
+		return teardown, err
+	}
+	pause, err := testbed.BuildPauseImage(ctx, logf)
+	if err != nil {
+		return teardown, err
+	}
+	bed.image, err = testbed.BuildDebianImage(ctx, testbed.DebianTestImage(), logf)
+	if err != nil {
+		return teardown, err
+	}
+
+	if bed.dir, err = os.MkdirTemp("", "cainjekt-e2e-"); err != nil {
+		return teardown, err
+	}
+	cleanups = append(cleanups, func() { os.RemoveAll(bed.dir) })
+	bed.caFile = filepath.Join(bed.dir, "ca-bundle.pem")
+	bed.staging = filepath.Join(bed.dir, "staging")
+
+	if err := startServers(); err != nil {
+		return teardown, err
+	}
+	cleanups = append(cleanups, func() { bed.server.Close(); bed.publicServer.Close(); bed.otherServer.Close() })
+	if err := os.WriteFile(bed.caFile, bed.ca.CertPEM, 0o644); err != nil {
+		return teardown, err
+	}
+
+	opts := testbed.NodeOptions{Bins: bins, PauseImage: pause}
+	if *verbose {
+		opts.Log = os.Stderr
+	}
+	bed.node, err = testbed.StartNode(ctx, opts)
+	if err != nil {
+		return teardown, err
+	}
+	cleanups = append(cleanups, func() {
+		if err := bed.node.Close(); err != nil {
+			logf("node teardown: %v", err)
+		}
+	})
+	if err := bed.node.ImportImage(ctx, bed.image); err != nil {
+		return teardown, err
+	}
+	if err := startMainPlugin(ctx); err != nil {
+		return teardown, err
+	}
+	cleanups = append(cleanups, func() { currentPlugin().Stop() })
+	logf("node ready in %s", time.Since(start).Round(time.Millisecond))
+	return teardown, nil
+}
+
+func startServers() error {
+	var err error
+	if bed.ca, err = testbed.NewCA("cainjekt e2e injected CA"); err != nil {
+		return err
+	}
+	if bed.otherCA, err = testbed.NewCA("cainjekt e2e rotated CA"); err != nil {
+		return err
+	}
+	if bed.publicCA, err = testbed.PublicCA(); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		ca  *testbed.CA
+		dst **testbed.Server
+	}{{bed.ca, &bed.server}, {bed.publicCA, &bed.publicServer}, {bed.otherCA, &bed.otherServer}} {
+		if *s.dst, err = s.ca.Serve(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startPlugin starts a plugin against the node with extra flags, replacing
+// the one running.
+func startPlugin(ctx context.Context, caFile string, args ...string) (*testbed.Plugin, error) {
+	bed.mu.Lock()
+	defer bed.mu.Unlock()
+	if bed.plugin != nil {
+		if err := bed.plugin.Stop(); err != nil {
+			return nil, err
+		}
+	}
+	opts := testbed.PluginOptions{
+		Bin: bed.bin, Socket: bed.node.NRISocket, CAFile: caFile,
+		DynamicCARoot: bed.staging, Args: args,
+	}
+	if *verbose {
+		opts.Log = os.Stderr
+	}
+	p, err := testbed.StartPlugin(opts)
+	if err != nil {
+		return nil, err
+	}
+	bed.plugin = p
+	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return p, p.WaitReady(readyCtx)
+}
+
+func startMainPlugin(ctx context.Context) error {
+	_, err := startPlugin(ctx, bed.caFile)
+	return err
+}
+
+func currentPlugin() *testbed.Plugin {
+	bed.mu.Lock()
+	defer bed.mu.Unlock()
+	return bed.plugin
+}
+
+// Results, for the summary line.
+var results struct {
+	sync.Mutex
+	passed, failed []string
+}
+
+// track records the test's outcome for the summary, and on failure dumps
+// the plugin's log.
+func track(t *testing.T) {
+	t.Cleanup(func() {
+		results.Lock()
+		defer results.Unlock()
+		if t.Failed() {
+			results.failed = append(results.failed, t.Name())
+			t.Logf("plugin log:\n%s", currentPlugin().Logs())
+		} else {
+			results.passed = append(results.passed, t.Name())
+		}
+	})
+}
+
+func printSummary() {
+	results.Lock()
+	defer results.Unlock()
+	sort.Strings(results.failed)
+	for _, name := range results.failed {
+		fmt.Printf("FAILED: %s\n", name)
+	}
+	fmt.Printf("%d passed, %d failed\n", len(results.passed), len(results.failed))
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// pod runs a host-network pod and removes it when the test ends.
+func pod(t *testing.T, ctx context.Context, name string, annotations map[string]string) *testbed.Pod {
+	t.Helper()
+	p, err := bed.node.RunPod(ctx, testbed.PodSpec{Name: name, Namespace: "e2e", Annotations: annotations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Remove(context.Background()); err != nil {
+			t.Errorf("remove pod %s: %v", name, err)
+		}
+	})
+	return p
+}
+
+func optIn(extra ...string) map[string]string {
+	ann := map[string]string{prefix + "/enabled": "true"}
+	for i := 0; i+1 < len(extra); i += 2 {
+		ann[prefix+"/"+extra[i]] = extra[i+1]
+	}
+	return ann
+}
+
+// sleeper runs a container that stays up for exec.
+func sleeper(t *testing.T, ctx context.Context, p *testbed.Pod, name string, readOnly bool) string {
+	t.Helper()
+	id, err := p.Run(ctx, testbed.ContainerSpec{
+		Name: name, Image: bed.image.Ref, Command: []string{"sleep", "3600"}, ReadOnlyRootfs: readOnly,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+type execResult struct {
+	stdout, stderr string
+	code           int32
+}
+
+func run(t *testing.T, ctx context.Context, id string, cmd ...string) execResult {
+	t.Helper()
+	stdout, stderr, code, err := bed.node.Exec(ctx, id, cmd, time.Minute)
+	if err != nil {
+		t.Fatalf("exec %q: %v", cmd, err)
+	}
+	return execResult{stdout, stderr, code}
+}
+
+// The probes: each is a command that exits 0 only if TLS verification of
+// url succeeds, and says why on stderr if not.
+func curlProbe(url string) []string { return []string{"curl", "-sS", "-o", "/dev/null", url} }
+
+func requestsProbe(url string) []string {
+	return []string{"python3", "-c", "import requests, sys; requests.get(sys.argv[1], timeout=20)", url}
+}
+
+// withoutTrustEnv runs cmd with the trust variables removed: it then relies
+// on the image's OS trust store alone.
+func withoutTrustEnv(cmd []string) []string {
+	return append([]string{"env", "-u", "SSL_CERT_FILE", "-u", "REQUESTS_CA_BUNDLE", "-u", "NODE_EXTRA_CA_CERTS"}, cmd...)
+}
+
+func expectTLS(t *testing.T, ctx context.Context, id, what string, cmd []string, ok bool) {
+	t.Helper()
+	r := run(t, ctx, id, cmd...)
+	switch {
+	case ok && r.code != 0:
+		t.Errorf("%s: exit %d, want success\n%s", what, r.code, r.stderr)
+	case !ok && r.code == 0:
+		t.Errorf("%s: succeeded, want a certificate verification failure", what)
+	case !ok && !strings.Contains(strings.ToLower(r.stderr), "certificate"):
+		t.Errorf("%s: failed, but not for the certificate: exit %d\n%s", what, r.code, r.stderr)
+	}
+}
+
+// expectInjected checks that the container trusts our CA at both layers,
+// through the env (exec sessions see it) and through the OS trust store
+// alone, and still trusts what the image trusted.
+func expectInjected(t *testing.T, ctx context.Context, id string) {
+	t.Helper()
+	for _, tc := range []struct {
+		what string
+		cmd  []string
+	}{
+		{"curl", curlProbe(bed.server.URL)},
+		{"python requests", requestsProbe(bed.server.URL)},
+		{"curl, OS trust store only", withoutTrustEnv(curlProbe(bed.server.URL))},
+		{"python requests, OS trust store only", withoutTrustEnv(requestsProbe(bed.server.URL))},
+		{"curl to a server the image already trusted", curlProbe(bed.publicServer.URL)},
+		{"python requests to a server the image already trusted", requestsProbe(bed.publicServer.URL)},
+	} {
+		expectTLS(t, ctx, id, tc.what, tc.cmd, true)
+	}
+	for _, p := range []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/cainjekt/bundle.pem"} {
+		expectSuperset(t, ctx, id, p)
+	}
+}
+
+// expectSuperset checks that a bundle in the container holds every
+// certificate of the image's original bundle, and our CA.
+func expectSuperset(t *testing.T, ctx context.Context, id, p string) {
+	t.Helper()
+	r := run(t, ctx, id, "cat", p)
+	if r.code != 0 {
+		t.Errorf("cat %s: %s", p, r.stderr)
+		return
+	}
+	have := certSums([]byte(r.stdout))
+	for sum := range certSums(bed.image.OriginalBundle) {
+		if !have[sum] {
+			t.Errorf("%s lost a certificate of the image's original bundle", p)
+			break
+		}
+	}
+	for sum := range certSums(bed.ca.CertPEM) {
+		if !have[sum] {
+			t.Errorf("%s lacks the injected CA", p)
+		}
+	}
+}
+
+func certSums(data []byte) map[[32]byte]bool {
+	sums := map[[32]byte]bool{}
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return sums
+		}
+		if b.Type == "CERTIFICATE" {
+			sums[sha256.Sum256(b.Bytes)] = true
+		}
+	}
+}
+
+// expectUntouched checks that nothing of cainjekt is in the container and
+// that it does not trust our CA.
+func expectUntouched(t *testing.T, ctx context.Context, id string) {
+	t.Helper()
+	expectTLS(t, ctx, id, "curl", curlProbe(bed.server.URL), false)
+	expectTLS(t, ctx, id, "python requests", requestsProbe(bed.server.URL), false)
+	if r := run(t, ctx, id, "sh", "-c", "ls -d /etc/cainjekt /.cainjekt 2>/dev/null; env | grep -E '^(SSL_CERT_FILE|REQUESTS_CA_BUNDLE|NODE_EXTRA_CA_CERTS)=' ; tr '\\0' ' ' </proc/1/cmdline"); !strings.HasPrefix(r.stdout, "sleep 3600") {
+		t.Errorf("cainjekt traces in an untouched container: %q", r.stdout)
+	}
+	if r := run(t, ctx, id, "cat", "/etc/ssl/certs/ca-certificates.crt"); r.stdout != string(bed.image.OriginalBundle) {
+		t.Error("the OS trust store of an untouched container changed")
+	}
+}
+
+// hookStatus reads /etc/cainjekt/status.json in the container.
+func hookStatus(t *testing.T, ctx context.Context, id string) map[string]any {
+	t.Helper()
+	r := run(t, ctx, id, "cat", "/etc/cainjekt/status.json")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status.json: %v (%q, %s)", err, r.stdout, r.stderr)
+	}
+	return st
+}
+
+// 1. A pod without the annotation: nothing changes.
+func TestPodWithoutAnnotationIsUntouched(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p := pod(t, ctx, "plain", nil)
+	expectUntouched(t, ctx, sleeper(t, ctx, p, "app", false))
+}
+
+// 2. An opted-in pod trusts the CA at every layer and keeps the image's trust.
+func TestOptedInPodTrustsTheCA(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p := pod(t, ctx, "injected", optIn())
+	id := sleeper(t, ctx, p, "app", false)
+	expectInjected(t, ctx, id)
+	st := hookStatus(t, ctx, id)
+	if st["result"] != "ok" || st["family"] != "debian" {
+		t.Errorf("hook status: %v", st)
+	}
+	if r := run(t, ctx, id, "sh", "-c", "tr '\\0' ' ' </proc/1/cmdline"); r.stdout != "sleep 3600 " {
+		t.Errorf("PID 1 is %q: the wrapper must exec the original command", r.stdout)
+	}
+}
+
+// 2b. The main process, started through the wrapper, trusts the CA too.
+func TestMainProcessTrustsTheCA(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p := pod(t, ctx, "main-process", optIn())
+	script := fmt.Sprintf("%s && %s && echo TRUSTED", strings.Join(curlProbe(bed.server.URL), " "),
+		fmt.Sprintf(`python3 -c 'import requests; requests.get("%s", timeout=20)'`, bed.server.URL))
+	id, err := p.Run(ctx, testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sh", "-c", script}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := bed.node.WaitExit(ctx, id)
+	logs, _ := bed.node.Logs(id)
+	if err != nil || code != 0 || !strings.Contains(logs, "TRUSTED") {
+		t.Errorf("exit %d (%v), logs:\n%s", code, err, logs)
+	}
+}
+
+// 3. The same with a read-only root filesystem.
+func TestReadOnlyRootfsIsInjected(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p := pod(t, ctx, "readonly", optIn())
+	id := sleeper(t, ctx, p, "app", true)
+	if r := run(t, ctx, id, "touch", "/probe"); r.code == 0 || !strings.Contains(r.stderr, "Read-only") {
+		t.Fatalf("the rootfs is not read-only: exit %d %s", r.code, r.stderr)
+	}
+	expectInjected(t, ctx, id)
+}
+
+// 4. exclude-containers: only the other container is injected.
+func TestExcludedContainerIsUntouched(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p := pod(t, ctx, "two-containers", optIn("exclude-containers", "sidecar"))
+	app := sleeper(t, ctx, p, "app", false)
+	sidecar := sleeper(t, ctx, p, "sidecar", false)
+	expectInjected(t, ctx, app)
+	expectUntouched(t, ctx, sidecar)
+}
+
+// 5. containerd restarts under the plugin: it re-registers by itself.
+func TestPluginSurvivesContainerdRestart(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	plugin := currentPlugin()
+	pid := plugin.Pid()
+	before, err := plugin.Metric("cainjekt_nri_registrations_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.node.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if n, _ := plugin.Metric("cainjekt_nri_registrations_total"); n > before {
+			break
+		}
+		if waitCtx.Err() != nil {
+			t.Fatalf("the plugin did not re-register after containerd restarted:\n%s", plugin.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if exited, err := plugin.Exited(); exited || plugin.Pid() != pid {
+		t.Fatalf("the plugin exited (%v)", err)
+	}
+	p := pod(t, ctx, "after-restart", optIn())
+	expectInjected(t, ctx, sleeper(t, ctx, p, "app", false))
+	if exited, err := plugin.Exited(); exited {
+		t.Fatalf("the plugin exited (%v)", err)
+	}
+}
+
+// 6. The CA file replaced on disk, as kubelet updates a ConfigMap: the next
+// pod trusts the new CA, and no longer the old one.
+func TestRotatedCAFileReachesTheNextPod(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	dir := filepath.Join(bed.dir, "configmap")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The ConfigMap volume layout: key -> ..data/key, ..data -> a timestamped dir.
+	swap := func(name string, data []byte) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "ca-bundle.pem"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(dir, "..data_tmp"))
+		if err := os.Symlink(name, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap("..v1", bed.ca.CertPEM)
+	caFile := filepath.Join(dir, "ca-bundle.pem")
+	if err := os.Symlink("..data/ca-bundle.pem", caFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := startPlugin(ctx, caFile); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := startMainPlugin(context.Background()); err != nil {
+			t.Errorf("restore plugin: %v", err)
+		}
+	})
+	first := sleeper(t, ctx, pod(t, ctx, "before-rotation", optIn()), "app", false)
+	expectTLS(t, ctx, first, "curl, first CA", curlProbe(bed.server.URL), true)
+
+	swap("..v2", bed.otherCA.CertPEM)
+	second := sleeper(t, ctx, pod(t, ctx, "after-rotation", optIn()), "app", false)
+	expectTLS(t, ctx, second, "curl, rotated-in CA", curlProbe(bed.otherServer.URL), true)
+	expectTLS(t, ctx, second, "curl, rotated-out CA", curlProbe(bed.server.URL), false)
+	expectTLS(t, ctx, second, "curl, OS store, rotated-in CA", withoutTrustEnv(curlProbe(bed.otherServer.URL)), true)
+
+	// A broken update keeps the last good bundle.
+	swap("..v3", []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
+	third := sleeper(t, ctx, pod(t, ctx, "after-broken-update", optIn()), "app", false)
+	expectTLS(t, ctx, third, "curl after a broken update", curlProbe(bed.otherServer.URL), true)
+	if n, err := currentPlugin().Metric(`cainjekt_ca_bundle_reloads_total{result="error"}`); err != nil || n < 1 {
+		t.Errorf("broken bundle not counted: %v %v", n, err)
+	}
+}
+
+// 7. No usable CA file: fail-closed keeps the container from starting,
+// fail-open starts it without injection.
+func TestFailPolicyWithoutCAFile(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	missing := filepath.Join(bed.dir, "no-such-ca.pem")
+	t.Cleanup(func() {
+		if err := startMainPlugin(context.Background()); err != nil {
+			t.Errorf("restore plugin: %v", err)
+		}
+	})
+
+	if _, err := startPlugin(ctx, missing, "--fail-policy", "fail-closed"); err != nil {
+		t.Fatal(err)
+	}
+	p := pod(t, ctx, "fail-closed", optIn())
+	_, err := p.Create(ctx, testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sleep", "3600"}})
+	if err == nil || !strings.Contains(err.Error(), "cainjekt") {
+		t.Errorf("fail-closed: container created (%v)", err)
+	}
+
+	if _, err := startPlugin(ctx, missing, "--fail-policy", "fail-open"); err != nil {
+		t.Fatal(err)
+	}
+	q := pod(t, ctx, "fail-open", optIn())
+	expectUntouched(t, ctx, sleeper(t, ctx, q, "app", false))
+	if n, err := currentPlugin().Metric(`cainjekt_skips_total{reason="injection_failed"}`); err != nil || n != 1 {
+		t.Errorf("fail-open skip not counted: %v %v", n, err)
+	}
+}
+
+// 8. An exec session (what kubectl exec does) sees the variables and trusts
+// the CA: the variables are in the spec, not only in PID 1's environment.
+func TestExecSessionSeesTheTrustEnv(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	id := sleeper(t, ctx, pod(t, ctx, "exec", optIn()), "app", false)
+	r := run(t, ctx, id, "sh", "-c", "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE $NODE_EXTRA_CA_CERTS")
+	if want := "/etc/cainjekt/bundle.pem /etc/cainjekt/bundle.pem /etc/cainjekt/ca.pem\n"; r.stdout != want {
+		t.Errorf("exec env: %q, want %q", r.stdout, want)
+	}
+	expectTLS(t, ctx, id, "curl in an exec session", curlProbe(bed.server.URL), true)
+	expectTLS(t, ctx, id, "python requests in an exec session", requestsProbe(bed.server.URL), true)
+}
+
+// 9. Init containers are containers too: injected like the others.
+func TestInitContainerIsInjected(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p := pod(t, ctx, "with-init", optIn())
+	// kubelet runs an init container to completion before the others.
+	initID, err := p.Run(ctx, testbed.ContainerSpec{Name: "init", Image: bed.image.Ref, Command: curlProbe(bed.server.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, err := bed.node.WaitExit(ctx, initID); err != nil || code != 0 {
+		logs, _ := bed.node.Logs(initID)
+		t.Fatalf("init container exit %d (%v):\n%s", code, err, logs)
+	}
+	expectInjected(t, ctx, sleeper(t, ctx, p, "app", false))
+}
+
+// The plugin's metrics pass the reference linter, and count what happened.
+func TestMetricsAreValidAndCount(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	sleeper(t, ctx, pod(t, ctx, "metrics", optIn()), "app", false)
+	plugin := currentPlugin()
+	code, body, err := plugin.Get("/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	for _, series := range []string{"cainjekt_injections_total", `cainjekt_hook_runs_total{result="ok"}`, "cainjekt_active_containers"} {
+		if n, err := plugin.Metric(series); err != nil || n < 1 {
+			t.Errorf("%s = %v (%v)", series, n, err)
+		}
+	}
+	if n, err := plugin.Metric("cainjekt_nri_connected"); err != nil || n != 1 {
+		t.Errorf("cainjekt_nri_connected = %v (%v)", n, err)
+	}
+}
+
+// Removing a pod removes its staging; nothing is left behind.
+func TestStagingIsRemovedWithTheContainer(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p, err := bed.node.RunPod(ctx, testbed.PodSpec{Name: "cleanup", Namespace: "e2e", Annotations: optIn()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := p.Run(ctx, testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sleep", "3600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(bed.staging, id)); err != nil {
+		t.Fatalf("no staging for an injected container: %v", err)
+	}
+	if err := p.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(bed.staging, id)); !os.IsNotExist(err) {
+		t.Errorf("staging left after the pod was removed: %v", err)
+	}
+}
