@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a fresh Debian machine of the
+# project's kind (Go and gcc are already there). Idempotent and quick when
+# everything is present: it only calls apt-get for what is missing.
+#
+#   debootstrap  builds the test images' root filesystems (make e2e, make demo)
+#   promtool     (Debian's prometheus package) checks the /metrics format
+#   tar, openssl, ca-certificates, iproute2, util-linux: the test bed's tools
+set -euo pipefail
+
+declare -A want=(
+  [debootstrap]=debootstrap
+  [promtool]=prometheus
+  [tar]=tar
+  [openssl]=openssl
+  [mountpoint]=util-linux
+)
+missing=()
+for tool in "${!want[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${want[$tool]}")
+done
+[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
