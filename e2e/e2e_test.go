@@ -667,3 +667,32 @@ func TestStagingIsRemovedWithTheContainer(t *testing.T) {
 		t.Errorf("staging left after the pod was removed: %v", err)
 	}
 }
+
+// Two plugins on one node would make every CreateContainer fail: the second
+// one refuses to run, and the first keeps working.
+func TestSecondPluginRefusesToRun(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	second, err := testbed.StartPlugin(testbed.PluginOptions{
+		Bin: bed.bin, Socket: bed.node.NRISocket, CAFile: bed.caFile, DynamicCARoot: bed.staging,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Stop()
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if exited, err := second.Exited(); exited {
+			if err == nil || !strings.Contains(second.Logs(), "refusing to run twice") {
+				t.Errorf("second plugin exited with %v:\n%s", err, second.Logs())
+			}
+			break
+		}
+		if waitCtx.Err() != nil {
+			t.Fatalf("a second plugin kept running:\n%s", second.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	expectInjected(t, ctx, sleeper(t, ctx, pod(t, ctx, "one-plugin", optIn()), "app", false))
+}

@@ -195,22 +195,10 @@ func (n *Node) stop() error {
 	if n.cmd == nil {
 		return nil
 	}
-	select {
-	case <-n.exited:
-		return nil
-	default:
+	if err := terminate(n.cmd.Process, n.exited, 30*time.Second); err != nil {
+		return fmt.Errorf("stop containerd: %w", err)
 	}
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("signal containerd: %w", err)
-	}
-	select {
-	case <-n.exited:
-		return nil
-	case <-time.After(30 * time.Second):
-	}
-	n.cmd.Process.Kill()
-	<-n.exited
-	return errors.New("containerd ignored SIGTERM for 30s and was killed")
+	return nil
 }
 
 // Restart stops containerd and starts it again with the same config and state; running

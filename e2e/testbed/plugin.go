@@ -3,7 +3,6 @@ package testbed
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -163,18 +161,5 @@ func (p *Plugin) Metric(series string) (float64, error) {
 
 // Stop sends SIGTERM and waits for the plugin to exit.
 func (p *Plugin) Stop() error {
-	if done, _ := p.Exited(); done {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	select {
-	case <-p.exited:
-		return nil
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-		return errors.New("plugin ignored SIGTERM for 15s")
-	}
+	return terminate(p.cmd.Process, p.exited, 15*time.Second)
 }

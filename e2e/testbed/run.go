@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -78,4 +79,25 @@ func tail(s string, n int) string {
 // keeps only the last value of a duplicated key, so the overrides win.
 func withEnv(overrides ...string) []string {
 	return append(os.Environ(), overrides...)
+}
+
+// terminate sends SIGTERM to a process whose waiter closes exited, and
+// SIGKILL if it is still there after grace.
+func terminate(proc *os.Process, exited <-chan struct{}, grace time.Duration) error {
+	select {
+	case <-exited:
+		return nil
+	default:
+	}
+	if err := proc.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(grace):
+	}
+	proc.Kill()
+	<-exited
+	return fmt.Errorf("ignored SIGTERM for %s and was killed", grace)
 }
