@@ -51,10 +51,14 @@ func TestDecide(t *testing.T) {
 }
 
 func TestTrustEnvPodValuesWin(t *testing.T) {
-	set, kept := trustEnvFor(allProcessors(), []string{"PATH=/bin", "REQUESTS_CA_BUNDLE=/app/ca.pem"})
-	want := []envVar{{"SSL_CERT_FILE", containerBundle}, {"NODE_EXTRA_CA_CERTS", containerCA}}
+	set, kept := trustEnvFor([]string{"lang-python", "lang-nodejs"}, []string{"PATH=/bin", "REQUESTS_CA_BUNDLE=/app/ca.pem"})
+	want := []envVar{{"SSL_CERT_FILE", containerBundle}, {"PIP_CERT", containerBundle}, {"NODE_EXTRA_CA_CERTS", containerCA}}
 	if !slices.Equal(set, want) || !slices.Equal(kept, []string{"REQUESTS_CA_BUNDLE"}) {
 		t.Errorf("set %v kept %v", set, kept)
+	}
+	set, _ = trustEnvFor(allProcessors(), nil)
+	if len(set) != len(trustEnvs) {
+		t.Errorf("all processors set %d of %d variables", len(set), len(trustEnvs))
 	}
 	set, _ = trustEnvFor([]string{"os-debian", "lang-nodejs"}, nil)
 	if !slices.Equal(set, []envVar{{"NODE_EXTRA_CA_CERTS", containerCA}}) {

@@ -73,9 +73,12 @@ type hookStatus struct {
 
 // hookContext is what the hook leaves for the wrapper in context.json.
 type hookContext struct {
-	Injected bool              `json:"injected"`
-	Message  string            `json:"message,omitempty"`
-	Env      map[string]string `json:"env,omitempty"`
+	Injected bool   `json:"injected"`
+	Message  string `json:"message,omitempty"`
+	// Env is set where the container does not set it already; Append is
+	// appended to what the container sets (JAVA_TOOL_OPTIONS).
+	Env    map[string]string `json:"env,omitempty"`
+	Append map[string]string `json:"append,omitempty"`
 }
 
 // hookOptions are the hook's arguments, which the plugin writes into the
@@ -176,6 +179,7 @@ type hook struct {
 	mu      sync.Mutex // guards what finish reads against the watchdog
 	done    bool
 	status  hookStatus
+	context hookContext
 	staging *safeDir // the container's staging directory, once known
 }
 
@@ -205,17 +209,18 @@ func (h *hook) run(stdin io.Reader) error {
 	}
 	h.note(func(s *hookStatus) { s.CABundle = ours.sha256() })
 
-	root, err := openContainerRoot(state.Bundle)
+	root, env, err := openContainerRoot(state.Bundle)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	return h.inject(root, staging, ours, prefill)
+	return h.inject(root, staging, env, ours, prefill)
 }
 
 // inject detects the distribution, rewrites the staged bundle with the
-// image's trust merged with ours, and merges ours into the OS trust store.
-func (h *hook) inject(root, staging *safeDir, ours *caBundle, prefill []byte) error {
+// image's trust merged with ours, merges ours into the OS trust store, then
+// into the trust files of the language runtimes the image has.
+func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, prefill []byte) error {
 	rel, fam, detectErr := detectDistro(root)
 	store := readImageStore(root, fam)
 	h.note(func(s *hookStatus) {
@@ -226,21 +231,33 @@ func (h *hook) inject(root, staging *safeDir, ours *caBundle, prefill []byte) er
 	})
 	// The staged bundle first: it is what SSL_CERT_FILE names, and must
 	// hold the image's trust even if the OS store cannot be written.
-	if merged := store.mergedTrust(ours, prefill); string(merged) != string(prefill) {
+	merged := store.mergedTrust(ours, prefill)
+	if _, err := staging.writeFile(stagedImage, store.trust(), 0o644); err != nil {
+		return fmt.Errorf("keep the image's trust: %w", err)
+	}
+	if string(merged) != string(prefill) {
 		if _, err := staging.writeFile(stagedBundle, merged, 0o644); err != nil {
 			return fmt.Errorf("write staged bundle: %w", err)
 		}
 	}
-	if !slices.Contains(h.opts.processors, fam.processor()) {
-		h.log.Debug("OS trust store left alone: processor not enabled", "processor", fam.processor())
-		return nil
+	var osErr error
+	if slices.Contains(h.opts.processors, fam.processor()) {
+		var changes []fileChange
+		changes, osErr = store.write(root, fam, ours, prefill)
+		h.note(func(s *hookStatus) { s.Files = append(s.Files, changes...) })
+		if osErr != nil {
+			osErr = fmt.Errorf("update OS trust store (%s): %w", fam.processor(), osErr)
+		}
 	}
-	changes, err := store.write(root, fam, ours, prefill)
-	h.note(func(s *hookStatus) { s.Files = changes })
-	if err != nil {
-		return fmt.Errorf("update OS trust store (%s): %w", fam.processor(), err)
+	lang, langErr := injectLanguages(root, staging, h.opts.processors, env, ours, merged)
+	h.note(func(s *hookStatus) { s.Files = append(s.Files, lang.changes...) })
+	h.mu.Lock()
+	h.context.Env, h.context.Append = lang.env, lang.appendEnv
+	h.mu.Unlock()
+	if langErr != nil {
+		langErr = fmt.Errorf("language runtimes: %w", langErr)
 	}
-	return detectErr
+	return errors.Join(osErr, langErr, detectErr)
 }
 
 // note updates the status under the lock the watchdog takes too.
@@ -287,7 +304,8 @@ func (h *hook) writeReports() {
 	if h.staging == nil {
 		return
 	}
-	ctx := hookContext{Injected: h.status.Result == hookResultOK}
+	ctx := h.context
+	ctx.Injected = h.status.Result == hookResultOK
 	if !ctx.Injected {
 		ctx.Message = fmt.Sprintf("cainjekt: CA injection %s (%s); see %s/%s", h.status.Result, strings.Join(h.status.Errors, "; "), containerDir, stagedStatus)
 	}
@@ -355,33 +373,38 @@ func readStaged(staging *safeDir) (*caBundle, []byte, error) {
 	return ours, prefill, nil
 }
 
-// openContainerRoot opens the rootfs named by the bundle's config.json.
-func openContainerRoot(bundle string) (*safeDir, error) {
+// openContainerRoot opens the rootfs named by the bundle's config.json, and
+// returns the environment of the container's process too.
+func openContainerRoot(bundle string) (*safeDir, []string, error) {
 	dir, err := openSafeDir(unix.AT_FDCWD, bundle, 0, unix.RESOLVE_BENEATH|unix.RESOLVE_NO_SYMLINKS)
 	if err != nil {
-		return nil, fmt.Errorf("OCI bundle: %w", err)
+		return nil, nil, fmt.Errorf("OCI bundle: %w", err)
 	}
 	defer dir.Close()
 	data, _, err := dir.readFile("config.json", maxConfigSize)
 	if err != nil {
-		return nil, fmt.Errorf("OCI bundle: %w", err)
+		return nil, nil, fmt.Errorf("OCI bundle: %w", err)
 	}
 	var spec specs.Spec
 	if err := json.Unmarshal(data, &spec); err != nil {
-		return nil, fmt.Errorf("parse config.json: %w", err)
+		return nil, nil, fmt.Errorf("parse config.json: %w", err)
 	}
 	if spec.Root == nil || spec.Root.Path == "" {
-		return nil, errors.New("config.json has no root.path")
+		return nil, nil, errors.New("config.json has no root.path")
 	}
 	root, err := openImageRoot(dir.fd, spec.Root.Path)
 	if err != nil {
-		return nil, fmt.Errorf("container rootfs: %w", err)
+		return nil, nil, fmt.Errorf("container rootfs: %w", err)
 	}
 	if err := refuseHostRoot(root); err != nil {
 		root.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return root, nil
+	var env []string
+	if spec.Process != nil {
+		env = spec.Process.Env
+	}
+	return root, env, nil
 }
 
 // refuseHostRoot makes sure a rootfs is not the host's own root directory:

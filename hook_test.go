@@ -21,14 +21,15 @@ type hookBed struct {
 	prefill                              []byte
 }
 
-func newHookBed(t *testing.T, fixture string) *hookBed {
+func newHookBed(t *testing.T, fixture string, env ...string) *hookBed {
 	t.Helper()
 	b := &hookBed{bundle: t.TempDir(), ours: corpBundle(t)}
 	b.rootfs = filepath.Join(b.bundle, "rootfs")
 	if err := os.Rename(copyTree(t, filepath.Join("testdata/rootfs", fixture)), b.rootfs); err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs", Readonly: true}})
+	spec, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs", Readonly: true},
+		Process: &specs.Process{Env: env}})
 	if err := os.WriteFile(filepath.Join(b.bundle, "config.json"), spec, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func wrapperEnv(contextPath string, env []string) ([]string, []string) {
 	if ctx.Message != "" {
 		notes = append(notes, ctx.Message)
 	}
-	return withEnv(env, ctx.Env), notes
+	return appendEnv(withEnv(env, ctx.Env), ctx.Append), notes
 }
 
 // readHookContext reads the hook's context. A missing file means the hook
@@ -89,6 +89,19 @@ func readHookContext(p string) (*hookContext, error) {
 func withEnv(env []string, vars map[string]string) []string {
 	for _, k := range slices.Sorted(maps.Keys(vars)) {
 		if !envHas(env, k) {
+			env = append(env, k+"="+vars[k])
+		}
+	}
+	return env
+}
+
+// appendEnv appends each value to the variable's current one, or sets it:
+// JAVA_TOOL_OPTIONS the pod sets is kept, and ours added after it.
+func appendEnv(env []string, vars map[string]string) []string {
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		if i := slices.IndexFunc(env, func(kv string) bool { return strings.HasPrefix(kv, k+"=") }); i >= 0 {
+			env[i] += " " + vars[k]
+		} else {
 			env = append(env, k+"="+vars[k])
 		}
 	}

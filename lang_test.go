@@ -1,0 +1,108 @@
+package main
+
+import (
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// addRuntimes puts language runtimes into a fixture rootfs the way Debian
+// and a virtualenv lay them out: a JVM whose cacerts is a symlink into
+// /etc/ssl/certs/java, found through /usr/bin/java -> /etc/alternatives,
+// and a venv with a pip-installed certifi, found through PATH.
+func addRuntimes(t *testing.T, rootfs, cacertsFixture string) {
+	t.Helper()
+	jvm := "/usr/lib/jvm/java-17-openjdk-amd64"
+	writeTree(t, rootfs, map[string]string{
+		jvm + "/bin/java":             "#!/bin/sh\n",
+		"/etc/alternatives/java":      "->" + jvm + "/bin/java",
+		"/usr/bin/java":               "->/etc/alternatives/java",
+		jvm + "/lib/security/cacerts": "->/etc/ssl/certs/java/cacerts",
+		"/opt/venv/bin/python3":       "->/usr/bin/python3",
+		"/usr/bin/python3":            "#!/bin/sh\n",
+		"/opt/venv/lib/python3.11/site-packages/certifi/cacert.pem": string(readTestdata(t, "certs/public-a.pem")),
+	})
+	writeTree(t, rootfs, map[string]string{"/etc/ssl/certs/java/cacerts": string(readTestdata(t, "java/"+cacertsFixture))})
+}
+
+const runtimesPATH = "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func TestFindRuntimeTrustFiles(t *testing.T) {
+	b := newHookBed(t, "debian")
+	addRuntimes(t, b.rootfs, "cacerts.jks")
+	root := imageRoot(t, b.rootfs)
+	env := []string{runtimesPATH}
+	if got := certifiBundles(root, env); strings.Join(got, " ") != "/opt/venv/lib/python3.11/site-packages/certifi/cacert.pem" {
+		t.Errorf("certifi bundles %v", got)
+	}
+	if got := javaStores(root, env); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
+		t.Errorf("java stores %v", got)
+	}
+	// JAVA_HOME alone finds a JVM outside PATH and the usual places.
+	writeTree(t, b.rootfs, map[string]string{"/srv/jdk/lib/security/cacerts": "x"})
+	if got := javaStores(root, []string{"JAVA_HOME=/srv/jdk"}); len(got) != 2 || got[0] != "/srv/jdk/lib/security/cacerts" {
+		t.Errorf("java stores with JAVA_HOME %v", got)
+	}
+}
+
+func TestHookMergesLanguageRuntimes(t *testing.T) {
+	b := newHookBed(t, "debian", runtimesPATH)
+	addRuntimes(t, b.rootfs, "cacerts.jks")
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		st, _ := b.status(t)
+		t.Fatalf("exit %d: %v", code, st.Errors)
+	}
+	certifi := b.read(t, filepath.Join(b.rootfs, "opt/venv/lib/python3.11/site-packages/certifi/cacert.pem"))
+	if countCerts(certifi) != 3 {
+		t.Errorf("certifi bundle holds %d certificates, want its 1 and our 2", countCerts(certifi))
+	}
+	store, err := parseJavaStore(b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/java/cacerts")))
+	if err != nil || store.format != storeJKS || len(store.entries) != 5 {
+		t.Fatalf("cacerts after the hook: %v %+v", err, store)
+	}
+	_, ctx := b.status(t)
+	if len(ctx.Append) != 0 || len(ctx.Env) != 0 {
+		t.Errorf("no wrapper variables needed when cacerts was merged in place: %+v", ctx)
+	}
+}
+
+func TestHookGivesAnUnreadableJVMStoreAFallback(t *testing.T) {
+	b := newHookBed(t, "debian", runtimesPATH)
+	addRuntimes(t, b.rootfs, "cacerts-changeit.p12")
+	before := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/java/cacerts"))
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if after := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/java/cacerts")); string(after) != string(before) {
+		t.Error("an encrypted cacerts was rewritten")
+	}
+	st, ctx := b.status(t)
+	var fallback bool
+	for _, f := range st.Files {
+		fallback = fallback || f.Path == "/etc/ssl/certs/java/cacerts" && f.Action == "fallback"
+	}
+	if !fallback {
+		t.Errorf("status does not report the fallback: %+v", st.Files)
+	}
+	want := "-Djavax.net.ssl.trustStore=/etc/cainjekt/java-cacerts.jks -Djavax.net.ssl.trustStoreType=JKS -Djavax.net.ssl.trustStorePassword=changeit"
+	if ctx.Append["JAVA_TOOL_OPTIONS"] != want {
+		t.Errorf("context %+v", ctx)
+	}
+	env, _ := wrapperEnv(filepath.Join(b.staging, stagedContext), []string{"JAVA_TOOL_OPTIONS=-Xmx1g"})
+	if envValue(env, "JAVA_TOOL_OPTIONS") != "-Xmx1g "+want {
+		t.Errorf("the pod's JAVA_TOOL_OPTIONS must be kept and ours appended: %v", env)
+	}
+	// The fallback store holds the image's trust and ours, and the JDK reads it.
+	p := filepath.Join(b.staging, javaFallbackStore)
+	store, err := parseJavaStore(b.read(t, p))
+	if err != nil || len(store.entries) != 5 {
+		t.Fatalf("fallback store: %v", err)
+	}
+	keytool := requireTool(t, "keytool")
+	out, err := exec.Command(keytool, "-list", "-keystore", p, "-storetype", "JKS", "-storepass", "changeit").CombinedOutput()
+	if err != nil || strings.Count(string(out), "trustedCertEntry") != 5 {
+		t.Errorf("keytool: %v\n%s", err, out)
+	}
+}
