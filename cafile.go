@@ -20,6 +20,7 @@ import (
 // trustSet is what the plugin stages for every injected container.
 type trustSet struct {
 	ours *caBundle
+	sha  string // of ours, naming this version in logs, status and metrics
 	// noTrust is the bundle for images that trust nothing of their own:
 	// the node's base bundle, if configured, plus ours.
 	noTrust []byte
@@ -52,7 +53,6 @@ type caSource struct {
 
 	mu      sync.Mutex
 	good    *trustSet
-	goodSum string
 	tried   [2]fileKey // the versions last loaded, or last failed to load
 	lastErr error
 }
@@ -73,6 +73,16 @@ func (s *caSource) get() (*trustSet, error) {
 	return s.good, nil
 }
 
+// currentSHA names the bundle being injected, "" if none ever loaded.
+func (s *caSource) currentSHA() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.good == nil {
+		return ""
+	}
+	return s.good.sha
+}
+
 // reload loads both files; the caller holds s.mu.
 func (s *caSource) reload() {
 	set, warnings, err := loadTrustSet(s.caPath, s.basePath)
@@ -83,13 +93,13 @@ func (s *caSource) reload() {
 	if err != nil {
 		s.metrics.bundleReloads.inc("error")
 		if s.good != nil {
-			s.log.Error("CA bundle unusable; keeping the last good one", "file", s.caPath, "error", err, "kept_sha256", s.goodSum)
+			s.log.Error("CA bundle unusable; keeping the last good one", "file", s.caPath, "error", err, "kept_sha256", s.good.sha)
 		} else {
 			s.log.Error("CA bundle unusable; opted-in containers are handled by the fail policy", "file", s.caPath, "error", err)
 		}
 		return
 	}
-	s.good, s.goodSum = set, set.ours.sha256()
+	s.good = set
 	s.metrics.bundleReloads.inc("ok")
 	s.metrics.bundleCerts.Store(int64(len(set.ours.certs)))
 	s.metrics.bundleLoaded.Store(time.Now().Unix())
@@ -97,7 +107,7 @@ func (s *caSource) reload() {
 	for i, c := range set.ours.certs {
 		subjects[i] = c.subject
 	}
-	s.log.Info("CA bundle loaded", "file", s.caPath, "certificates", len(set.ours.certs), "sha256", s.goodSum, "subjects", subjects)
+	s.log.Info("CA bundle loaded", "file", s.caPath, "certificates", len(set.ours.certs), "sha256", set.sha, "subjects", subjects)
 }
 
 // loadTrustSet reads and validates the CA file and the base bundle.
@@ -110,7 +120,7 @@ func loadTrustSet(caPath, basePath string) (*trustSet, []string, error) {
 	if err != nil {
 		return nil, warnings, fmt.Errorf("%s: %w", caPath, err)
 	}
-	set := &trustSet{ours: ours, noTrust: ours.pem}
+	set := &trustSet{ours: ours, sha: ours.sha256(), noTrust: ours.pem}
 	if basePath != "" {
 		base, err := readHostFile(basePath)
 		if err != nil {

@@ -108,7 +108,7 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 		"dynamic_ca_root", cfg.dynamicCARoot, "host_binary", cfg.hostBinary)
 	p.trust.get() // load, and report a broken bundle, before the first container needs it
 
-	go every(ctx, bundlePollInterval, func() { p.trust.get() })
+	go every(ctx, bundlePollInterval, p.refreshStaged) // loads a changed bundle first
 	go every(ctx, sweepInterval, func() { p.sweep(nil) })
 	p.run(ctx)
 	// Staging directories stay: running containers still have them mounted.

@@ -77,9 +77,10 @@ type metrics struct {
 	bundleCerts      atomic.Int64
 	bundleLoaded     atomic.Int64 // unix time of the last successful load
 	activeContainers func() int
+	outdated         func() int
 }
 
-func newMetrics(active func() int) *metrics {
+func newMetrics(active, outdated func() int) *metrics {
 	return &metrics{
 		skips:            newCounterVec("reason", skipReasons...),
 		errors:           newCounterVec("stage", errorStages...),
@@ -87,6 +88,7 @@ func newMetrics(active func() int) *metrics {
 		cleanups:         newCounterVec("reason", cleanupRemoved, cleanupOrphan),
 		bundleReloads:    newCounterVec("result", "ok", "error"),
 		activeContainers: active,
+		outdated:         outdated,
 	}
 }
 
@@ -104,6 +106,7 @@ func (m *metrics) write(w io.Writer) {
 	e.single("cainjekt_ca_bundle_certificates", "gauge", "Certificates in the CA bundle being injected.", float64(m.bundleCerts.Load()))
 	e.single("cainjekt_ca_bundle_last_success_timestamp_seconds", "gauge", "Unix time the CA bundle was last loaded successfully; 0 if never.", float64(m.bundleLoaded.Load()))
 	e.single("cainjekt_active_containers", "gauge", "Injected containers with a staging directory.", float64(m.activeContainers()))
+	e.single("cainjekt_outdated_containers", "gauge", "Injected containers started with a CA bundle other than the current one; their OS and runtime trust stores keep it until they restart.", float64(m.outdated()))
 	e.single("cainjekt_nri_connected", "gauge", "1 while registered with the container runtime over NRI, else 0.", boolValue(m.nriConnected.Load()))
 	e.single("cainjekt_nri_registrations_total", "counter", "Successful registrations with the container runtime.", float64(m.nriRegistrations.Load()))
 }

@@ -25,7 +25,7 @@ func requireTool(t *testing.T, name string) string {
 }
 
 func busyMetrics() *metrics {
-	m := newMetrics(func() int { return 3 })
+	m := newMetrics(func() int { return 3 }, func() int { return 1 })
 	m.injections.Add(7)
 	m.skips.inc(skipNotEnabled)
 	m.errors.inc(stageHook)
@@ -61,6 +61,7 @@ func TestMetricsValues(t *testing.T) {
 		`cainjekt_hook_runs_total{result="missing"} 1`,
 		`cainjekt_staging_cleanups_total{reason="orphan"} 1`,
 		"cainjekt_active_containers 3",
+		"cainjekt_outdated_containers 1",
 		"cainjekt_nri_connected 1",
 		"cainjekt_ca_bundle_certificates 2",
 	} {
@@ -76,7 +77,8 @@ func TestUndeclaredLabelValuePanics(t *testing.T) {
 			t.Error("an undeclared label value was counted silently")
 		}
 	}()
-	newMetrics(func() int { return 0 }).skips.inc("made_up")
+	zero := func() int { return 0 }
+	newMetrics(zero, zero).skips.inc("made_up")
 }
 
 type fixedReadiness struct {

@@ -36,6 +36,10 @@ var hookEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 type injectedContainer struct {
 	namespace, pod, container string
 	hookReported              bool
+	// injectedSHA names the CA bundle the container started with: its OS and
+	// runtime stores hold it until it restarts. stagedSHA names the bundle
+	// its staged files hold, which rotations refresh.
+	injectedSHA, stagedSHA string
 }
 
 // plugin implements the NRI handlers.
@@ -55,7 +59,7 @@ type plugin struct {
 
 func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
 	p := &plugin{cfg: cfg, log: log, stager: st, active: map[string]*injectedContainer{}}
-	p.metrics = newMetrics(p.activeCount)
+	p.metrics = newMetrics(p.activeCount, p.outdatedCount)
 	p.trust = &caSource{caPath: cfg.caFile, basePath: cfg.baseBundle, log: log, metrics: p.metrics}
 	return p
 }
@@ -64,6 +68,25 @@ func (p *plugin) activeCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.active)
+}
+
+// outdatedCount counts injected containers started with a CA bundle other
+// than the current one: they need a restart to trust exactly the new set.
+func (p *plugin) outdatedCount() int {
+	current := p.trust.currentSHA()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.outdatedLocked(current)
+}
+
+func (p *plugin) outdatedLocked(current string) int {
+	n := 0
+	for _, c := range p.active {
+		if c.injectedSHA != "" && c.injectedSHA != current {
+			n++
+		}
+	}
+	return n
 }
 
 // ready implements readiness: ready while registered with the runtime.
@@ -182,12 +205,23 @@ func (p *plugin) sweep(live map[string]bool) {
 	for _, id := range ids {
 		if _, known := p.active[id]; known || live[id] {
 			if !known {
-				p.active[id] = &injectedContainer{hookReported: true}
+				p.active[id] = p.adopt(id)
 			}
 			continue
 		}
 		p.removeStaging(id, cleanupOrphan)
 	}
+}
+
+// adopt recovers what a previous plugin process knew of a live container
+// from the status its hook left.
+func (p *plugin) adopt(id string) *injectedContainer {
+	c := &injectedContainer{hookReported: true}
+	if st, err := p.stager.readStatus(id); err == nil && st != nil {
+		c.namespace, c.pod, c.container = st.Namespace, st.Pod, st.Container
+		c.injectedSHA, c.stagedSHA = st.CABundle, st.CABundle
+	}
+	return c
 }
 
 // CreateContainer decides, stages and adjusts. It is on the critical path of
@@ -212,7 +246,8 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	}
 	// Known before its directory exists, so that no sweep takes it for an orphan.
 	p.mu.Lock()
-	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName()}
+	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName(),
+		injectedSHA: set.sha, stagedSHA: set.sha}
 	p.mu.Unlock()
 	dir, err := p.stager.stage(ctr.GetId(), set.ours.pem, set.noTrust)
 	if err != nil {
@@ -227,7 +262,7 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 
 	adj, kept := p.adjustment(ctr, dir, d.processors)
 	p.metrics.injections.Add(1)
-	log.Info("injecting", "processors", strings.Join(d.processors, ","), "ca_bundle_sha256", set.ours.sha256(), "env_kept_from_pod", kept)
+	log.Info("injecting", "processors", strings.Join(d.processors, ","), "ca_bundle_sha256", set.sha, "env_kept_from_pod", kept)
 	return adj, nil, nil
 }
 
@@ -278,14 +313,47 @@ func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []
 }
 
 // PostStartContainer runs once the container started, its hook long done:
-// the hook's report is read and counted.
+// the hook's report is read and counted, and the staged files brought up to
+// date if the CAs rotated since the container was created.
 func (p *plugin) PostStartContainer(_ context.Context, _ *api.PodSandbox, ctr *api.Container) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.active[ctr.GetId()]; ok && !c.hookReported {
+	c, ok := p.active[ctr.GetId()]
+	if ok && !c.hookReported {
 		p.collectHookStatus(ctr.GetId(), c)
 	}
+	p.mu.Unlock()
+	if ok {
+		p.refreshStaged()
+	}
 	return nil
+}
+
+// refreshStaged rewrites the staged trust files of every started container
+// whose files hold another CA bundle than the current one.
+func (p *plugin) refreshStaged() {
+	set, err := p.trust.get()
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	refreshed := 0
+	for id, c := range p.active {
+		if !c.hookReported || c.stagedSHA == set.sha {
+			continue
+		}
+		if err := p.stager.refresh(id, set); err != nil {
+			p.metrics.errors.inc(stageStaging)
+			p.log.Error("refresh staged trust files", "namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id, "error", err)
+			continue
+		}
+		c.stagedSHA = set.sha
+		refreshed++
+	}
+	if refreshed > 0 {
+		p.log.Info("refreshed the staged trust files of running containers for the new CA bundle",
+			"containers", refreshed, "ca_bundle_sha256", set.sha, "outdated_os_stores", p.outdatedLocked(set.sha))
+	}
 }
 
 // RemoveContainer removes the container's staging directory, counting the

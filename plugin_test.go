@@ -80,7 +80,9 @@ func TestCreateContainerAdjustsAnOptedInContainer(t *testing.T) {
 		env = append(env, e.Key+"="+e.Value)
 	}
 	// SSL_CERT_FILE was the pod's own: kept.
-	if want := []string{"REQUESTS_CA_BUNDLE=/etc/cainjekt/bundle.pem", "NODE_EXTRA_CA_CERTS=/etc/cainjekt/ca.pem"}; !slices.Equal(env, want) {
+	if want := []string{"REQUESTS_CA_BUNDLE=/etc/cainjekt/bundle.pem", "PIP_CERT=/etc/cainjekt/bundle.pem",
+		"NODE_EXTRA_CA_CERTS=/etc/cainjekt/ca.pem", "DENO_CERT=/etc/cainjekt/ca.pem", "CURL_CA_BUNDLE=/etc/cainjekt/bundle.pem",
+		"GIT_SSL_CAINFO=/etc/cainjekt/bundle.pem", "AWS_CA_BUNDLE=/etc/cainjekt/bundle.pem"}; !slices.Equal(env, want) {
 		t.Errorf("env %v, want %v", env, want)
 	}
 	if data, err := os.ReadFile(filepath.Join(staging, stagedCA)); err != nil || countCerts(data) != 1 {
@@ -213,5 +215,38 @@ func TestRunRetriesWithoutARuntime(t *testing.T) {
 	}
 	if n := p.metrics.errors.get(stageNRI); n < 2 {
 		t.Errorf("%d connection attempts counted in 2s", n)
+	}
+}
+
+func TestRotationRefreshesRunningContainers(t *testing.T) {
+	p, caFile := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	ctx := context.Background()
+	if _, _, err := p.CreateContainer(ctx, optedIn(nil), container(testID, "app")); err != nil {
+		t.Fatal(err)
+	}
+	staging := filepath.Join(p.cfg.dynamicCARoot, testID)
+	// What the hook leaves: its status and the image's own trust.
+	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(`{"result":"ok"}`), 0o644)
+	os.WriteFile(filepath.Join(staging, stagedImage), publicBundle(t), 0o644)
+	p.PostStartContainer(ctx, nil, container(testID, "app"))
+	if n := p.outdatedCount(); n != 0 {
+		t.Fatalf("outdated %d before any rotation", n)
+	}
+
+	os.WriteFile(caFile+".new", readTestdata(t, "certs/corp-second.pem"), 0o644)
+	os.Rename(caFile+".new", caFile)
+	p.refreshStaged()
+
+	second, _, _ := parseCABundle(readTestdata(t, "certs/corp-second.pem"))
+	root, _, _ := parseCABundle(readTestdata(t, "certs/corp-root.pem"))
+	ca, _ := os.ReadFile(filepath.Join(staging, stagedCA))
+	bundle, _ := os.ReadFile(filepath.Join(staging, stagedBundle))
+	have := bundleSums(bundle)
+	if string(ca) != string(second.pem) || !have[second.certs[0].sum] || have[root.certs[0].sum] || countCerts(bundle) != 4 {
+		t.Errorf("after rotation: ca.pem is the new CA: %v; bundle.pem holds the image's 3 and the new CA, not the old: %d certs",
+			string(ca) == string(second.pem), countCerts(bundle))
+	}
+	if n := p.outdatedCount(); n != 1 {
+		t.Errorf("outdated %d, want 1: the container's OS store still holds the old CA", n)
 	}
 }

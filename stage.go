@@ -12,6 +12,8 @@ package main
 //	                                image's trust merged with ours
 //	<root>/<id>/status.json   0644  what the hook found and did
 //	<root>/<id>/context.json  0644  what the hook leaves for the wrapper
+//	<root>/<id>/image-trust.pem 0644 the image's own trust as the hook found it,
+//	                                kept to rebuild bundle.pem when the CAs rotate
 //
 // The per-container directory is 0755 and its files 0644 because it is what
 // the container sees, and its processes need not run as root. Nothing secret
@@ -44,6 +46,7 @@ const (
 	stagedBundle  = "bundle.pem"
 	stagedStatus  = "status.json"
 	stagedContext = "context.json"
+	stagedImage   = "image-trust.pem"
 	lockName      = ".lock"
 )
 
@@ -182,4 +185,38 @@ func (s *stager) readStatus(id string) (*hookStatus, error) {
 		return nil, fmt.Errorf("parse %s of %s: %w", stagedStatus, id, err)
 	}
 	return &st, nil
+}
+
+// refresh rewrites the trust files of a running container's staging for a
+// new CA bundle: ca.pem, bundle.pem rebuilt from the image's own trust the
+// hook kept, and the JVM fallback store if the hook made one. Programs that
+// read these files per connection or per process trust the new CAs, and no
+// longer the removed ones, without a restart.
+func (s *stager) refresh(id string, set *trustSet) error {
+	if !validContainerID(id) {
+		return fmt.Errorf("refusing to refresh staging for container ID %q", id)
+	}
+	dir, err := s.dir.sub(id)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	image, _, err := dir.readFile(stagedImage, maxBundleSize)
+	if err != nil {
+		return fmt.Errorf("the image's trust, kept by the hook: %w", err)
+	}
+	bundle := set.noTrust
+	if len(image) > 0 {
+		bundle, _ = mergeBundle(image, set.ours)
+	}
+	if _, err := dir.writeFile(stagedCA, set.ours.pem, 0o644); err != nil {
+		return err
+	}
+	if _, err := dir.writeFile(stagedBundle, bundle, 0o644); err != nil {
+		return err
+	}
+	if _, _, err := dir.stat(javaFallbackStore); err == nil {
+		return writeFallbackStore(dir, bundle)
+	}
+	return nil
 }
