@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,17 +30,23 @@ const prefix = "cainjekt.natron.io"
 
 // bed is the node and everything around it, shared by the tests.
 var bed struct {
-	node    *testbed.Node
-	image   *testbed.Image
-	bin     string
-	dir     string // the run's own files: CA bundle, staging
-	caFile  string
-	staging string
+	node  *testbed.Node
+	image *testbed.Image // Debian with curl and python3-requests
+	// The language matrix, and images without a shell.
+	runtimes, scratch, distroless *testbed.Image
+	bin                           string
+	dir                           string // the run's own files: CA bundle, staging
+	caFile                        string
+	staging                       string
 
-	ca, publicCA, otherCA *testbed.CA
-	server                *testbed.Server // signed by ca: the CA cainjekt injects
-	publicServer          *testbed.Server // signed by a CA the image trusted already
-	otherServer           *testbed.Server // signed by otherCA, for rotation
+	// The injected bundle holds three CAs: a root, an intermediate it
+	// signed, and an unrelated second root.
+	ca, intermediate, secondCA *testbed.CA
+	publicCA, otherCA          *testbed.CA
+	server                     *testbed.Server // signed by the intermediate, sending no chain
+	server2                    *testbed.Server // signed by the second root
+	publicServer               *testbed.Server // signed by a CA the image trusted already
+	otherServer                *testbed.Server // signed by otherCA, for rotation
 
 	mu     sync.Mutex
 	plugin *testbed.Plugin
@@ -100,8 +107,7 @@ func setUp() (func(), error) {
 	if err != nil {
 		return teardown, err
 	}
-	bed.image, err = testbed.BuildDebianImage(ctx, testbed.DebianTestImage(), logf)
-	if err != nil {
+	if err := buildImages(ctx); err != nil {
 		return teardown, err
 	}
 
@@ -115,8 +121,12 @@ func setUp() (func(), error) {
 	if err := startServers(); err != nil {
 		return teardown, err
 	}
-	cleanups = append(cleanups, func() { bed.server.Close(); bed.publicServer.Close(); bed.otherServer.Close() })
-	if err := os.WriteFile(bed.caFile, bed.ca.CertPEM, 0o644); err != nil {
+	cleanups = append(cleanups, func() {
+		for _, s := range []*testbed.Server{bed.server, bed.server2, bed.publicServer, bed.otherServer} {
+			s.Close()
+		}
+	})
+	if err := os.WriteFile(bed.caFile, injectedPEM(), 0o644); err != nil {
 		return teardown, err
 	}
 
@@ -133,8 +143,10 @@ func setUp() (func(), error) {
 			logf("node teardown: %v", err)
 		}
 	})
-	if err := bed.node.ImportImage(ctx, bed.image); err != nil {
-		return teardown, err
+	for _, img := range []*testbed.Image{bed.image, bed.runtimes, bed.scratch, bed.distroless} {
+		if err := bed.node.ImportImage(ctx, img); err != nil {
+			return teardown, err
+		}
 	}
 	if err := startMainPlugin(ctx); err != nil {
 		return teardown, err
@@ -144,9 +156,43 @@ func setUp() (func(), error) {
 	return teardown, nil
 }
 
+// injectedPEM is the CA bundle the plugin injects.
+func injectedPEM() []byte {
+	return slices.Concat(bed.ca.CertPEM, bed.intermediate.CertPEM, bed.secondCA.CertPEM)
+}
+
+// buildImages builds the test images, or takes them from the cache.
+func buildImages(ctx context.Context) error {
+	pub, err := testbed.PublicCA()
+	if err != nil {
+		return err
+	}
+	if bed.image, err = testbed.BuildDebianImage(ctx, testbed.DebianTestImage(), logf); err != nil {
+		return err
+	}
+	spec, err := testbed.RuntimesTestImage(ctx, pub, logf)
+	if err != nil {
+		return err
+	}
+	if bed.runtimes, err = testbed.BuildDebianImage(ctx, spec, logf); err != nil {
+		return err
+	}
+	if bed.scratch, err = testbed.ScratchTestImage(ctx, logf); err != nil {
+		return err
+	}
+	bed.distroless, err = testbed.DistrolessTestImage(ctx, pub, logf)
+	return err
+}
+
 func startServers() error {
 	var err error
-	if bed.ca, err = testbed.NewCA("cainjekt e2e injected CA"); err != nil {
+	if bed.ca, err = testbed.NewCA("cainjekt e2e injected root CA"); err != nil {
+		return err
+	}
+	if bed.intermediate, err = bed.ca.Intermediate("cainjekt e2e injected intermediate CA"); err != nil {
+		return err
+	}
+	if bed.secondCA, err = testbed.NewCA("cainjekt e2e second injected root CA"); err != nil {
 		return err
 	}
 	if bed.otherCA, err = testbed.NewCA("cainjekt e2e rotated CA"); err != nil {
@@ -158,7 +204,7 @@ func startServers() error {
 	for _, s := range []struct {
 		ca  *testbed.CA
 		dst **testbed.Server
-	}{{bed.ca, &bed.server}, {bed.publicCA, &bed.publicServer}, {bed.otherCA, &bed.otherServer}} {
+	}{{bed.intermediate, &bed.server}, {bed.secondCA, &bed.server2}, {bed.publicCA, &bed.publicServer}, {bed.otherCA, &bed.otherServer}} {
 		if *s.dst, err = s.ca.Serve(); err != nil {
 			return err
 		}
@@ -298,11 +344,22 @@ func requestsProbe(url string) []string {
 	return []string{"python3", "-c", "import requests, sys; requests.get(sys.argv[1], timeout=20)", url}
 }
 
-// withoutTrustEnv runs cmd with the trust variables removed: it then relies
-// on the image's OS trust store alone.
-func withoutTrustEnv(cmd []string) []string {
-	return append([]string{"env", "-u", "SSL_CERT_FILE", "-u", "REQUESTS_CA_BUNDLE", "-u", "NODE_EXTRA_CA_CERTS"}, cmd...)
+// trustVars are the variables cainjekt may set.
+var trustVars = []string{"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "NODE_EXTRA_CA_CERTS", "DENO_CERT",
+	"CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "AWS_CA_BUNDLE"}
+
+// without runs cmd with the named variables removed.
+func without(vars []string, cmd []string) []string {
+	args := []string{"env"}
+	for _, v := range vars {
+		args = append(args, "-u", v)
+	}
+	return append(args, cmd...)
 }
+
+// withoutTrustEnv runs cmd with the trust variables removed: it then relies
+// on the image's trust stores alone.
+func withoutTrustEnv(cmd []string) []string { return without(trustVars, cmd) }
 
 func expectTLS(t *testing.T, ctx context.Context, id, what string, cmd []string, ok bool) {
 	t.Helper()
@@ -312,9 +369,18 @@ func expectTLS(t *testing.T, ctx context.Context, id, what string, cmd []string,
 		t.Errorf("%s: exit %d, want success\n%s", what, r.code, r.stderr)
 	case !ok && r.code == 0:
 		t.Errorf("%s: succeeded, want a certificate verification failure", what)
-	case !ok && !strings.Contains(strings.ToLower(r.stderr), "certificate"):
-		t.Errorf("%s: failed, but not for the certificate: exit %d\n%s", what, r.code, r.stderr)
+	case !ok && !certificateError(r.stdout+r.stderr):
+		t.Errorf("%s: failed, but not for the certificate: exit %d\n%s%s", what, r.code, r.stdout, r.stderr)
 	}
+}
+
+// certificateError reports whether output says that TLS verification failed,
+// in the words of any runtime: curl, OpenSSL, GnuTLS, Go, Python, Node, Java,
+// Ruby, PHP, Deno, botocore.
+func certificateError(output string) bool {
+	out := strings.ToLower(output)
+	return strings.Contains(out, "certif") || strings.Contains(out, "pkix") || strings.Contains(out, "verify error") ||
+		strings.Contains(out, "ssl validation failed") || strings.Contains(out, "unknownissuer")
 }
 
 // expectInjected checks that the container trusts our CA at both layers,
@@ -327,7 +393,9 @@ func expectInjected(t *testing.T, ctx context.Context, id string) {
 		cmd  []string
 	}{
 		{"curl", curlProbe(bed.server.URL)},
+		{"curl, second root", curlProbe(bed.server2.URL)},
 		{"python requests", requestsProbe(bed.server.URL)},
+		{"python requests, second root", requestsProbe(bed.server2.URL)},
 		{"curl, OS trust store only", withoutTrustEnv(curlProbe(bed.server.URL))},
 		{"python requests, OS trust store only", withoutTrustEnv(requestsProbe(bed.server.URL))},
 		{"curl to a server the image already trusted", curlProbe(bed.publicServer.URL)},
@@ -356,9 +424,9 @@ func expectSuperset(t *testing.T, ctx context.Context, id, p string) {
 			break
 		}
 	}
-	for sum := range certSums(bed.ca.CertPEM) {
+	for sum := range certSums(injectedPEM()) {
 		if !have[sum] {
-			t.Errorf("%s lacks the injected CA", p)
+			t.Errorf("%s lacks an injected CA", p)
 		}
 	}
 }
@@ -383,7 +451,8 @@ func expectUntouched(t *testing.T, ctx context.Context, id string) {
 	t.Helper()
 	expectTLS(t, ctx, id, "curl", curlProbe(bed.server.URL), false)
 	expectTLS(t, ctx, id, "python requests", requestsProbe(bed.server.URL), false)
-	if r := run(t, ctx, id, "sh", "-c", "ls -d /etc/cainjekt /.cainjekt 2>/dev/null; env | grep -E '^(SSL_CERT_FILE|REQUESTS_CA_BUNDLE|NODE_EXTRA_CA_CERTS)=' ; tr '\\0' ' ' </proc/1/cmdline"); !strings.HasPrefix(r.stdout, "sleep 3600") {
+	script := "ls -d /etc/cainjekt /.cainjekt 2>/dev/null; env | grep -E '^(" + strings.Join(trustVars, "|") + ")='; tr '\\0' ' ' </proc/1/cmdline"
+	if r := run(t, ctx, id, "sh", "-c", script); !strings.HasPrefix(r.stdout, "sleep 3600") {
 		t.Errorf("cainjekt traces in an untouched container: %q", r.stdout)
 	}
 	if r := run(t, ctx, id, "cat", "/etc/ssl/certs/ca-certificates.crt"); r.stdout != string(bed.image.OriginalBundle) {
@@ -392,10 +461,10 @@ func expectUntouched(t *testing.T, ctx context.Context, id string) {
 }
 
 // hookStatus reads /etc/cainjekt/status.json in the container.
-func hookStatus(t *testing.T, ctx context.Context, id string) map[string]any {
+func hookStatus(t *testing.T, ctx context.Context, id string) hookReport {
 	t.Helper()
 	r := run(t, ctx, id, "cat", "/etc/cainjekt/status.json")
-	var st map[string]any
+	var st hookReport
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status.json: %v (%q, %s)", err, r.stdout, r.stderr)
 	}
@@ -417,9 +486,8 @@ func TestOptedInPodTrustsTheCA(t *testing.T) {
 	p := pod(t, ctx, "injected", optIn())
 	id := sleeper(t, ctx, p, "app", false)
 	expectInjected(t, ctx, id)
-	st := hookStatus(t, ctx, id)
-	if st["result"] != "ok" || st["family"] != "debian" {
-		t.Errorf("hook status: %v", st)
+	if st := hookStatus(t, ctx, id); st.Result != "ok" || st.Family != "debian" {
+		t.Errorf("hook status: %+v", st)
 	}
 	if r := run(t, ctx, id, "sh", "-c", "tr '\\0' ' ' </proc/1/cmdline"); r.stdout != "sleep 3600 " {
 		t.Errorf("PID 1 is %q: the wrapper must exec the original command", r.stdout)
@@ -527,7 +595,7 @@ func TestRotatedCAFileReachesTheNextPod(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	swap("..v1", bed.ca.CertPEM)
+	swap("..v1", injectedPEM())
 	caFile := filepath.Join(dir, "ca-bundle.pem")
 	if err := os.Symlink("..data/ca-bundle.pem", caFile); err != nil {
 		t.Fatal(err)
@@ -544,6 +612,20 @@ func TestRotatedCAFileReachesTheNextPod(t *testing.T) {
 	expectTLS(t, ctx, first, "curl, first CA", curlProbe(bed.server.URL), true)
 
 	swap("..v2", bed.otherCA.CertPEM)
+	// The running container: its staged files are refreshed in place, so
+	// what reads them per call trusts the new CA and no longer the old one;
+	// its OS store keeps the CA it started with until it restarts.
+	if err := waitForFile(ctx, filepath.Join(bed.staging, first, "ca.pem"), bed.otherCA.CertPEM); err != nil {
+		t.Fatal(err)
+	}
+	expectTLS(t, ctx, first, "running container, curl, rotated-in CA", curlProbe(bed.otherServer.URL), true)
+	expectTLS(t, ctx, first, "running container, curl, rotated-out CA", curlProbe(bed.server.URL), false)
+	expectTLS(t, ctx, first, "running container, python requests, rotated-in CA", requestsProbe(bed.otherServer.URL), true)
+	expectTLS(t, ctx, first, "running container, OS store, still the CA it started with", withoutTrustEnv(curlProbe(bed.server.URL)), true)
+	if n, err := currentPlugin().Metric("cainjekt_outdated_containers"); err != nil || n < 1 {
+		t.Errorf("cainjekt_outdated_containers = %v (%v), want the running container counted", n, err)
+	}
+
 	second := sleeper(t, ctx, pod(t, ctx, "after-rotation", optIn()), "app", false)
 	expectTLS(t, ctx, second, "curl, rotated-in CA", curlProbe(bed.otherServer.URL), true)
 	expectTLS(t, ctx, second, "curl, rotated-out CA", curlProbe(bed.server.URL), false)
@@ -595,8 +677,8 @@ func TestExecSessionSeesTheTrustEnv(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	id := sleeper(t, ctx, pod(t, ctx, "exec", optIn()), "app", false)
-	r := run(t, ctx, id, "sh", "-c", "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE $NODE_EXTRA_CA_CERTS")
-	if want := "/etc/cainjekt/bundle.pem /etc/cainjekt/bundle.pem /etc/cainjekt/ca.pem\n"; r.stdout != want {
+	r := run(t, ctx, id, "sh", "-c", "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE $NODE_EXTRA_CA_CERTS $GIT_SSL_CAINFO")
+	if want := "/etc/cainjekt/bundle.pem /etc/cainjekt/bundle.pem /etc/cainjekt/ca.pem /etc/cainjekt/bundle.pem\n"; r.stdout != want {
 		t.Errorf("exec env: %q, want %q", r.stdout, want)
 	}
 	expectTLS(t, ctx, id, "curl in an exec session", curlProbe(bed.server.URL), true)

@@ -5,12 +5,16 @@
 #
 #   debootstrap  builds the test images' root filesystems (make e2e, make demo)
 #   promtool     (Debian's prometheus package) checks the /metrics format
+#   keytool      (Debian's JRE) reads back the Java truststores cainjekt writes
+#   npm          fetches Deno, which Debian does not package, for the runtimes image
 #   tar, openssl, ca-certificates, iproute2, util-linux: the test bed's tools
 set -euo pipefail
 
 declare -A want=(
   [debootstrap]=debootstrap
   [promtool]=prometheus
+  [keytool]=openjdk-17-jre-headless
+  [npm]=npm
   [tar]=tar
   [openssl]=openssl
   [mountpoint]=util-linux

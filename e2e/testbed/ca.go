@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -54,6 +55,18 @@ func PublicCA() (*CA, error) {
 }
 
 func newCA(commonName string, validity time.Duration) (*CA, error) {
+	return issueCA(commonName, validity, nil)
+}
+
+// Intermediate issues an intermediate CA signed by ca. A server it signs
+// sends only its leaf, so clients must find the intermediate in their trust
+// store: a bundle of root plus intermediate is what makes them verify.
+func (ca *CA) Intermediate(commonName string) (*CA, error) {
+	return issueCA(commonName, 24*time.Hour, ca)
+}
+
+// issueCA creates a CA certificate, self-signed when parent is nil.
+func issueCA(commonName string, validity time.Duration, parent *CA) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA key: %w", err)
@@ -76,11 +89,16 @@ func newCA(commonName string, validity time.Duration) (*CA, error) {
 		BasicConstraintsValid: true, // Go always marks basicConstraints critical.
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		SubjectKeyId:          ski,
+	}
+	issuer, signer := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key // the AKI is copied from the parent's SKI
+	} else {
 		// Go fills the AKI from the parent only when issuer and subject differ, so a
 		// self-signed certificate needs it set explicitly.
-		AuthorityKeyId: ski,
+		tmpl.AuthorityKeyId = ski
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		return nil, fmt.Errorf("create CA certificate: %w", err)
 	}
@@ -152,8 +170,10 @@ type Server struct {
 	Close func()
 }
 
-// Serve starts an HTTPS server on 127.0.0.1 whose certificate ca signed; it answers every
-// request with 200 "ok\n". Host-network pods reach it on the same URL.
+// Serve starts an HTTPS server on 127.0.0.1 whose certificate ca signed. It answers git's
+// smart-HTTP discovery as an empty repository, so `git ls-remote URL` succeeds, botocore
+// as S3 with no bucket, and every other request with 200 "ok\n". Host-network pods reach
+// it on the same URL.
 func (ca *CA) Serve() (*Server, error) {
 	cert, err := ca.issueServerCert()
 	if err != nil {
@@ -164,9 +184,7 @@ func (ca *CA) Serve() (*Server, error) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			io.WriteString(w, "ok\n")
-		}),
+		Handler:           http.HandlerFunc(serveOKOrGit),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
 		ReadHeaderTimeout: 10 * time.Second,
 		// Tests deliberately connect with clients that reject the certificate; the
@@ -179,6 +197,30 @@ func (ca *CA) Serve() (*Server, error) {
 		Close: func() { srv.Close() },
 	}, nil
 }
+
+func serveOKOrGit(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/info/refs") && r.URL.Query().Get("service") == "git-upload-pack":
+		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
+		io.WriteString(w, gitEmptyRepoAdvertisement)
+	case strings.Contains(r.UserAgent(), "Botocore"):
+		// S3's ListBuckets with no bucket: what botocore's list_buckets parses.
+		w.Header().Set("Content-Type", "application/xml")
+		io.WriteString(w, s3EmptyBucketList)
+	default:
+		io.WriteString(w, "ok\n")
+	}
+}
+
+const s3EmptyBucketList = `<?xml version="1.0" encoding="UTF-8"?>
+<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Owner><ID>e2e</ID></Owner><Buckets></Buckets></ListAllMyBucketsResult>`
+
+// gitEmptyRepoAdvertisement is what a git server sends for an empty repository in
+// protocol v0: the service line, a flush, the capabilities pseudo-ref, a flush.
+var gitEmptyRepoAdvertisement = pktLine("# service=git-upload-pack\n") + "0000" +
+	pktLine("0000000000000000000000000000000000000000 capabilities^{}\x00agent=cainjekt-e2e\n") + "0000"
+
+func pktLine(s string) string { return fmt.Sprintf("%04x%s", len(s)+4, s) }
 
 // issueServerCert issues a leaf for 127.0.0.1 and localhost, valid like NewCA's CAs.
 func (ca *CA) issueServerCert() (tls.Certificate, error) {

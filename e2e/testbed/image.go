@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,13 +12,16 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
 	// Bump a recipe version whenever the way an image is built changes, so cached images
 	// built the old way are not reused.
-	debianRecipe = "debian-v2"
-	pauseRecipe  = "pause-v1"
+	debianRecipe = "debian-v3"
+	filesRecipe  = "files-v1"
+	goRecipe     = "go-v1"
 
 	imageRepo = "localhost/cainjekt-e2e/"
 
@@ -32,16 +36,51 @@ type ImageSpec struct {
 	Name     string   // repository name under localhost/cainjekt-e2e/
 	Suite    string   // Debian suite, e.g. bookworm
 	Packages []string // installed with debootstrap --include
+	Files    []File   // written into the rootfs after debootstrap
+	Env      []string // the image config's environment; PATH defaults to the standard one
+	// Setup commands run in a chroot (with /proc mounted) after Files are
+	// written and before the public CA is trusted.
+	Setup [][]string
 }
 
-// DebianTestImage is the default image for tests: curl and Python (requests) clients
-// using the system trust store.
-func DebianTestImage() ImageSpec {
-	return ImageSpec{
-		Name:     "debian",
-		Suite:    "bookworm",
-		Packages: []string{"ca-certificates", "curl", "python3", "python3-requests"},
+// File is a file of an image, or a symlink if Link is set.
+type File struct {
+	Path string // absolute, inside the image
+	Mode os.FileMode
+	Data []byte
+	Link string
+}
+
+// key identifies the files for a cache key.
+func filesKey(files []File) []byte {
+	var parts [][]byte
+	for _, f := range files {
+		parts = append(parts, []byte(f.Path), []byte(f.Mode.String()), f.Data, []byte(f.Link))
 	}
+	return []byte(contentKey(parts...))
+}
+
+// writeFiles writes files into rootfs, creating their directories.
+func writeFiles(rootfs string, files []File) error {
+	for _, f := range files {
+		p := filepath.Join(rootfs, f.Path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("image file %s: %w", f.Path, err)
+		}
+		if f.Link != "" {
+			if err := os.Symlink(f.Link, p); err != nil {
+				return fmt.Errorf("image symlink %s: %w", f.Path, err)
+			}
+			continue
+		}
+		if err := os.WriteFile(p, f.Data, f.Mode); err != nil {
+			return fmt.Errorf("image file %s: %w", f.Path, err)
+		}
+		if err := os.Chmod(p, f.Mode); err != nil { // WriteFile's mode passes the umask
+			return fmt.Errorf("image file %s: %w", f.Path, err)
+		}
+	}
+	return nil
 }
 
 // Image is a locally built image ready to import into a node.
@@ -67,8 +106,13 @@ func BuildDebianImage(ctx context.Context, spec ImageSpec, log func(string, ...a
 		return nil, err
 	}
 	pkgs := slices.Sorted(slices.Values(spec.Packages))
+	var setup []string
+	for _, c := range spec.Setup {
+		setup = append(setup, strings.Join(c, "\x00"))
+	}
 	hash := contentKey([]byte(debianRecipe), []byte(spec.Name), []byte(spec.Suite),
-		[]byte(strings.Join(pkgs, ",")), pub.CertPEM)[:12]
+		[]byte(strings.Join(pkgs, ",")), pub.CertPEM, filesKey(spec.Files), []byte(strings.Join(setup, "\n")),
+		[]byte(strings.Join(spec.Env, "\n")))[:12]
 	ref := imageRepo + spec.Name + ":" + hash
 	dir, err := cached("image-"+spec.Name+"-"+hash, func(tmp string) error {
 		return buildDebian(ctx, tmp, spec, pub, ref, log)
@@ -103,23 +147,50 @@ func buildDebian(ctx context.Context, dir string, spec ImageSpec, pub *CA, ref s
 	log("debootstrap done in %s", time.Since(start).Round(time.Second))
 	// debootstrap leaves the downloaded packages behind; they would only bloat the layer
 	// and slow every import down.
-	if err := inChroot(ctx, rootfs, "apt-get", "clean"); err != nil {
+	if err := writeFiles(rootfs, spec.Files); err != nil {
 		return err
 	}
-	bundle, err := trustPublicCA(ctx, rootfs, pub)
+	bundle, err := withProc(rootfs, func() ([]byte, error) {
+		for _, c := range spec.Setup {
+			if err := inChroot(ctx, rootfs, c...); err != nil {
+				return nil, err
+			}
+		}
+		if err := inChroot(ctx, rootfs, "apt-get", "clean"); err != nil {
+			return nil, err
+		}
+		return trustPublicCA(ctx, rootfs, pub)
+	})
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ca-certificates.crt"), bundle, 0o644); err != nil {
 		return fmt.Errorf("save original bundle: %w", err)
 	}
-	err = writeOCIArchive(ctx, rootfs, filepath.Join(dir, "image.tar"), ref,
-		imageConfig{Env: []string{"PATH=" + standardPath}, Cmd: []string{"/bin/sh"}})
+	env := spec.Env
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
+		env = append([]string{"PATH=" + standardPath}, env...)
+	}
+	err = writeOCIArchive(ctx, rootfs, filepath.Join(dir, "image.tar"), ref, imageConfig{Env: env, Cmd: []string{"/bin/sh"}})
 	if err != nil {
 		return err
 	}
 	// Only the archive is cached; the 300 MB rootfs would just be dead weight.
 	return removeTree(rootfs)
+}
+
+// withProc runs f with /proc mounted in rootfs: a JVM, which setup steps and
+// ca-certificates-java's update hook run, needs it.
+func withProc(rootfs string, f func() ([]byte, error)) ([]byte, error) {
+	proc := filepath.Join(rootfs, "proc")
+	if err := unix.Mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return nil, fmt.Errorf("mount proc in %s: %w", rootfs, err)
+	}
+	out, err := f()
+	if uerr := unix.Unmount(proc, unix.MNT_DETACH); uerr != nil && err == nil {
+		err = fmt.Errorf("unmount %s: %w", proc, uerr)
+	}
+	return out, err
 }
 
 // trustPublicCA adds pub to the image's original trust store the Debian way and returns
@@ -149,22 +220,42 @@ func inChroot(ctx context.Context, rootfs string, args ...string) error {
 }
 
 // BuildPauseImage builds (or takes from the cache) the sandbox image: the static program
-// in e2e/cmd/pause, cached by the hash of its source and the Go version.
+// in e2e/cmd/pause.
 func BuildPauseImage(ctx context.Context, log func(string, ...any)) (*Image, error) {
+	pause, err := GoProgram(ctx, "pause", log)
+	if err != nil {
+		return nil, err
+	}
+	return BuildFilesImage(ctx, "pause", []File{{Path: "/pause", Mode: 0o755, Data: pause}},
+		ImageConfig{Entrypoint: []string{"/pause"}}, log)
+}
+
+// ImageConfig is the runtime part of an image's config.
+type ImageConfig = imageConfig
+
+// BuildFilesImage builds (or takes from the cache) an image made of nothing but files: a
+// scratch or distroless-style image, with no shell and no package manager.
+func BuildFilesImage(ctx context.Context, name string, files []File, cfg ImageConfig, log func(string, ...any)) (*Image, error) {
 	log = logger(log)
-	src, err := pauseSourceDir()
+	cfgKey, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
-	srcHash, err := hashDir(src, ".go")
-	if err != nil {
-		return nil, err
-	}
-	hash := contentKey([]byte(pauseRecipe), []byte(runtime.Version()), []byte(srcHash))[:12]
-	ref := imageRepo + "pause:" + hash
-	dir, err := cached("image-pause-"+hash, func(tmp string) error {
-		log("building pause image %s", ref)
-		return buildPause(ctx, tmp, src, ref)
+	hash := contentKey([]byte(filesRecipe), []byte(name), filesKey(files), cfgKey)[:12]
+	ref := imageRepo + name + ":" + hash
+	dir, err := cached("image-"+name+"-"+hash, func(tmp string) error {
+		log("building image %s", ref)
+		rootfs := filepath.Join(tmp, "rootfs")
+		if err := os.Mkdir(rootfs, 0o755); err != nil {
+			return fmt.Errorf("create rootfs: %w", err)
+		}
+		if err := writeFiles(rootfs, files); err != nil {
+			return err
+		}
+		if err := writeOCIArchive(ctx, rootfs, filepath.Join(tmp, "image.tar"), ref, cfg); err != nil {
+			return err
+		}
+		return os.RemoveAll(rootfs)
 	})
 	if err != nil {
 		return nil, err
@@ -172,39 +263,46 @@ func BuildPauseImage(ctx context.Context, log func(string, ...any)) (*Image, err
 	return &Image{Ref: ref, Archive: filepath.Join(dir, "image.tar")}, nil
 }
 
-// pauseSourceDir finds e2e/cmd/pause next to this package's source. The test bed only
+// GoProgram builds (or takes from the cache) the static program e2e/cmd/NAME and returns
+// it, cached by the hash of its source and the Go version.
+func GoProgram(ctx context.Context, name string, log func(string, ...any)) ([]byte, error) {
+	log = logger(log)
+	src, err := commandSourceDir(name)
+	if err != nil {
+		return nil, err
+	}
+	srcHash, err := hashDir(src, ".go")
+	if err != nil {
+		return nil, err
+	}
+	hash := contentKey([]byte(goRecipe), []byte(name), []byte(runtime.Version()), []byte(srcHash))[:12]
+	dir, err := cached("go-"+name+"-"+hash, func(tmp string) error {
+		log("building %s", name)
+		cmd, err := goCommand(ctx, "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w",
+			"-o", filepath.Join(tmp, name), ".")
+		if err != nil {
+			return err
+		}
+		cmd.Dir = src
+		cmd.Env = withEnv("CGO_ENABLED=0")
+		return run(cmd)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(filepath.Join(dir, name))
+}
+
+// commandSourceDir finds e2e/cmd/NAME next to this package's source. The test bed only
 // runs from a source checkout, where this file's compile-time path is valid.
-func pauseSourceDir() (string, error) {
+func commandSourceDir(name string) (string, error) {
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
 		return "", errors.New("cannot locate the test bed source")
 	}
-	dir := filepath.Join(filepath.Dir(file), "..", "cmd", "pause")
+	dir := filepath.Join(filepath.Dir(file), "..", "cmd", name)
 	if !isDir(dir) {
-		return "", fmt.Errorf("pause source not found at %s (built with -trimpath?)", dir)
+		return "", fmt.Errorf("source of %s not found at %s (built with -trimpath?)", name, dir)
 	}
 	return dir, nil
-}
-
-func buildPause(ctx context.Context, dir, src, ref string) error {
-	rootfs := filepath.Join(dir, "rootfs")
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return fmt.Errorf("create pause rootfs: %w", err)
-	}
-	cmd, err := goCommand(ctx, "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w",
-		"-o", filepath.Join(rootfs, "pause"), ".")
-	if err != nil {
-		return err
-	}
-	cmd.Dir = src
-	cmd.Env = withEnv("CGO_ENABLED=0")
-	if err := run(cmd); err != nil {
-		return err
-	}
-	err = writeOCIArchive(ctx, rootfs, filepath.Join(dir, "image.tar"), ref,
-		imageConfig{Entrypoint: []string{"/pause"}})
-	if err != nil {
-		return err
-	}
-	return os.RemoveAll(rootfs)
 }
