@@ -14,6 +14,7 @@ package main
 // exit 0 with the container started as the plugin staged it.
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -241,6 +242,7 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 		}
 	}
 	var osErr error
+	var done []string // the real files merged already
 	if slices.Contains(h.opts.processors, fam.processor()) {
 		var changes []fileChange
 		changes, osErr = store.write(root, fam, ours, prefill)
@@ -248,8 +250,11 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 		if osErr != nil {
 			osErr = fmt.Errorf("update OS trust store (%s): %w", fam.processor(), osErr)
 		}
+		for _, c := range changes {
+			done = append(done, cmp.Or(c.Resolved, c.Path))
+		}
 	}
-	lang, langErr := injectLanguages(root, staging, h.opts.processors, env, ours, merged)
+	lang, langErr := injectLanguages(root, staging, h.opts.processors, env, ours, merged, done)
 	h.note(func(s *hookStatus) { s.Files = append(s.Files, lang.changes...) })
 	h.mu.Lock()
 	h.context.Env, h.context.Append = lang.env, lang.appendEnv

@@ -190,18 +190,38 @@ func javaStores(root *safeDir, env []string) []string {
 	return uniqueFiles(root, candidates)
 }
 
+// ownBundles finds the files the container's own trust variables name, for
+// the enabled processors: a pod or image that sets SSL_CERT_FILE keeps its
+// value, and the file, if the image has it, gets our CAs merged in.
+func ownBundles(root *safeDir, processors, env []string) []string {
+	var candidates []string
+	for _, e := range trustEnvs {
+		v := envValue(env, e.name)
+		if path.IsAbs(v) && v != e.value && slices.ContainsFunc(e.processors, func(p string) bool { return slices.Contains(processors, p) }) {
+			candidates = append(candidates, v)
+		}
+	}
+	return uniqueFiles(root, candidates)
+}
+
 // injectLanguages runs the enabled language processors on the image.
 // trust is the staged bundle (the image's trust merged with ours), from
-// which the JVM fallback store is built.
-func injectLanguages(root, staging *safeDir, processors, env []string, ours *caBundle, trust []byte) (langResult, error) {
+// which the JVM fallback store is built; done lists files already merged.
+func injectLanguages(root, staging *safeDir, processors, env []string, ours *caBundle, trust []byte, done []string) (langResult, error) {
 	res := langResult{env: map[string]string{}, appendEnv: map[string]string{}}
-	var errs []error
+	var bundles []string
 	if slices.Contains(processors, "lang-python") {
-		for _, p := range certifiBundles(root, env) {
-			c, err := mergeBundleFile(root, p, ours)
-			res.changes = append(res.changes, c)
-			errs = append(errs, err)
+		bundles = certifiBundles(root, env)
+	}
+	var errs []error
+	for _, p := range append(bundles, ownBundles(root, processors, env)...) {
+		if slices.Contains(done, p) {
+			continue
 		}
+		done = append(done, p)
+		c, err := mergeBundleFile(root, p, ours)
+		res.changes = append(res.changes, c)
+		errs = append(errs, err)
 	}
 	if slices.Contains(processors, "lang-java") {
 		errs = append(errs, injectJava(root, staging, env, ours, trust, &res))

@@ -106,3 +106,23 @@ func TestHookGivesAnUnreadableJVMStoreAFallback(t *testing.T) {
 		t.Errorf("keytool: %v\n%s", err, out)
 	}
 }
+
+func TestHookMergesTheBundleThePodNames(t *testing.T) {
+	b := newHookBed(t, "debian", "PATH=/usr/bin:/bin", "SSL_CERT_FILE=/app/certs/bundle.pem",
+		"REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt", "NODE_EXTRA_CA_CERTS=/mounted/by/a/volume.pem")
+	writeTree(t, b.rootfs, map[string]string{"/app/certs/bundle.pem": string(readTestdata(t, "certs/public-a.pem"))})
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if n := countCerts(b.read(t, filepath.Join(b.rootfs, "app/certs/bundle.pem"))); n != 3 {
+		t.Errorf("the bundle SSL_CERT_FILE names holds %d certificates, want its 1 and our 2", n)
+	}
+	st, _ := b.status(t)
+	seen := map[string]int{}
+	for _, f := range st.Files {
+		seen[f.Path]++
+	}
+	if seen["/etc/ssl/certs/ca-certificates.crt"] != 1 || seen["/app/certs/bundle.pem"] != 1 {
+		t.Errorf("each file merged once: %v", seen)
+	}
+}
