@@ -181,6 +181,33 @@ func TestEachTrustVariableIsHonoured(t *testing.T) {
 	}
 }
 
+// A JVM store the hook cannot rewrite (here: JAVA_HOME names a JDK whose
+// cacerts is a password-protected PKCS#12) gets the fallback: a JKS of the
+// merged bundle, named by JAVA_TOOL_OPTIONS for the main process. The JVM
+// then trusts that store alone, so its calls succeeding prove the store.
+func TestJavaFallbackTruststore(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	p := pod(t, ctx, "java-fallback", optIn())
+	script := fmt.Sprintf("java -cp /opt/probe Probe httpclient %s && java -cp /opt/probe Probe urlconnection %s && echo JAVA_OK",
+		bed.server.URL, bed.publicServer.URL)
+	id, err := p.Run(ctx, testbed.ContainerSpec{Name: "app", Image: bed.runtimes.Ref, Command: []string{"sh", "-c", script},
+		Env: map[string]string{"JAVA_HOME": testbed.EncryptedJDK, "JAVA_TOOL_OPTIONS": "-Xshare:auto"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := bed.node.WaitExit(ctx, id)
+	logs, _ := bed.node.Logs(id)
+	want := "Picked up JAVA_TOOL_OPTIONS: -Xshare:auto -Djavax.net.ssl.trustStore=/etc/cainjekt/java-cacerts.jks"
+	if err != nil || code != 0 || !strings.Contains(logs, "JAVA_OK") || !strings.Contains(logs, want) {
+		t.Errorf("exit %d (%v); want %q and JAVA_OK in the logs:\n%s", code, err, want, logs)
+	}
+	st := stagedStatus(t, id)
+	if !strings.Contains(fmt.Sprint(st.Files), testbed.EncryptedJDK+"/lib/security/cacerts fallback") {
+		t.Errorf("status does not report the fallback: %+v", st.Files)
+	}
+}
+
 // runTLSGet runs /tlsget URLS as the container's main process, through the
 // wrapper, in an image without a shell, and returns its log lines.
 func runTLSGet(t *testing.T, ctx context.Context, p *testbed.Pod, image *testbed.Image, urls ...string) (string, string) {

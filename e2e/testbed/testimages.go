@@ -19,6 +19,9 @@ func DebianTestImage() ImageSpec {
 // pip-style certifi of its own: a bundle that is not Debian's patched one.
 const venv = "/opt/venv"
 
+// EncryptedJDK is a JAVA_HOME in the runtimes image whose cacerts cainjekt cannot rewrite.
+const EncryptedJDK = "/opt/encrypted-jdk"
+
 // DenoVersion is the Deno release in the runtimes image, from the npm registry.
 const DenoVersion = "2.9.6"
 
@@ -29,7 +32,9 @@ const DenoVersion = "2.9.6"
 //   - /opt/venv: a virtualenv whose certifi bundle holds only pub, standing in for the
 //     Mozilla roots a pip-installed certifi carries, and /opt/app/app.py, which calls
 //     requests with verify=certifi.where(), as httpx and many apps do;
-//   - /usr/local/bin/deno, which Debian does not package, from the npm registry.
+//   - /usr/local/bin/deno, which Debian does not package, from the npm registry;
+//   - /opt/encrypted-jdk/lib/security/cacerts: the JVM's roots as a password-protected
+//     PKCS#12, a store cainjekt cannot rewrite, for a pod that points JAVA_HOME there.
 func RuntimesTestImage(ctx context.Context, pub *CA, log func(string, ...any)) (ImageSpec, error) {
 	deno, err := NpmFile(ctx, "@deno/linux-x64-glibc", DenoVersion, "deno", log)
 	if err != nil {
@@ -53,6 +58,9 @@ func RuntimesTestImage(ctx context.Context, pub *CA, log func(string, ...any)) (
 		Setup: [][]string{
 			{"python3", "-m", "venv", "--without-pip", "--system-site-packages", venv},
 			{"javac", "-d", "/opt/probe", "/opt/probe/Probe.java"},
+			{"mkdir", "-p", EncryptedJDK + "/lib/security"},
+			{"keytool", "-importkeystore", "-noprompt", "-srckeystore", "/etc/ssl/certs/java/cacerts", "-srcstorepass", "changeit",
+				"-destkeystore", EncryptedJDK + "/lib/security/cacerts", "-deststoretype", "PKCS12", "-deststorepass", "changeit"},
 			{"apt-get", "purge", "-y", "-qq", "openjdk-17-jdk-headless"},
 		},
 	}, nil
