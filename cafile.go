@@ -85,13 +85,13 @@ func (s *caSource) currentSHA() string {
 
 // reload loads both files; the caller holds s.mu.
 func (s *caSource) reload() {
-	set, warnings, err := loadTrustSet(s.caPath, s.basePath)
-	for _, w := range warnings {
-		s.log.Warn("CA bundle: "+w, "file", s.caPath)
+	set, findings, err := loadTrustSet(s.caPath, s.basePath, time.Now())
+	for _, f := range findings {
+		s.log.Warn("CA bundle: "+f.String(), "kind", f.kind, "file", s.caPath)
 	}
 	s.lastErr = err
 	if err != nil {
-		s.metrics.bundleReloads.inc("error")
+		s.metrics.bundleReloads.inc(reasonOf(err))
 		if s.good != nil {
 			s.log.Error("CA bundle unusable; keeping the last good one", "file", s.caPath, "error", err, "kept_sha256", s.good.sha)
 		} else {
@@ -101,6 +101,11 @@ func (s *caSource) reload() {
 	}
 	s.good = set
 	s.metrics.bundleReloads.inc("ok")
+	kinds := make([]string, len(findings))
+	for i, f := range findings {
+		kinds[i] = f.kind
+	}
+	s.metrics.bundleFindings.setCounts(kinds)
 	s.metrics.bundleCerts.Store(int64(len(set.ours.certs)))
 	s.metrics.bundleLoaded.Store(time.Now().Unix())
 	subjects := make([]string, len(set.ours.certs))
@@ -110,29 +115,31 @@ func (s *caSource) reload() {
 	s.log.Info("CA bundle loaded", "file", s.caPath, "certificates", len(set.ours.certs), "sha256", set.sha, "subjects", subjects)
 }
 
-// loadTrustSet reads and validates the CA file and the base bundle.
-func loadTrustSet(caPath, basePath string) (*trustSet, []string, error) {
+// loadTrustSet reads and validates the CA file and the base bundle, and
+// lints the CA file's certificates.
+func loadTrustSet(caPath, basePath string, now time.Time) (*trustSet, []finding, error) {
 	data, err := readHostFile(caPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	ours, warnings, err := parseCABundle(data)
+	ours, findings, err := parseCABundle(data)
 	if err != nil {
-		return nil, warnings, fmt.Errorf("%s: %w", caPath, err)
+		return nil, findings, fmt.Errorf("%s: %w", caPath, err)
 	}
+	findings = append(findings, lintCertificates(ours, now)...)
 	set := &trustSet{ours: ours, sha: ours.sha256(), noTrust: ours.pem}
 	if basePath != "" {
 		base, err := readHostFile(basePath)
 		if err != nil {
-			return nil, warnings, fmt.Errorf("base bundle: %w", err)
+			return nil, findings, fmt.Errorf("base bundle: %w", err)
 		}
 		baseBundle, _, err := parseCABundle(base)
 		if err != nil {
-			return nil, warnings, fmt.Errorf("base bundle %s: %w", basePath, err)
+			return nil, findings, fmt.Errorf("base bundle %s: %w", basePath, err)
 		}
 		set.noTrust, _ = mergeBundle(baseBundle.pem, ours)
 	}
-	return set, warnings, nil
+	return set, findings, nil
 }
 
 // readHostFile reads a regular file of the operator's, bounded in size.

@@ -6,6 +6,8 @@
 //	cainjekt plugin   the NRI plugin, a DaemonSet pod on every node
 //	cainjekt hook     the OCI createRuntime hook runc runs on the host
 //	cainjekt wrap     the entrypoint wrapper, PID 1 in the container
+//
+// and `cainjekt lint FILE` checks a CA bundle before rollout.
 package main
 
 import (
@@ -43,6 +45,8 @@ func run(args []string) int {
 		return runHook(args[1:], os.Stdin, os.Stderr)
 	case "wrap":
 		return runWrapper(args[1:], os.Stderr)
+	case "lint":
+		return runLint(args[1:], os.Stdout, os.Stderr)
 	case "version", "--version":
 		fmt.Println("cainjekt", version)
 		return 0
@@ -62,6 +66,7 @@ commands:
   plugin    run the NRI plugin (flags: cainjekt plugin -h)
   hook      the OCI hook, run by the container runtime
   wrap      the entrypoint wrapper, run inside the container
+  lint      check a CA bundle as the plugin would load it: cainjekt lint [--strict] FILE
   version   print the version
 `)
 }

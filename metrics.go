@@ -55,6 +55,23 @@ func (c *counterVec) inc(value string) {
 	panic(fmt.Sprintf("metrics: %q is not a declared %s", value, c.label))
 }
 
+// setCounts makes the vector a gauge: how often each value occurs in values.
+func (c *counterVec) setCounts(values []string) {
+	for i, v := range c.values {
+		c.counts[i].Store(uint64(countOf(values, v)))
+	}
+}
+
+func countOf(values []string, v string) int {
+	n := 0
+	for _, x := range values {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
+
 func (c *counterVec) get(value string) uint64 {
 	for i, v := range c.values {
 		if v == value {
@@ -72,6 +89,7 @@ type metrics struct {
 	hookRuns         *counterVec
 	cleanups         *counterVec
 	bundleReloads    *counterVec
+	bundleFindings   *counterVec // a gauge: findings of the bundle being injected, by kind
 	nriConnected     atomic.Bool
 	nriRegistrations atomic.Uint64
 	bundleCerts      atomic.Int64
@@ -86,7 +104,8 @@ func newMetrics(active, outdated func() int) *metrics {
 		errors:           newCounterVec("stage", errorStages...),
 		hookRuns:         newCounterVec("result", append(hookResults[:len(hookResults):len(hookResults)], hookResultMissing)...),
 		cleanups:         newCounterVec("reason", cleanupRemoved, cleanupOrphan),
-		bundleReloads:    newCounterVec("result", "ok", "error"),
+		bundleReloads:    newCounterVec("result", append([]string{"ok"}, bundleErrorReasons...)...),
+		bundleFindings:   newCounterVec("kind", findingKinds...),
 		activeContainers: active,
 		outdated:         outdated,
 	}
@@ -102,7 +121,8 @@ func (m *metrics) write(w io.Writer) {
 	e.vec("cainjekt_errors_total", "Errors, by the stage they happened in.", m.errors)
 	e.vec("cainjekt_hook_runs_total", "OCI hook outcomes of injected containers, by result.", m.hookRuns)
 	e.vec("cainjekt_staging_cleanups_total", "Staging directories removed, by reason.", m.cleanups)
-	e.vec("cainjekt_ca_bundle_reloads_total", "Loads of the CA bundle file, by result.", m.bundleReloads)
+	e.vec("cainjekt_ca_bundle_reloads_total", "Loads of the CA bundle file, by result: ok, or why it was unusable.", m.bundleReloads)
+	e.vecOf("cainjekt_ca_bundle_findings", "gauge", "Findings about the CA bundle being injected, by kind: blocks dropped or converted, certificates some runtime will not use.", m.bundleFindings)
 	e.single("cainjekt_ca_bundle_certificates", "gauge", "Certificates in the CA bundle being injected.", float64(m.bundleCerts.Load()))
 	e.single("cainjekt_ca_bundle_last_success_timestamp_seconds", "gauge", "Unix time the CA bundle was last loaded successfully; 0 if never.", float64(m.bundleLoaded.Load()))
 	e.single("cainjekt_active_containers", "gauge", "Injected containers with a staging directory.", float64(m.activeContainers()))
@@ -135,7 +155,11 @@ func (e *expo) single(name, typ, help string, v float64) {
 }
 
 func (e *expo) vec(name, help string, c *counterVec) {
-	e.family(name, "counter", help)
+	e.vecOf(name, "counter", help, c)
+}
+
+func (e *expo) vecOf(name, typ, help string, c *counterVec) {
+	e.family(name, typ, help)
 	for i, v := range c.values {
 		e.sample(name, fmt.Sprintf(`{%s="%s"}`, c.label, escapeLabel(v)), float64(c.counts[i].Load()))
 	}

@@ -33,6 +33,7 @@ func busyMetrics() *metrics {
 	m.hookRuns.inc(hookResultMissing)
 	m.cleanups.inc(cleanupOrphan)
 	m.bundleReloads.inc("ok")
+	m.bundleFindings.setCounts([]string{findExpiresSoon, findNotCA, findExpiresSoon})
 	m.nriConnected.Store(true)
 	m.bundleCerts.Store(2)
 	return m
@@ -64,6 +65,8 @@ func TestMetricsValues(t *testing.T) {
 		"cainjekt_outdated_containers 1",
 		"cainjekt_nri_connected 1",
 		"cainjekt_ca_bundle_certificates 2",
+		`cainjekt_ca_bundle_findings{kind="expires_soon"} 2`,
+		`cainjekt_ca_bundle_findings{kind="private_key"} 0`,
 	} {
 		if !strings.Contains(buf.String(), line+"\n") {
 			t.Errorf("missing %q in\n%s", line, buf.String())

@@ -154,8 +154,8 @@ func TestBundleRotationKeepsLastGood(t *testing.T) {
 	if s := stagedSubjects(idN(2)); !strings.Contains(s, "Proxy CA") {
 		t.Errorf("after a broken update: %s, want the last good bundle", s)
 	}
-	if p.metrics.bundleReloads.get("error") != 1 || p.metrics.bundleReloads.get("ok") != 2 {
-		t.Errorf("reloads ok %d error %d", p.metrics.bundleReloads.get("ok"), p.metrics.bundleReloads.get("error"))
+	if p.metrics.bundleReloads.get(reasonNoCertificate) != 1 || p.metrics.bundleReloads.get("ok") != 2 {
+		t.Errorf("reloads ok %d no_certificate %d", p.metrics.bundleReloads.get("ok"), p.metrics.bundleReloads.get(reasonNoCertificate))
 	}
 }
 

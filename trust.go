@@ -23,6 +23,7 @@ type caCert struct {
 	der     []byte
 	sum     [sha256.Size]byte
 	subject string
+	cert    *x509.Certificate
 }
 
 // id is a short stable name for the certificate, used in anchor file names.
@@ -41,11 +42,13 @@ func (b *caBundle) sha256() string {
 }
 
 // parseCABundle reads the operator's CA bundle. Only CERTIFICATE blocks that
-// parse as X.509 are kept, once each; every other block is dropped with a
-// warning, private keys above all, so that nothing but certificates can ever
-// reach a container. A bundle without a usable certificate is an error.
-func parseCABundle(data []byte) (*caBundle, []string, error) {
-	var warnings []string
+// parse as X.509 are kept, once each (a TRUSTED CERTIFICATE block gives its
+// certificate, without OpenSSL's trust settings); every other block is
+// dropped, private keys above all, so that nothing but certificates can ever
+// reach a container. What was dropped or converted is reported as findings.
+// A bundle without a usable certificate is a bundleError.
+func parseCABundle(data []byte) (*caBundle, []finding, error) {
+	var findings []finding
 	seen := map[[sha256.Size]byte]bool{}
 	b := &caBundle{}
 	blocks := 0
@@ -56,19 +59,21 @@ func parseCABundle(data []byte) (*caBundle, []string, error) {
 			break
 		}
 		blocks++
-		n := blocks
-		if block.Type != "CERTIFICATE" {
-			warnings = append(warnings, droppedBlockWarning(n, block.Type))
+		der, f := certificateDER(blocks, block)
+		if f != nil {
+			findings = append(findings, *f)
+		}
+		if der == nil {
 			continue
 		}
-		cert, err := x509.ParseCertificate(block.Bytes)
+		cert, err := x509.ParseCertificate(der)
 		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("block %d: dropped a CERTIFICATE that does not parse: %v", n, err))
+			findings = append(findings, finding{kind: findUnparsable, block: blocks, detail: "dropped a certificate that does not parse: " + err.Error()})
 			continue
 		}
-		c := caCert{der: cert.Raw, sum: sha256.Sum256(cert.Raw), subject: cert.Subject.String()}
+		c := caCert{der: cert.Raw, sum: sha256.Sum256(cert.Raw), subject: cert.Subject.String(), cert: cert}
 		if seen[c.sum] {
-			warnings = append(warnings, fmt.Sprintf("block %d: dropped a duplicate of %q", n, c.subject))
+			findings = append(findings, finding{kind: findDuplicate, block: blocks, subject: c.subject, detail: "dropped a duplicate"})
 			continue
 		}
 		seen[c.sum] = true
@@ -77,21 +82,35 @@ func parseCABundle(data []byte) (*caBundle, []string, error) {
 	}
 	switch {
 	case len(b.certs) > 0:
-		return b, warnings, nil
+		return b, findings, nil
 	case len(bytes.TrimSpace(data)) == 0:
-		return nil, warnings, errors.New("the bundle is empty")
+		return nil, findings, &bundleError{reason: reasonEmpty, msg: "the bundle is empty"}
 	case blocks == 0:
-		return nil, warnings, errors.New("no complete PEM block found (truncated, DER or another format?)")
+		return nil, findings, &bundleError{reason: reasonNotPEM, msg: "no complete PEM block found (truncated, DER or another format?)"}
 	default:
-		return nil, warnings, errors.New("no usable CERTIFICATE block")
+		return nil, findings, &bundleError{reason: reasonNoCertificate, msg: "no usable CERTIFICATE block"}
 	}
 }
 
-func droppedBlockWarning(n int, blockType string) string {
-	if strings.Contains(blockType, "PRIVATE KEY") {
-		return fmt.Sprintf("block %d: dropped a %s block: a CA bundle must never hold a private key; it is not staged and never reaches a container", n, blockType)
+// certificateDER returns the certificate a PEM block holds, or nil and why
+// the block is dropped.
+func certificateDER(n int, block *pem.Block) ([]byte, *finding) {
+	switch {
+	case block.Type == "CERTIFICATE":
+		return block.Bytes, nil
+	case block.Type == "TRUSTED CERTIFICATE":
+		var cert asn1.RawValue
+		if _, err := asn1.Unmarshal(block.Bytes, &cert); err != nil {
+			return nil, &finding{kind: findUnparsable, block: n, detail: "dropped a TRUSTED CERTIFICATE block that does not parse"}
+		}
+		return cert.FullBytes, &finding{kind: findTrustedCertificate, block: n,
+			detail: "a TRUSTED CERTIFICATE block: its certificate is injected, its OpenSSL trust settings are not (and .NET ignores such blocks)"}
+	case strings.Contains(block.Type, "PRIVATE KEY"):
+		return nil, &finding{kind: findPrivateKey, block: n,
+			detail: "dropped a " + block.Type + " block: a CA bundle must never hold a private key; it is not staged and never reaches a container"}
+	default:
+		return nil, &finding{kind: findOtherBlock, block: n, detail: fmt.Sprintf("dropped a %q block: only certificates are injected", block.Type)}
 	}
-	return fmt.Sprintf("block %d: dropped a %q block: only CERTIFICATE blocks are injected", n, blockType)
 }
 
 // bundleSums returns the certificates a bundle file already holds, by the
@@ -110,9 +129,8 @@ func bundleSums(data []byte) map[[sha256.Size]byte]bool {
 		case "CERTIFICATE":
 			sums[sha256.Sum256(block.Bytes)] = true
 		case "TRUSTED CERTIFICATE":
-			var cert asn1.RawValue
-			if _, err := asn1.Unmarshal(block.Bytes, &cert); err == nil {
-				sums[sha256.Sum256(cert.FullBytes)] = true
+			if der, _ := certificateDER(0, block); der != nil {
+				sums[sha256.Sum256(der)] = true
 			}
 		}
 	}

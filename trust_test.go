@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -39,7 +40,7 @@ func publicBundle(t testing.TB) []byte {
 }
 
 func TestParseCABundleDropsAllButCertificates(t *testing.T) {
-	b, warnings, err := parseCABundle(readTestdata(t, "bundles/with-private-key.pem"))
+	b, findings, err := parseCABundle(readTestdata(t, "bundles/with-private-key.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,11 +50,15 @@ func TestParseCABundleDropsAllButCertificates(t *testing.T) {
 	if bytes.Contains(b.pem, []byte("PRIVATE")) || bytes.Contains(b.pem, []byte("comment")) {
 		t.Errorf("staged PEM holds more than certificates:\n%s", b.pem)
 	}
-	joined := strings.Join(warnings, "\n")
-	for _, want := range []string{"PRIVATE KEY block: a CA bundle must never hold a private key", "does not parse", "duplicate"} {
-		if !strings.Contains(joined, want) {
-			t.Errorf("warnings lack %q:\n%s", want, joined)
-		}
+	var kinds []string
+	for _, f := range findings {
+		kinds = append(kinds, f.kind)
+	}
+	if want := []string{findPrivateKey, findDuplicate, findUnparsable}; !slices.Equal(kinds, want) {
+		t.Errorf("findings %v, want %v", findings, want)
+	}
+	if !strings.Contains(findings[0].String(), "block 2: dropped a PRIVATE KEY block: a CA bundle must never hold a private key") {
+		t.Errorf("private key finding: %s", findings[0])
 	}
 	if got := countCerts(b.pem); got != 2 {
 		t.Errorf("re-encoded PEM holds %d certificates", got)

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// certSpec describes a certificate for the lint tests.
+type certSpec struct {
+	cn                  string
+	notBefore, notAfter time.Time
+	isCA, bcNotCritical bool
+	noSKI               bool
+	parent              *issued
+	keyUsage            x509.KeyUsage
+}
+
+type issued struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func issue(t *testing.T, s certSpec) *issued {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: s.cn},
+		NotBefore:    s.notBefore, NotAfter: s.notAfter,
+		KeyUsage: s.keyUsage,
+	}
+	if s.noSKI {
+		tmpl.SubjectKeyId = []byte{} // Go fills it in for CAs otherwise; an empty one is omitted
+	}
+	switch {
+	case s.bcNotCritical:
+		value, _ := asn1.Marshal(struct{ IsCA bool }{true})
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: false, Value: value}}
+	case s.isCA:
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	}
+	parent, signer := tmpl, key
+	if s.parent != nil {
+		parent, signer = s.parent.cert, s.parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &issued{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func TestLintFindsWhatRuntimesReject(t *testing.T) {
+	now := time.Now()
+	year := 365 * 24 * time.Hour
+	valid := func(cn string) certSpec {
+		return certSpec{cn: cn, notBefore: now.Add(-time.Hour), notAfter: now.Add(year), isCA: true, keyUsage: x509.KeyUsageCertSign}
+	}
+	root := issue(t, valid("good root"))
+	inter := valid("intermediate")
+	inter.parent = root
+	expired := valid("expired")
+	expired.notBefore, expired.notAfter = now.Add(-2*year), now.Add(-year)
+	future := valid("future")
+	future.notBefore = now.Add(year)
+	future.notAfter = now.Add(2 * year)
+	soon := valid("soon")
+	soon.notAfter = now.Add(10 * 24 * time.Hour)
+	leaf := valid("leaf")
+	leaf.isCA, leaf.keyUsage = false, x509.KeyUsageDigitalSignature
+	lax := valid("lax basic constraints")
+	lax.bcNotCritical = true
+
+	want := map[string][]string{
+		"good root":             nil,
+		"intermediate":          {findDotnetNotRoot},
+		"expired":               {findExpired},
+		"future":                {findNotYetValid},
+		"soon":                  {findExpiresSoon},
+		"leaf":                  {findNotCA},
+		"lax basic constraints": {findPythonStrict},
+	}
+	bundle := slices.Concat(root.pem, issue(t, inter).pem, issue(t, expired).pem, issue(t, future).pem,
+		issue(t, soon).pem, issue(t, leaf).pem, issue(t, lax).pem)
+	b, findings, err := parseCABundle(bundle)
+	if err != nil || len(findings) != 0 {
+		t.Fatalf("parse: %v %v", err, findings)
+	}
+	got := map[string][]string{}
+	for _, f := range lintCertificates(b, now) {
+		cn := strings.TrimPrefix(f.subject, "CN=")
+		got[cn] = append(got[cn], f.kind)
+	}
+	for cn, kinds := range want {
+		if !slices.Equal(got[cn], kinds) {
+			t.Errorf("%s: findings %v, want %v", cn, got[cn], kinds)
+		}
+	}
+}
+
+func TestTrustedCertificateBlocksAreConverted(t *testing.T) {
+	root := readTestdata(t, "certs/corp-root.pem")
+	block, _ := pem.Decode(root)
+	aux, _ := asn1.Marshal(asn1.RawValue{Tag: asn1.TagSequence, IsCompound: true, Class: asn1.ClassUniversal})
+	trusted := pem.EncodeToMemory(&pem.Block{Type: "TRUSTED CERTIFICATE", Bytes: append(block.Bytes, aux...)})
+	b, findings, err := parseCABundle(trusted)
+	if err != nil || len(b.certs) != 1 || string(b.pem) != string(root) {
+		t.Fatalf("converted: %v, %d certs", err, len(b.certs))
+	}
+	if len(findings) != 1 || findings[0].kind != findTrustedCertificate {
+		t.Errorf("findings %v", findings)
+	}
+}
+
+func TestLintCommand(t *testing.T) {
+	dir := t.TempDir()
+	huge := filepath.Join(dir, "huge.pem")
+	if err := os.WriteFile(huge, []byte(strings.Repeat(string(readTestdata(t, "certs/corp-root.pem")), 20<<20/700)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"lint", "testdata/certs/corp-root.pem"}, 0, "certificate CN=Example Corp Root CA,O=Example Corp, expires 2126"},
+		{[]string{"lint", "--strict", "testdata/bundles/with-private-key.pem"}, 3, "private_key: block 2"},
+		{[]string{"lint", "testdata/bundles/only-private-key.pem"}, 1, "unusable (no_certificate)"},
+		{[]string{"lint", "testdata/bundles/corp-root.der"}, 1, "unusable (not_pem)"},
+		{[]string{"lint", huge}, 1, "unusable (too_large)"},
+		{[]string{"lint", dir}, 1, "unusable (unreadable)"},
+		{[]string{"lint"}, 2, ""},
+	} {
+		stdout, _, code := runBinary(t, nil, nil, tc.args...)
+		if code != tc.code || !strings.Contains(stdout, tc.out) {
+			t.Errorf("%v: exit %d, stdout:\n%s", tc.args, code, stdout)
+		}
+	}
+}
