@@ -175,4 +175,3 @@ func runLint(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
