@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/containerd/nri/pkg/api"
 )
@@ -29,46 +30,81 @@ const (
 
 var skipReasons = []string{skipNotEnabled, skipInvalidAnnotation, skipContainerExcluded, skipNoProcessors, skipInjectionFailed}
 
+// Kinds of annotation warnings, as cainjekt_annotation_warnings_total labels them.
+const (
+	warnTypo             = "typo"
+	warnUnknownProcessor = "unknown_processor"
+	warnTooLong          = "too_long"
+	warnInvalidValue     = "invalid_value"
+)
+
+var annotationWarningKinds = []string{warnTypo, warnUnknownProcessor, warnTooLong, warnInvalidValue}
+
+// maxAnnotationValue bounds the values cainjekt reads; its own are short,
+// and Kubernetes allows 256 KiB for all of a pod's annotations together.
+const maxAnnotationValue = 4096
+
+// annotationWarning is an odd annotation worth a log line and a metric.
+type annotationWarning struct{ kind, msg string }
+
 // decision is what the annotations say about one container.
 type decision struct {
 	inject     bool
 	skipReason string   // why not, when !inject
 	processors []string // the enabled processors, in the order of allProcessors
-	warnings   []string // odd annotations worth a log line
+	warnings   []annotationWarning
+}
+
+func (d *decision) warn(kind, format string, args ...any) {
+	d.warnings = append(d.warnings, annotationWarning{kind, fmt.Sprintf(format, args...)})
 }
 
 // decide reads the pod's annotations for container ctr. Only a pod that opts
 // in with <prefix>/enabled: "true" is injected; anything else leaves the
-// container exactly as the runtime made it.
+// container exactly as the runtime made it. Values are only compared and
+// split, never used as paths.
 func decide(prefix string, pod *api.PodSandbox, ctr *api.Container) decision {
 	ann := pod.GetAnnotations()
-	key := func(k string) string { return prefix + "/" + k }
 	var d decision
+	checkKeys(&d, prefix, ann)
+	get := func(name string) (string, bool) {
+		v, ok := ann[prefix+"/"+name]
+		if len(v) > maxAnnotationValue {
+			d.warn(warnTooLong, "%s/%s is %d bytes long, more than %d: ignored", prefix, name, len(v), maxAnnotationValue)
+			return "", false
+		}
+		return v, ok
+	}
 
-	enabled, ok := ann[key(annEnabled)]
+	enabled, ok := get(annEnabled)
 	switch v := strings.TrimSpace(enabled); {
+	case !ok && len(ann[prefix+"/"+annEnabled]) > 0:
+		d.skipReason = skipInvalidAnnotation
+		return d
 	case !ok || strings.EqualFold(v, "false"):
 		d.skipReason = skipNotEnabled
 		return d
 	case !strings.EqualFold(v, "true"):
 		d.skipReason = skipInvalidAnnotation
-		d.warnings = append(d.warnings, fmt.Sprintf("%s is %q, want \"true\" or \"false\": not injecting", key(annEnabled), enabled))
+		d.warn(warnInvalidValue, "%s/%s is %q, want \"true\" or \"false\": not injecting", prefix, annEnabled, printable(enabled, 64))
 		return d
 	}
 
-	if slices.Contains(splitList(ann[key(annExcludeContainers)]), ctr.GetName()) {
+	excluded, _ := get(annExcludeContainers)
+	if slices.Contains(splitList(excluded), ctr.GetName()) {
 		d.skipReason = skipContainerExcluded
 		return d
 	}
 
-	include := splitList(strings.ToLower(ann[key(annProcessorsInclude)]))
-	exclude := splitList(strings.ToLower(ann[key(annProcessorsExclude)]))
-	for _, name := range append(append([]string(nil), include...), exclude...) {
-		if !slices.Contains(allProcessors(), name) {
-			d.warnings = append(d.warnings, fmt.Sprintf("unknown processor %q in %s annotations (known: %s)", name, prefix, strings.Join(allProcessors(), ", ")))
+	includeValue, _ := get(annProcessorsInclude)
+	excludeValue, _ := get(annProcessorsExclude)
+	include, exclude := splitList(strings.ToLower(includeValue)), splitList(strings.ToLower(excludeValue))
+	for _, name := range append(slices.Clone(include), exclude...) {
+		if !slices.Contains(processorNames, name) {
+			d.warn(warnUnknownProcessor, "unknown processor %q in %s annotations (known: %s)", printable(name, 64), prefix, strings.Join(processorNames, ", "))
 		}
 	}
-	for _, p := range allProcessors() {
+	for _, p := range processorNames {
 		if (len(include) == 0 || slices.Contains(include, p)) && !slices.Contains(exclude, p) {
 			d.processors = append(d.processors, p)
 		}
@@ -81,17 +117,76 @@ func decide(prefix string, pod *api.PodSandbox, ctr *api.Container) decision {
 	return d
 }
 
-// splitList splits a comma-separated annotation value, trimming blanks and
-// dropping empty items.
-func splitList(v string) []string {
-	var out []string
-	for _, item := range strings.Split(v, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			out = append(out, item)
+// annotationNames are the names cainjekt reads after its prefix.
+var annotationNames = []string{annEnabled, annProcessorsInclude, annProcessorsExclude, annExcludeContainers}
+
+// checkKeys warns of keys that look like a misspelt cainjekt annotation: an
+// unknown name under our prefix, or a known name under a prefix a typo or
+// two away from ours. A pod that misspells the opt-in would otherwise run
+// uninjected without a word.
+func checkKeys(d *decision, prefix string, ann map[string]string) {
+	for key := range ann {
+		p, name, ok := strings.Cut(key, "/")
+		switch {
+		case !ok:
+		case p == prefix && !slices.Contains(annotationNames, name):
+			d.warn(warnTypo, "unknown annotation %q%s", printable(key, 128), suggestion(prefix, name))
+		case p != prefix && withinEdits(p, prefix, 2) && closestName(name) != "":
+			d.warn(warnTypo, "annotation %q looks like a typo of %q: it is ignored", printable(key, 128), prefix+"/"+closestName(name))
 		}
 	}
-	return out
 }
+
+func suggestion(prefix, name string) string {
+	if c := closestName(name); c != "" {
+		return fmt.Sprintf(": did you mean %q?", prefix+"/"+c)
+	}
+	return " (known: " + strings.Join(annotationNames, ", ") + ")"
+}
+
+// closestName returns the annotation name within two edits of name.
+func closestName(name string) string {
+	for _, n := range annotationNames {
+		if withinEdits(strings.ToLower(name), n, 2) {
+			return n
+		}
+	}
+	return ""
+}
+
+// withinEdits reports whether a and b are at most max single-character
+// insertions, deletions or substitutions apart (Levenshtein distance).
+func withinEdits(a, b string, max int) bool {
+	if d := len(a) - len(b); d > max || -d > max {
+		return false
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)] <= max
+}
+
+// splitList splits a list annotation: items are separated by commas,
+// semicolons or whitespace; blanks are dropped.
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) })
+}
+
+// processorNames lists every processor name.
+var processorNames = allProcessors()
 
 // allProcessors lists every processor name: one per distribution family,
 // then the language ones.

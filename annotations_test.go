@@ -44,7 +44,11 @@ func TestDecide(t *testing.T) {
 		if tc.inject && !slices.Equal(d.processors, tc.processors) {
 			t.Errorf("%s: processors %v, want %v", name, d.processors, tc.processors)
 		}
-		if got := strings.Join(d.warnings, "\n"); tc.warn != "" && !strings.Contains(got, tc.warn) || tc.warn == "" && got != "" {
+		var msgs []string
+		for _, w := range d.warnings {
+			msgs = append(msgs, w.msg)
+		}
+		if got := strings.Join(msgs, "\n"); tc.warn != "" && !strings.Contains(got, tc.warn) || tc.warn == "" && got != "" {
 			t.Errorf("%s: warnings %q, want one with %q", name, got, tc.warn)
 		}
 	}

@@ -83,31 +83,33 @@ func (c *counterVec) get(value string) uint64 {
 
 // metrics holds everything /metrics reports.
 type metrics struct {
-	injections       atomic.Uint64
-	skips            *counterVec
-	errors           *counterVec
-	hookRuns         *counterVec
-	cleanups         *counterVec
-	bundleReloads    *counterVec
-	bundleFindings   *counterVec // a gauge: findings of the bundle being injected, by kind
-	nriConnected     atomic.Bool
-	nriRegistrations atomic.Uint64
-	bundleCerts      atomic.Int64
-	bundleLoaded     atomic.Int64 // unix time of the last successful load
-	activeContainers func() int
-	outdated         func() int
+	injections         atomic.Uint64
+	skips              *counterVec
+	errors             *counterVec
+	hookRuns           *counterVec
+	cleanups           *counterVec
+	bundleReloads      *counterVec
+	bundleFindings     *counterVec // a gauge: findings of the bundle being injected, by kind
+	annotationWarnings *counterVec
+	nriConnected       atomic.Bool
+	nriRegistrations   atomic.Uint64
+	bundleCerts        atomic.Int64
+	bundleLoaded       atomic.Int64 // unix time of the last successful load
+	activeContainers   func() int
+	outdated           func() int
 }
 
 func newMetrics(active, outdated func() int) *metrics {
 	return &metrics{
-		skips:            newCounterVec("reason", skipReasons...),
-		errors:           newCounterVec("stage", errorStages...),
-		hookRuns:         newCounterVec("result", append(hookResults[:len(hookResults):len(hookResults)], hookResultMissing)...),
-		cleanups:         newCounterVec("reason", cleanupRemoved, cleanupOrphan),
-		bundleReloads:    newCounterVec("result", append([]string{"ok"}, bundleErrorReasons...)...),
-		bundleFindings:   newCounterVec("kind", findingKinds...),
-		activeContainers: active,
-		outdated:         outdated,
+		skips:              newCounterVec("reason", skipReasons...),
+		errors:             newCounterVec("stage", errorStages...),
+		hookRuns:           newCounterVec("result", append(hookResults[:len(hookResults):len(hookResults)], hookResultMissing)...),
+		cleanups:           newCounterVec("reason", cleanupRemoved, cleanupOrphan),
+		bundleReloads:      newCounterVec("result", append([]string{"ok"}, bundleErrorReasons...)...),
+		bundleFindings:     newCounterVec("kind", findingKinds...),
+		annotationWarnings: newCounterVec("kind", annotationWarningKinds...),
+		activeContainers:   active,
+		outdated:           outdated,
 	}
 }
 
@@ -119,6 +121,7 @@ func (m *metrics) write(w io.Writer) {
 	e.single("cainjekt_injections_total", "counter", "Containers adjusted for CA injection.", float64(m.injections.Load()))
 	e.vec("cainjekt_skips_total", "Containers not injected, by reason.", m.skips)
 	e.vec("cainjekt_errors_total", "Errors, by the stage they happened in.", m.errors)
+	e.vec("cainjekt_annotation_warnings_total", "Odd pod annotations (typos, unknown processors, invalid or too long values), by kind.", m.annotationWarnings)
 	e.vec("cainjekt_hook_runs_total", "OCI hook outcomes of injected containers, by result.", m.hookRuns)
 	e.vec("cainjekt_staging_cleanups_total", "Staging directories removed, by reason.", m.cleanups)
 	e.vec("cainjekt_ca_bundle_reloads_total", "Loads of the CA bundle file, by result: ok, or why it was unusable.", m.bundleReloads)

@@ -230,7 +230,8 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	d := decide(p.cfg.annotationPrefix, pod, ctr)
 	log := p.log.With("namespace", pod.GetNamespace(), "pod", pod.GetName(), "container", ctr.GetName(), "container_id", ctr.GetId())
 	for _, w := range d.warnings {
-		log.Warn(w)
+		p.metrics.annotationWarnings.inc(w.kind)
+		log.Warn(w.msg, "kind", w.kind)
 	}
 	if !d.inject {
 		p.metrics.skips.inc(d.skipReason)
