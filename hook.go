@@ -224,12 +224,10 @@ func (h *hook) run(stdin io.Reader) error {
 func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, prefill []byte) error {
 	rel, fam, detectErr := detectDistro(root)
 	store := readImageStore(root, fam)
-	h.note(func(s *hookStatus) {
-		s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust())
-		if detectErr != nil {
-			s.Errors = append(s.Errors, "os-release: "+detectErr.Error())
-		}
-	})
+	h.note(func(s *hookStatus) { s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust()) })
+	if detectErr != nil {
+		detectErr = fmt.Errorf("os-release: %w", detectErr)
+	}
 	// The staged bundle first: it is what SSL_CERT_FILE names, and must
 	// hold the image's trust even if the OS store cannot be written.
 	merged := store.mergedTrust(ours, prefill)
@@ -390,14 +388,11 @@ func openContainerRoot(bundle string) (*safeDir, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("OCI bundle: %w", err)
 	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return nil, nil, fmt.Errorf("parse config.json: %w", err)
+	rootPath, env, err := parseSpec(data)
+	if err != nil {
+		return nil, nil, err
 	}
-	if spec.Root == nil || spec.Root.Path == "" {
-		return nil, nil, errors.New("config.json has no root.path")
-	}
-	root, err := openImageRoot(dir.fd, spec.Root.Path)
+	root, err := openImageRoot(dir.fd, rootPath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("container rootfs: %w", err)
 	}
@@ -405,11 +400,24 @@ func openContainerRoot(bundle string) (*safeDir, []string, error) {
 		root.Close()
 		return nil, nil, err
 	}
+	return root, env, nil
+}
+
+// parseSpec reads what the hook needs of config.json: the rootfs path and
+// the environment of the container's process.
+func parseSpec(data []byte) (string, []string, error) {
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return "", nil, fmt.Errorf("parse config.json: %w", err)
+	}
+	if spec.Root == nil || spec.Root.Path == "" || strings.ContainsRune(spec.Root.Path, 0) {
+		return "", nil, errors.New("config.json has no usable root.path")
+	}
 	var env []string
 	if spec.Process != nil {
 		env = spec.Process.Env
 	}
-	return root, env, nil
+	return spec.Root.Path, env, nil
 }
 
 // refuseHostRoot makes sure a rootfs is not the host's own root directory:

@@ -250,3 +250,24 @@ func TestRotationRefreshesRunningContainers(t *testing.T) {
 		t.Errorf("outdated %d, want 1: the container's OS store still holds the old CA", n)
 	}
 }
+
+func TestContainerIDsThatAreNotContainerdsNeverBecomePaths(t *testing.T) {
+	for _, policy := range []string{failOpen, failClosed} {
+		p, _ := newTestPlugin(t, policy, readTestdata(t, "certs/corp-root.pem"))
+		for _, id := range []string{"../../../etc", "", strings.Repeat("a", 63), strings.Repeat("A", 64), testID + "/x", "..", "."} {
+			adj, _, err := p.CreateContainer(context.Background(), optedIn(nil), container(id, "app"))
+			if adj != nil || (err == nil) != (policy == failOpen) {
+				t.Errorf("%s, ID %q: adj %v err %v", policy, id, adj, err)
+			}
+		}
+		entries, _ := os.ReadDir(p.cfg.dynamicCARoot)
+		for _, e := range entries {
+			if e.Name() != lockName {
+				t.Errorf("%s: %s appeared in the dynamic CA root", policy, e.Name())
+			}
+		}
+		if p.activeCount() != 0 {
+			t.Errorf("%s: %d containers remembered", policy, p.activeCount())
+		}
+	}
+}
