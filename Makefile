@@ -6,7 +6,10 @@ BIN     := bin/cainjekt
 LDFLAGS := -s -w -X main.version=$(VERSION)
 E2E_TIMEOUT ?= 60m
 
-.PHONY: all build deps lint unit vendor-check e2e test demo clean
+FUZZTIME ?= 30s
+FUZZ_TARGETS = $(shell grep -ho '^func Fuzz[A-Za-z]*' *_test.go | cut -d' ' -f2)
+
+.PHONY: all build deps lint unit vendor-check e2e test demo fuzz clean
 
 all: build
 
@@ -45,6 +48,13 @@ test: lint unit vendor-check e2e
 demo: deps build
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root (it runs containerd)"; exit 1; }
 	cd e2e && $(GO) run ./cmd/demo --cainjekt $(abspath $(BIN))
+
+# Each fuzz target for FUZZTIME; their seed corpora (testdata/fuzz) also run in make unit.
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=10s . || exit 1; \
+	done
 
 clean:
 	rm -rf bin e2e/bin
