@@ -33,11 +33,11 @@ var bed struct {
 	node  *testbed.Node
 	image *testbed.Image // Debian with curl and python3-requests
 	// The language matrix, and images without a shell.
-	runtimes, scratch, distroless *testbed.Image
-	bin                           string
-	dir                           string // the run's own files: CA bundle, staging
-	caFile                        string
-	staging                       string
+	runtimes, scratch, distroless, hostile *testbed.Image
+	bin                                    string
+	dir                                    string // the run's own files: CA bundle, staging
+	caFile                                 string
+	staging                                string
 
 	// The injected bundle holds three CAs: a root, an intermediate it
 	// signed, and an unrelated second root.
@@ -143,7 +143,7 @@ func setUp() (func(), error) {
 			logf("node teardown: %v", err)
 		}
 	})
-	for _, img := range []*testbed.Image{bed.image, bed.runtimes, bed.scratch, bed.distroless} {
+	for _, img := range []*testbed.Image{bed.image, bed.runtimes, bed.scratch, bed.distroless, bed.hostile} {
 		if err := bed.node.ImportImage(ctx, img); err != nil {
 			return teardown, err
 		}
@@ -180,7 +180,10 @@ func buildImages(ctx context.Context) error {
 	if bed.scratch, err = testbed.ScratchTestImage(ctx, logf); err != nil {
 		return err
 	}
-	bed.distroless, err = testbed.DistrolessTestImage(ctx, pub, logf)
+	if bed.distroless, err = testbed.DistrolessTestImage(ctx, pub, logf); err != nil {
+		return err
+	}
+	bed.hostile, err = testbed.HostileTestImage(ctx, logf)
 	return err
 }
 
@@ -635,7 +638,7 @@ func TestRotatedCAFileReachesTheNextPod(t *testing.T) {
 	swap("..v3", []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
 	third := sleeper(t, ctx, pod(t, ctx, "after-broken-update", optIn()), "app", false)
 	expectTLS(t, ctx, third, "curl after a broken update", curlProbe(bed.otherServer.URL), true)
-	if n, err := currentPlugin().Metric(`cainjekt_ca_bundle_reloads_total{result="no_certificate"}`); err != nil || n < 1 {
+	if n, err := currentPlugin().Metric(`cainjekt_ca_bundle_reloads_total{result="not_pem"}`); err != nil || n < 1 {
 		t.Errorf("broken bundle not counted: %v %v", n, err)
 	}
 }

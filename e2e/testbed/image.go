@@ -43,7 +43,8 @@ type ImageSpec struct {
 	Setup [][]string
 }
 
-// File is a file of an image, or a symlink if Link is set.
+// File is a file of an image, a symlink if Link is set, or a FIFO if Mode
+// says os.ModeNamedPipe.
 type File struct {
 	Path string // absolute, inside the image
 	Mode os.FileMode
@@ -70,6 +71,12 @@ func writeFiles(rootfs string, files []File) error {
 		if f.Link != "" {
 			if err := os.Symlink(f.Link, p); err != nil {
 				return fmt.Errorf("image symlink %s: %w", f.Path, err)
+			}
+			continue
+		}
+		if f.Mode&os.ModeNamedPipe != 0 {
+			if err := unix.Mkfifo(p, uint32(f.Mode.Perm())); err != nil {
+				return fmt.Errorf("image FIFO %s: %w", f.Path, err)
 			}
 			continue
 		}

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"os"
 	"strings"
 )
 
@@ -148,3 +149,21 @@ import requests
 
 requests.get(sys.argv[1], verify=certifi.where(), timeout=20)
 `
+
+// HostileSentinel is a path on the node that the hostile image's trust store points at.
+const HostileSentinel = "/tmp/cainjekt-e2e-host/ca-certificates.crt"
+
+// HostileTestImage is an image whose author attacks the hook: its trust store is a symlink
+// to HostileSentinel, a file of the node, and its os-release is a FIFO. Its program is
+// /tlsget.
+func HostileTestImage(ctx context.Context, log func(string, ...any)) (*Image, error) {
+	tlsget, err := GoProgram(ctx, "tlsget", log)
+	if err != nil {
+		return nil, err
+	}
+	return BuildFilesImage(ctx, "hostile", []File{
+		{Path: "/tlsget", Mode: 0o755, Data: tlsget},
+		{Path: "/etc/ssl/certs/ca-certificates.crt", Link: HostileSentinel},
+		{Path: "/etc/os-release", Mode: os.ModeNamedPipe | 0o644},
+	}, ImageConfig{Entrypoint: []string{"/tlsget"}}, log)
+}
