@@ -17,6 +17,7 @@ const (
 	annProcessorsInclude = "processors.include"
 	annProcessorsExclude = "processors.exclude"
 	annExcludeContainers = "exclude-containers"
+	annBundle            = "bundle"
 )
 
 // Reasons a container is not injected, as the skips metric labels them.
@@ -26,9 +27,10 @@ const (
 	skipContainerExcluded = "container_excluded"
 	skipNoProcessors      = "no_processors"
 	skipInjectionFailed   = "injection_failed" // fail-open: the errors metric says where
+	skipNamespaceExcluded = "namespace_excluded"
 )
 
-var skipReasons = []string{skipNotEnabled, skipInvalidAnnotation, skipContainerExcluded, skipNoProcessors, skipInjectionFailed}
+var skipReasons = []string{skipNotEnabled, skipInvalidAnnotation, skipContainerExcluded, skipNoProcessors, skipInjectionFailed, skipNamespaceExcluded}
 
 // Kinds of annotation warnings, as cainjekt_annotation_warnings_total labels them.
 const (
@@ -36,9 +38,10 @@ const (
 	warnUnknownProcessor = "unknown_processor"
 	warnTooLong          = "too_long"
 	warnInvalidValue     = "invalid_value"
+	warnNamespaceLookup  = "namespace_lookup"
 )
 
-var annotationWarningKinds = []string{warnTypo, warnUnknownProcessor, warnTooLong, warnInvalidValue}
+var annotationWarningKinds = []string{warnTypo, warnUnknownProcessor, warnTooLong, warnInvalidValue, warnNamespaceLookup}
 
 // maxAnnotationValue bounds the values cainjekt reads; its own are short,
 // and Kubernetes allows 256 KiB for all of a pod's annotations together.
@@ -52,6 +55,7 @@ type decision struct {
 	inject     bool
 	skipReason string   // why not, when !inject
 	processors []string // the enabled processors, in the order of allProcessors
+	bundle     string   // the named CA bundle the pod or namespace picked, "" for the default
 	warnings   []annotationWarning
 }
 
@@ -59,34 +63,71 @@ func (d *decision) warn(kind, format string, args ...any) {
 	d.warnings = append(d.warnings, annotationWarning{kind, fmt.Sprintf(format, args...)})
 }
 
-// decide reads the pod's annotations for container ctr. Only a pod that opts
-// in with <prefix>/enabled: "true" is injected; anything else leaves the
-// container exactly as the runtime made it. Values are only compared and
-// split, never used as paths.
-func decide(prefix string, pod *api.PodSandbox, ctr *api.Container) decision {
+// injectionPolicy decides which containers are injected: from the pod's
+// annotations, its labels, its namespace's labels, and the cluster-wide
+// mode.
+type injectionPolicy struct {
+	prefix            string
+	optOut            bool     // inject every pod that does not say no
+	excludeNamespaces []string // never injected in opt-out mode
+	// namespace looks a namespace up; nil when lookups are off.
+	namespace func(name string) (*namespaceInfo, error)
+}
+
+// decide says whether container ctr of pod is injected, with which
+// processors and which bundle. The pod decides first (annotation, then
+// label; its "false" always wins), then its namespace (label, or
+// annotation), then the mode: opt-in injects nothing more, opt-out every
+// pod outside the excluded namespaces. Values are only compared and split,
+// never used as paths.
+func (pol injectionPolicy) decide(pod *api.PodSandbox, ctr *api.Container) decision {
 	ann := pod.GetAnnotations()
 	var d decision
-	checkKeys(&d, prefix, ann)
+	checkKeys(&d, pol.prefix, ann)
 	get := func(name string) (string, bool) {
-		v, ok := ann[prefix+"/"+name]
+		v, ok := ann[pol.prefix+"/"+name]
 		if len(v) > maxAnnotationValue {
-			d.warn(warnTooLong, "%s/%s is %d bytes long, more than %d: ignored", prefix, name, len(v), maxAnnotationValue)
+			d.warn(warnTooLong, "%s/%s is %d bytes long, more than %d: ignored", pol.prefix, name, len(v), maxAnnotationValue)
 			return "", false
 		}
 		return v, ok
 	}
 
-	enabled, ok := get(annEnabled)
-	switch v := strings.TrimSpace(enabled); {
-	case !ok && len(ann[prefix+"/"+annEnabled]) > 0:
+	enabled, set := get(annEnabled)
+	if !set && len(ann[pol.prefix+"/"+annEnabled]) > 0 {
 		d.skipReason = skipInvalidAnnotation
 		return d
-	case !ok || strings.EqualFold(v, "false"):
+	}
+	if !set {
+		enabled, set = pod.GetLabels()[pol.prefix+"/"+annEnabled]
+	}
+	var ns *namespaceInfo
+	lookup := func() *namespaceInfo {
+		if ns == nil && pol.namespace != nil {
+			var err error
+			if ns, err = pol.namespace(pod.GetNamespace()); err != nil {
+				d.warn(warnNamespaceLookup, "namespace %s could not be looked up: %v", pod.GetNamespace(), err)
+				ns = &namespaceInfo{}
+			}
+		}
+		return ns
+	}
+	if !set && pol.namespace != nil {
+		enabled, set = lookup().metadata(pol.prefix + "/" + annEnabled)
+	}
+	switch v := strings.TrimSpace(enabled); {
+	case set && strings.EqualFold(v, "false"):
 		d.skipReason = skipNotEnabled
 		return d
-	case !strings.EqualFold(v, "true"):
+	case set && !strings.EqualFold(v, "true"):
 		d.skipReason = skipInvalidAnnotation
-		d.warn(warnInvalidValue, "%s/%s is %q, want \"true\" or \"false\": not injecting", prefix, annEnabled, printable(enabled, 64))
+		d.warn(warnInvalidValue, "%s/%s is %q, want \"true\" or \"false\": not injecting", pol.prefix, annEnabled, printable(enabled, 64))
+		return d
+	case !set && !pol.optOut:
+		d.skipReason = skipNotEnabled
+		return d
+	case !set && slices.Contains(pol.excludeNamespaces, pod.GetNamespace()):
+		d.skipReason = skipNamespaceExcluded
 		return d
 	}
 
@@ -95,13 +136,17 @@ func decide(prefix string, pod *api.PodSandbox, ctr *api.Container) decision {
 		d.skipReason = skipContainerExcluded
 		return d
 	}
+	if d.bundle, set = get(annBundle); !set && pol.namespace != nil {
+		d.bundle, _ = lookup().metadata(pol.prefix + "/" + annBundle)
+	}
+	d.bundle = strings.TrimSpace(d.bundle)
 
 	includeValue, _ := get(annProcessorsInclude)
 	excludeValue, _ := get(annProcessorsExclude)
 	include, exclude := splitList(strings.ToLower(includeValue)), splitList(strings.ToLower(excludeValue))
 	for _, name := range append(slices.Clone(include), exclude...) {
 		if !slices.Contains(processorNames, name) {
-			d.warn(warnUnknownProcessor, "unknown processor %q in %s annotations (known: %s)", printable(name, 64), prefix, strings.Join(processorNames, ", "))
+			d.warn(warnUnknownProcessor, "unknown processor %q in %s annotations (known: %s)", printable(name, 64), pol.prefix, strings.Join(processorNames, ", "))
 		}
 	}
 	for _, p := range processorNames {
@@ -118,7 +163,7 @@ func decide(prefix string, pod *api.PodSandbox, ctr *api.Container) decision {
 }
 
 // annotationNames are the names cainjekt reads after its prefix.
-var annotationNames = []string{annEnabled, annProcessorsInclude, annProcessorsExclude, annExcludeContainers}
+var annotationNames = []string{annEnabled, annProcessorsInclude, annProcessorsExclude, annExcludeContainers, annBundle}
 
 // checkKeys warns of keys that look like a misspelt cainjekt annotation: an
 // unknown name under our prefix, or a known name under a prefix a typo or

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func TestDecide(t *testing.T) {
 		"include unknown":  {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "lang-cobol"}, reason: skipNoProcessors, warn: `unknown processor "lang-cobol"`},
 		"include, exclude": {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "lang-go", testPrefix + "/processors.exclude": "lang-go"}, reason: skipNoProcessors},
 	} {
-		d := decide(testPrefix, podWith(tc.ann), &api.Container{Name: tc.container})
+		d := injectionPolicy{prefix: testPrefix}.decide(podWith(tc.ann), &api.Container{Name: tc.container})
 		if d.inject != tc.inject || d.skipReason != tc.reason {
 			t.Errorf("%s: inject=%v reason=%q, want %v %q", name, d.inject, d.skipReason, tc.inject, tc.reason)
 		}
@@ -67,5 +68,55 @@ func TestTrustEnvPodValuesWin(t *testing.T) {
 	set, _ = trustEnvFor([]string{"os-debian", "lang-nodejs"}, nil)
 	if !slices.Equal(set, []envVar{{"NODE_EXTRA_CA_CERTS", containerCA}}) {
 		t.Errorf("only node enabled: %v", set)
+	}
+}
+
+func TestOptInModels(t *testing.T) {
+	namespaces := map[string]*namespaceInfo{
+		"team-a":      {labels: map[string]string{testPrefix + "/enabled": "true"}, annotations: map[string]string{testPrefix + "/bundle": "tenant-a"}},
+		"team-b":      {labels: map[string]string{testPrefix + "/enabled": "false"}},
+		"plain":       {},
+		"kube-system": {},
+	}
+	lookup := func(name string) (*namespaceInfo, error) {
+		if ns, ok := namespaces[name]; ok {
+			return ns, nil
+		}
+		return nil, errors.New("API server unreachable")
+	}
+	optIn := injectionPolicy{prefix: testPrefix, namespace: lookup}
+	optOut := injectionPolicy{prefix: testPrefix, namespace: lookup, optOut: true, excludeNamespaces: []string{"kube-system"}}
+	pod := func(ns string, ann, labels map[string]string) *api.PodSandbox {
+		return &api.PodSandbox{Name: "web", Namespace: ns, Annotations: ann, Labels: labels}
+	}
+	on := map[string]string{testPrefix + "/enabled": "true"}
+	off := map[string]string{testPrefix + "/enabled": "false"}
+	for name, tc := range map[string]struct {
+		policy injectionPolicy
+		pod    *api.PodSandbox
+		inject bool
+		reason string
+		bundle string
+	}{
+		"opt-in, namespace label":             {optIn, pod("team-a", nil, nil), true, "", "tenant-a"},
+		"opt-in, pod false beats namespace":   {optIn, pod("team-a", off, nil), false, skipNotEnabled, ""},
+		"opt-in, pod label false":             {optIn, pod("team-a", nil, off), false, skipNotEnabled, ""},
+		"opt-in, pod label true":              {optIn, pod("plain", nil, on), true, "", ""},
+		"opt-in, pod bundle beats namespace":  {optIn, pod("team-a", map[string]string{testPrefix + "/bundle": "other"}, nil), true, "", "other"},
+		"opt-in, plain namespace":             {optIn, pod("plain", nil, nil), false, skipNotEnabled, ""},
+		"opt-in, namespace says no":           {optIn, pod("team-b", on, nil), true, "", ""},
+		"opt-in, lookup fails":                {optIn, pod("gone", nil, nil), false, skipNotEnabled, ""},
+		"opt-in, no lookups":                  {injectionPolicy{prefix: testPrefix}, pod("team-a", nil, nil), false, skipNotEnabled, ""},
+		"opt-out, plain namespace":            {optOut, pod("plain", nil, nil), true, "", ""},
+		"opt-out, excluded namespace":         {optOut, pod("kube-system", nil, nil), false, skipNamespaceExcluded, ""},
+		"opt-out, excluded namespace, pod on": {optOut, pod("kube-system", on, nil), true, "", ""},
+		"opt-out, namespace label false":      {optOut, pod("team-b", nil, nil), false, skipNotEnabled, ""},
+		"opt-out, pod false":                  {optOut, pod("plain", off, nil), false, skipNotEnabled, ""},
+		"opt-out, lookup fails":               {optOut, pod("gone", nil, nil), true, "", ""},
+	} {
+		d := tc.policy.decide(tc.pod, &api.Container{Name: "app"})
+		if d.inject != tc.inject || d.skipReason != tc.reason || d.bundle != tc.bundle {
+			t.Errorf("%s: inject %v reason %q bundle %q, want %v %q %q", name, d.inject, d.skipReason, d.bundle, tc.inject, tc.reason, tc.bundle)
+		}
 	}
 }

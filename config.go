@@ -23,6 +23,11 @@ import (
 const (
 	failOpen   = "fail-open"
 	failClosed = "fail-closed"
+
+	policyOptIn  = "opt-in"
+	policyOptOut = "opt-out"
+	// kubeAPIOff disables namespace lookups.
+	kubeAPIOff = "off"
 )
 
 // config is the validated configuration of `cainjekt plugin`.
@@ -40,6 +45,13 @@ type config struct {
 	idx              string
 	httpAddr         string
 	hostBinary       string
+
+	injectionPolicy   string
+	excludeNamespaces []string
+	bundlesDir        string
+	kubeAPI           string // "" when namespace lookups are off
+	kubeCAFile        string
+	kubeTokenFile     string
 }
 
 // setting describes one configuration value.
@@ -61,6 +73,12 @@ var settings = []setting{
 	{"idx", "CAINJEKT_PLUGIN_IDX", "10", "NRI plugin index, two digits"},
 	{"http-addr", "CAINJEKT_HTTP_ADDR", ":9443", "listen address of /metrics, /healthz and /readyz"},
 	{"host-binary", "CAINJEKT_HOST_BINARY", "", "host path of this binary, run as hook and mounted as wrapper (default: this executable)"},
+	{"injection-policy", "CAINJEKT_INJECTION_POLICY", policyOptIn, "opt-in: inject pods (or namespaces) that ask; opt-out: inject every pod that does not say no"},
+	{"exclude-namespaces", "CAINJEKT_EXCLUDE_NAMESPACES", "kube-system", "namespaces never injected in opt-out mode, comma-separated"},
+	{"bundles-dir", "CAINJEKT_BUNDLES_DIR", "", "directory of named CA bundles (NAME, NAME.pem or NAME.crt) that pods pick with <prefix>/bundle"},
+	{"kube-api", "CAINJEKT_KUBE_API", "", "API server for namespace labels (default: the in-cluster address; \"off\" disables lookups)"},
+	{"kube-ca-file", "CAINJEKT_KUBE_CA_FILE", serviceAccountDir + "/ca.crt", "CA of the API server"},
+	{"kube-token-file", "CAINJEKT_KUBE_TOKEN_FILE", serviceAccountDir + "/token", "service account token, re-read for every request"},
 }
 
 // loadConfig parses args and the environment into a validated config.
@@ -104,6 +122,18 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 		idx:              get("idx", pluginIdx),
 		httpAddr:         get("http-addr", listenAddr),
 		hostBinary:       get("host-binary", optional(absPath)),
+		injectionPolicy:  get("injection-policy", oneOf(policyOptIn, policyOptOut)),
+		bundlesDir:       get("bundles-dir", optional(absPath)),
+		kubeAPI:          get("kube-api", optional(kubeAPIURL)),
+		kubeCAFile:       get("kube-ca-file", absPath),
+		kubeTokenFile:    get("kube-token-file", absPath),
+	}
+	c.excludeNamespaces = splitList(get("exclude-namespaces", namespaceList))
+	switch c.kubeAPI {
+	case kubeAPIOff:
+		c.kubeAPI = ""
+	case "":
+		c.kubeAPI = inClusterAPI(getenv)
 	}
 	c.logLevel = parseLevel(get("log-level", oneOf("debug", "info", "warn", "error")))
 	c.hookTimeout = time.Duration(atoiOrZero(get("hook-timeout", intRange(1, 60)))) * time.Second
@@ -208,6 +238,22 @@ func pluginName(v string) error {
 func pluginIdx(v string) error {
 	if len(v) != 2 || v[0] < '0' || v[0] > '9' || v[1] < '0' || v[1] > '9' {
 		return errors.New("must be two digits, 00 to 99")
+	}
+	return nil
+}
+
+func kubeAPIURL(v string) error {
+	if v == kubeAPIOff || strings.HasPrefix(v, "https://") && len(v) > len("https://") {
+		return nil
+	}
+	return errors.New(`must be an https:// URL or "off"`)
+}
+
+func namespaceList(v string) error {
+	for _, ns := range splitList(v) {
+		if !dnsLabel(ns) {
+			return fmt.Errorf("%q is not a namespace name", ns)
+		}
 	}
 	return nil
 }

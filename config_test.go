@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,8 +23,10 @@ func TestConfigDefaults(t *testing.T) {
 		logLevel: slog.LevelInfo, logFormat: "json", hookTimeout: 5 * time.Second,
 		dynamicCARoot: "/run/cainjekt/containers", socket: "/var/run/nri/nri.sock",
 		name: "cainjekt", idx: "10", httpAddr: ":9443",
+		injectionPolicy: policyOptIn, excludeNamespaces: []string{"kube-system"},
+		kubeCAFile: serviceAccountDir + "/ca.crt", kubeTokenFile: serviceAccountDir + "/token",
 	}
-	if *c != want {
+	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("defaults\n got %+v\nwant %+v", *c, want)
 	}
 }
@@ -62,6 +65,9 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"addr":    {args: []string{"--http-addr", "9443"}, want: []string{"--http-addr"}},
 		"two":     {env: map[string]string{"CAINJEKT_FAIL_POLICY": "x", "CAINJEKT_LOG_FORMAT": "xml"}, want: []string{"CAINJEKT_FAIL_POLICY", "CAINJEKT_LOG_FORMAT"}},
 		"args":    {args: []string{"extra"}, want: []string{"unexpected arguments"}},
+		"policy2": {env: map[string]string{"CAINJEKT_INJECTION_POLICY": "always"}, want: []string{"CAINJEKT_INJECTION_POLICY", "opt-in, opt-out"}},
+		"api":     {args: []string{"--kube-api", "http://10.0.0.1"}, want: []string{"--kube-api", "https://"}},
+		"ns":      {env: map[string]string{"CAINJEKT_EXCLUDE_NAMESPACES": "kube-system,Bad_NS"}, want: []string{"CAINJEKT_EXCLUDE_NAMESPACES", "Bad_NS"}},
 	} {
 		_, err := loadConfig(tc.args, envOf(tc.env), io.Discard)
 		if err == nil {
@@ -73,5 +79,20 @@ func TestConfigRejectsBadValues(t *testing.T) {
 				t.Errorf("%s: error %q does not mention %q", name, err, w)
 			}
 		}
+	}
+}
+
+func TestConfigFindsTheAPIServerInACluster(t *testing.T) {
+	env := envOf(map[string]string{"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+	c, err := loadConfig(nil, env, io.Discard)
+	if err != nil || c.kubeAPI != "https://10.96.0.1:443" {
+		t.Errorf("kube API %q, %v", c.kubeAPI, err)
+	}
+	c, err = loadConfig([]string{"--kube-api=off"}, env, io.Discard)
+	if err != nil || c.kubeAPI != "" {
+		t.Errorf("off: kube API %q, %v", c.kubeAPI, err)
+	}
+	if got := inClusterAPI(envOf(map[string]string{"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"})); got != "https://[fd00::1]:443" {
+		t.Errorf("IPv6: %q", got)
 	}
 }

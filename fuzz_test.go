@@ -121,7 +121,9 @@ func FuzzDecide(f *testing.F) {
 			testPrefix + "/exclude-containers": excluded,
 			otherKey:                           "true",
 		})
-		d := decide(testPrefix, pod, &api.Container{Name: name})
+		d := injectionPolicy{prefix: testPrefix, namespace: func(string) (*namespaceInfo, error) {
+			return &namespaceInfo{labels: map[string]string{testPrefix + "/bundle": include}}, nil
+		}}.decide(pod, &api.Container{Name: name})
 		for _, p := range d.processors {
 			if !strings.HasPrefix(p, "os-") && !strings.HasPrefix(p, "lang-") && !strings.HasPrefix(p, "tool-") {
 				t.Fatalf("processor %q is not one of ours", p)

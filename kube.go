@@ -1,0 +1,198 @@
+package main
+
+// Namespace lookups: a namespace can opt its pods in (or out) with a label,
+// and pick their CA bundle. NRI gives the plugin a pod's namespace name
+// only, so the plugin asks the API server, with net/http alone: the
+// in-cluster address, the service account's CA, and its projected token,
+// re-read from disk for every request because the kubelet rotates it.
+// Answers are cached briefly; when the API server cannot be reached, the
+// last answer is used while it is not too old.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+	// namespaceTTL is how long an answer is used before asking again, and
+	// namespaceStale how long it is used when asking fails.
+	namespaceTTL   = 30 * time.Second
+	namespaceStale = 10 * time.Minute
+	// namespaceTimeout keeps a lookup well inside NRI's request timeout.
+	namespaceTimeout = 1 * time.Second
+	maxAPIResponse   = 1 << 20
+	maxTokenSize     = 64 << 10
+)
+
+// Namespace lookup results, as cainjekt_namespace_lookups_total labels them.
+const (
+	lookupOK     = "ok"     // asked the API server
+	lookupCached = "cached" // answered from the cache
+	lookupStale  = "stale"  // the API server failed; an older answer was used
+	lookupError  = "error"  // the API server failed and there was no answer to use
+)
+
+var lookupResults = []string{lookupOK, lookupCached, lookupStale, lookupError}
+
+// namespaceInfo is what cainjekt reads of a namespace.
+type namespaceInfo struct {
+	labels, annotations map[string]string
+}
+
+// metadata returns a label of the namespace, else an annotation.
+func (n *namespaceInfo) metadata(key string) (string, bool) {
+	if v, ok := n.labels[key]; ok {
+		return v, true
+	}
+	v, ok := n.annotations[key]
+	return v, ok
+}
+
+// kubeClient reads namespaces from the API server.
+type kubeClient struct {
+	api       string // https://host:port
+	tokenFile string
+	client    *http.Client
+	log       *slog.Logger
+	metrics   *metrics
+
+	mu    sync.Mutex
+	cache map[string]namespaceEntry
+	now   func() time.Time
+}
+
+type namespaceEntry struct {
+	info    *namespaceInfo
+	fetched time.Time
+}
+
+// newKubeClient returns a client of the API server at api, trusting the CA
+// in caFile. An empty api disables namespace lookups: it returns nil.
+func newKubeClient(api, caFile, tokenFile string, log *slog.Logger, m *metrics) (*kubeClient, error) {
+	if api == "" {
+		return nil, nil
+	}
+	ca, err := readHostFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("API server CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("API server CA %s holds no certificate", caFile)
+	}
+	transport := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     time.Minute,
+	}
+	return &kubeClient{
+		api:       strings.TrimSuffix(api, "/"),
+		tokenFile: tokenFile,
+		client:    &http.Client{Transport: transport, Timeout: namespaceTimeout},
+		log:       log,
+		metrics:   m,
+		cache:     map[string]namespaceEntry{},
+		now:       time.Now,
+	}, nil
+}
+
+// inClusterAPI is the API server's address as the kubelet tells every pod.
+func inClusterAPI(getenv func(string) string) string {
+	host, port := getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return "https://" + host + ":" + port
+}
+
+// namespace returns a namespace's labels and annotations.
+func (k *kubeClient) namespace(ctx context.Context, name string) (*namespaceInfo, error) {
+	if !dnsLabel(name) {
+		return nil, fmt.Errorf("namespace name %q is not a DNS label", name)
+	}
+	k.mu.Lock()
+	entry, cached := k.cache[name]
+	k.mu.Unlock()
+	now := k.now()
+	if cached && now.Sub(entry.fetched) < namespaceTTL {
+		k.metrics.namespaceLookups.inc(lookupCached)
+		return entry.info, nil
+	}
+	info, err := k.fetch(ctx, name)
+	if err == nil {
+		k.mu.Lock()
+		k.cache[name] = namespaceEntry{info: info, fetched: now}
+		k.mu.Unlock()
+		k.metrics.namespaceLookups.inc(lookupOK)
+		return info, nil
+	}
+	if cached && now.Sub(entry.fetched) < namespaceStale {
+		k.metrics.namespaceLookups.inc(lookupStale)
+		k.log.Warn("namespace lookup failed; using an older answer", "namespace", name, "error", err, "age", now.Sub(entry.fetched).Round(time.Second).String())
+		return entry.info, nil
+	}
+	k.metrics.namespaceLookups.inc(lookupError)
+	k.log.Error("namespace lookup failed", "namespace", name, "error", err)
+	return nil, err
+}
+
+// fetch asks the API server for one namespace.
+func (k *kubeClient) fetch(ctx context.Context, name string) (*namespaceInfo, error) {
+	token, err := readHostFile(k.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("service account token: %w", err)
+	}
+	if len(token) > maxTokenSize {
+		return nil, errors.New("service account token too large")
+	}
+	ctx, cancel := context.WithTimeout(ctx, namespaceTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.api+"/api/v1/namespaces/"+name, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get namespace %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIResponse))
+	if err != nil {
+		return nil, fmt.Errorf("get namespace %s: %w", name, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusUnauthorized:
+		return nil, fmt.Errorf("get namespace %s: 401 Unauthorized: the service account token was refused", name)
+	case http.StatusForbidden:
+		return nil, fmt.Errorf("get namespace %s: 403 Forbidden: the ClusterRole must allow get on namespaces", name)
+	default:
+		return nil, fmt.Errorf("get namespace %s: %s", name, resp.Status)
+	}
+	var ns struct {
+		Metadata struct {
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(body, &ns); err != nil {
+		return nil, fmt.Errorf("get namespace %s: %w", name, err)
+	}
+	return &namespaceInfo{labels: ns.Metadata.Labels, annotations: ns.Metadata.Annotations}, nil
+}

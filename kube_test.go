@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeAPIServer answers GET /api/v1/namespaces/NAME like the API server
+// does, for the token it expects.
+type fakeAPIServer struct {
+	*httptest.Server
+	token    atomic.Value // string
+	requests atomic.Int32
+	caFile   string
+}
+
+func newFakeAPIServer(t *testing.T, namespaces map[string]string) *fakeAPIServer {
+	t.Helper()
+	f := &fakeAPIServer{}
+	f.token.Store("token-1")
+	f.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.requests.Add(1)
+		name, ok := strings.CutPrefix(r.URL.Path, "/api/v1/namespaces/")
+		switch {
+		case r.Header.Get("Authorization") != "Bearer "+f.token.Load().(string):
+			http.Error(w, `{"kind":"Status","code":401}`, http.StatusUnauthorized)
+		case name == "forbidden":
+			http.Error(w, `{"kind":"Status","code":403}`, http.StatusForbidden)
+		case name == "slow":
+			select { // answer after the client gave up
+			case <-r.Context().Done():
+			case <-time.After(2 * namespaceTimeout):
+			}
+		case !ok || namespaces[name] == "":
+			http.Error(w, `{"kind":"Status","code":404}`, http.StatusNotFound)
+		default:
+			io.WriteString(w, namespaces[name])
+		}
+	}))
+	t.Cleanup(f.Close)
+	f.caFile = filepath.Join(t.TempDir(), "ca.crt")
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.Certificate().Raw})
+	if err := os.WriteFile(f.caFile, caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+const teamA = `{"kind":"Namespace","metadata":{"name":"team-a","labels":{"cainjekt.natron.io/enabled":"true"},"annotations":{"cainjekt.natron.io/bundle":"tenant-a"}}}`
+
+func newTestKubeClient(t *testing.T, f *fakeAPIServer) (*kubeClient, string, *metrics) {
+	t.Helper()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("token-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	zero := func() int { return 0 }
+	m := newMetrics(zero, zero, func() []bundleSnapshot { return nil })
+	k, err := newKubeClient(f.URL, f.caFile, tokenFile, newLogger(io.Discard, "text", 0), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, tokenFile, m
+}
+
+func TestNamespaceLookup(t *testing.T) {
+	f := newFakeAPIServer(t, map[string]string{"team-a": teamA})
+	k, _, m := newTestKubeClient(t, f)
+	ns, err := k.namespace(context.Background(), "team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := ns.metadata("cainjekt.natron.io/enabled"); v != "true" {
+		t.Errorf("label: %q", v)
+	}
+	if v, _ := ns.metadata("cainjekt.natron.io/bundle"); v != "tenant-a" {
+		t.Errorf("annotation: %q", v)
+	}
+	for name, want := range map[string]string{"forbidden": "403", "missing": "404", "slow": "deadline exceeded", "Bad_Name": "not a DNS label"} {
+		if _, err := k.namespace(context.Background(), name); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", name, err, want)
+		}
+	}
+	if m.namespaceLookups.get(lookupOK) != 1 || m.namespaceLookups.get(lookupError) != 3 {
+		t.Errorf("lookups ok %d error %d", m.namespaceLookups.get(lookupOK), m.namespaceLookups.get(lookupError))
+	}
+}
+
+func TestNamespaceLookupRereadsTheRotatedToken(t *testing.T) {
+	f := newFakeAPIServer(t, map[string]string{"team-a": teamA})
+	k, tokenFile, _ := newTestKubeClient(t, f)
+	f.token.Store("token-2")
+	if _, err := k.namespace(context.Background(), "team-a"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("with the old token: %v", err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("token-2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.namespace(context.Background(), "team-a"); err != nil {
+		t.Errorf("the rotated token was not read: %v", err)
+	}
+}
+
+func TestNamespaceLookupCachesAndFallsBackToStaleAnswers(t *testing.T) {
+	f := newFakeAPIServer(t, map[string]string{"team-a": teamA})
+	k, _, m := newTestKubeClient(t, f)
+	now := time.Now()
+	k.now = func() time.Time { return now }
+	ctx := context.Background()
+	k.namespace(ctx, "team-a")
+	k.namespace(ctx, "team-a")
+	if f.requests.Load() != 1 || m.namespaceLookups.get(lookupCached) != 1 {
+		t.Errorf("requests %d, cached %d: the second lookup must come from the cache", f.requests.Load(), m.namespaceLookups.get(lookupCached))
+	}
+	f.token.Store("revoked") // the API server now refuses us
+	now = now.Add(namespaceTTL + time.Second)
+	if ns, err := k.namespace(ctx, "team-a"); err != nil || ns == nil || m.namespaceLookups.get(lookupStale) != 1 {
+		t.Errorf("a failed lookup within %s must use the older answer: %v", namespaceStale, err)
+	}
+	now = now.Add(namespaceStale)
+	if _, err := k.namespace(ctx, "team-a"); err == nil {
+		t.Error("an answer older than the stale limit was used")
+	}
+}
