@@ -1,26 +1,35 @@
 package main
 
-// The operator's CA bundle file, re-read when it changes.
+// The operator's CA bundles, re-read when they change.
 //
-// A ConfigMap update swaps the file (kubelet renames a symlink), so a stat
-// before each use finds the change at once; a periodic check also reports a
-// broken file before any container needs it. A file that does not load never
-// replaces the last good bundle.
+// The default bundle is CAINJEKT_CA_FILE. CAINJEKT_BUNDLES_DIR may hold
+// named ones (a ConfigMap with a key per tenant: NAME, NAME.pem or
+// NAME.crt), which a pod or namespace picks with <prefix>/bundle: NAME.
+// A ConfigMap update swaps files (kubelet renames a symlink), so a stat
+// before each use finds a change at once; a periodic check also reports a
+// broken file before any container needs it. A file that does not load
+// never replaces the last good version.
 
 import (
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// trustSet is what the plugin stages for every injected container.
+// defaultBundle names CAINJEKT_CA_FILE in logs and metrics.
+const defaultBundle = "default"
+
+// trustSet is what the plugin stages for an injected container.
 type trustSet struct {
-	ours *caBundle
-	sha  string // of ours, naming this version in logs, status and metrics
+	bundle string // the bundle's name
+	ours   *caBundle
+	sha    string // of ours, naming this version in logs, status and metrics
 	// noTrust is the bundle for images that trust nothing of their own:
 	// the node's base bundle, if configured, plus ours.
 	noTrust []byte
@@ -45,16 +54,22 @@ func keyOf(p string) fileKey {
 	return fileKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtim: st.Mtim, ctim: st.Ctim}
 }
 
-// caSource loads the CA file and the optional base bundle.
+// caSource is one bundle file, with the optional base bundle.
 type caSource struct {
-	caPath, basePath string
-	log              *slog.Logger
-	metrics          *metrics
+	name, caPath, basePath string
+	log                    *slog.Logger
 
-	mu      sync.Mutex
-	good    *trustSet
-	tried   [2]fileKey // the versions last loaded, or last failed to load
-	lastErr error
+	mu       sync.Mutex
+	good     *trustSet
+	findings []finding // of the good version
+	loaded   time.Time // when the good version loaded
+	tried    [2]fileKey
+	lastErr  error
+	reloads  map[string]uint64 // by result: ok, or why the file was unusable
+}
+
+func newCASource(name, caPath, basePath string, log *slog.Logger) *caSource {
+	return &caSource{name: name, caPath: caPath, basePath: basePath, log: log.With("bundle", name), reloads: map[string]uint64{}}
 }
 
 // get returns the current trust set, loading the files first if they
@@ -68,12 +83,12 @@ func (s *caSource) get() (*trustSet, error) {
 		s.reload()
 	}
 	if s.good == nil {
-		return nil, fmt.Errorf("no usable CA bundle: %w", s.lastErr)
+		return nil, fmt.Errorf("no usable CA bundle %q: %w", s.name, s.lastErr)
 	}
 	return s.good, nil
 }
 
-// currentSHA names the bundle being injected, "" if none ever loaded.
+// currentSHA names the version being injected, "" if none ever loaded.
 func (s *caSource) currentSHA() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -91,7 +106,7 @@ func (s *caSource) reload() {
 	}
 	s.lastErr = err
 	if err != nil {
-		s.metrics.bundleReloads.inc(reasonOf(err))
+		s.reloads[reasonOf(err)]++
 		if s.good != nil {
 			s.log.Error("CA bundle unusable; keeping the last good one", "file", s.caPath, "error", err, "kept_sha256", s.good.sha)
 		} else {
@@ -99,15 +114,9 @@ func (s *caSource) reload() {
 		}
 		return
 	}
-	s.good = set
-	s.metrics.bundleReloads.inc("ok")
-	kinds := make([]string, len(findings))
-	for i, f := range findings {
-		kinds[i] = f.kind
-	}
-	s.metrics.bundleFindings.setCounts(kinds)
-	s.metrics.bundleCerts.Store(int64(len(set.ours.certs)))
-	s.metrics.bundleLoaded.Store(time.Now().Unix())
+	set.bundle = s.name
+	s.good, s.findings, s.loaded = set, findings, time.Now()
+	s.reloads["ok"]++
 	subjects := make([]string, len(set.ours.certs))
 	for i, c := range set.ours.certs {
 		subjects[i] = c.subject
@@ -115,8 +124,33 @@ func (s *caSource) reload() {
 	s.log.Info("CA bundle loaded", "file", s.caPath, "certificates", len(set.ours.certs), "sha256", set.sha, "subjects", subjects)
 }
 
-// loadTrustSet reads and validates the CA file and the base bundle, and
-// lints the CA file's certificates.
+// bundleSnapshot is what /metrics reports of a bundle.
+type bundleSnapshot struct {
+	name     string
+	reloads  map[string]uint64
+	certs    []caCert
+	loaded   time.Time
+	findings map[string]int // by kind
+}
+
+func (s *caSource) snapshot() bundleSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := bundleSnapshot{name: s.name, reloads: map[string]uint64{}, loaded: s.loaded, findings: map[string]int{}}
+	for k, v := range s.reloads {
+		snap.reloads[k] = v
+	}
+	if s.good != nil {
+		snap.certs = s.good.ours.certs
+	}
+	for _, f := range s.findings {
+		snap.findings[f.kind]++
+	}
+	return snap
+}
+
+// loadTrustSet reads and validates a CA file and the base bundle, and lints
+// the CA file's certificates.
 func loadTrustSet(caPath, basePath string, now time.Time) (*trustSet, []finding, error) {
 	data, err := readHostFile(caPath)
 	if err != nil {
@@ -165,4 +199,123 @@ func readHostFile(p string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w (limit %d bytes)", p, errTooLarge, maxBundleSize)
 	}
 	return data, nil
+}
+
+// bundleSet is the default bundle and the named ones.
+type bundleSet struct {
+	def           *caSource
+	dir, basePath string
+	log           *slog.Logger
+	mu            sync.Mutex
+	named         map[string]*caSource
+}
+
+func newBundleSet(cfg *config, log *slog.Logger) *bundleSet {
+	return &bundleSet{
+		def:      newCASource(defaultBundle, cfg.caFile, cfg.baseBundle, log),
+		dir:      cfg.bundlesDir,
+		basePath: cfg.baseBundle,
+		log:      log,
+		named:    map[string]*caSource{},
+	}
+}
+
+// get returns the trust set of the named bundle, "" naming the default.
+func (b *bundleSet) get(name string) (*trustSet, error) {
+	src, err := b.source(name)
+	if err != nil {
+		return nil, err
+	}
+	return src.get()
+}
+
+// currentSHA names the version of a bundle being injected, "" if unknown.
+func (b *bundleSet) currentSHA(name string) string {
+	src, err := b.source(name)
+	if err != nil {
+		return ""
+	}
+	return src.currentSHA()
+}
+
+// source finds a bundle by name. A named bundle is a file of the bundles
+// directory found by listing it: the name a pod gives is compared, never
+// joined into a path.
+func (b *bundleSet) source(name string) (*caSource, error) {
+	if name == "" || name == defaultBundle {
+		return b.def, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if src, ok := b.named[name]; ok {
+		return src, nil
+	}
+	if b.dir == "" {
+		return nil, fmt.Errorf("CA bundle %q asked for, but no bundles directory is configured (CAINJEKT_BUNDLES_DIR)", printable(name, 64))
+	}
+	entries, err := os.ReadDir(b.dir)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundles directory: %w", err)
+	}
+	for _, e := range entries {
+		if bundleName(e.Name()) == name {
+			src := newCASource(name, b.dir+"/"+e.Name(), b.basePath, b.log)
+			b.named[name] = src
+			return src, nil
+		}
+	}
+	return nil, fmt.Errorf("no CA bundle named %q in %s", printable(name, 64), b.dir)
+}
+
+// bundleName is the name of a file of the bundles directory: NAME, NAME.pem
+// or NAME.crt, a DNS label; "" for anything else (the ConfigMap's ..data).
+func bundleName(file string) string {
+	name := strings.TrimSuffix(strings.TrimSuffix(file, ".pem"), ".crt")
+	if !dnsLabel(name) {
+		return ""
+	}
+	return name
+}
+
+// sources lists the bundles known so far, the default first. Named bundles
+// are loaded in the bundles directory's order when the set is refreshed.
+func (b *bundleSet) sources() []*caSource {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	names := make([]string, 0, len(b.named))
+	for n := range b.named {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := []*caSource{b.def}
+	for _, n := range names {
+		out = append(out, b.named[n])
+	}
+	return out
+}
+
+// refresh loads every bundle: the default and each file of the bundles
+// directory, so a broken one is reported before a container needs it.
+func (b *bundleSet) refresh() {
+	if b.dir != "" {
+		if entries, err := os.ReadDir(b.dir); err == nil {
+			for _, e := range entries {
+				if name := bundleName(e.Name()); name != "" {
+					b.source(name)
+				}
+			}
+		}
+	}
+	for _, src := range b.sources() {
+		src.get()
+	}
+}
+
+// snapshots reports every bundle for /metrics.
+func (b *bundleSet) snapshots() []bundleSnapshot {
+	var out []bundleSnapshot
+	for _, src := range b.sources() {
+		out = append(out, src.snapshot())
+	}
+	return out
 }

@@ -58,6 +58,7 @@ type hookStatus struct {
 	Version     int          `json:"version"`
 	Result      string       `json:"result"`
 	ContainerID string       `json:"container_id"`
+	Bundle      string       `json:"bundle,omitempty"`
 	Namespace   string       `json:"namespace,omitempty"`
 	Pod         string       `json:"pod,omitempty"`
 	Container   string       `json:"container,omitempty"`
@@ -88,6 +89,7 @@ type hookOptions struct {
 	dynamicCARoot string
 	failPolicy    string
 	processors    []string
+	bundle        string // the CA bundle's name, for status.json
 	timeout       time.Duration
 	logLevel      slog.Level
 }
@@ -99,6 +101,7 @@ func hookArgs(o hookOptions) []string {
 		"--dynamic-ca-root", o.dynamicCARoot,
 		"--fail-policy", o.failPolicy,
 		"--processors", strings.Join(o.processors, ","),
+		"--bundle", o.bundle,
 		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
 		"--log-level", strings.ToLower(o.logLevel.String()),
 	}
@@ -110,6 +113,7 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	root := fs.String("dynamic-ca-root", "", "host directory of per-container staging")
 	policy := fs.String("fail-policy", failOpen, "fail-open or fail-closed")
 	processors := fs.String("processors", "", "comma-separated enabled processors")
+	bundle := fs.String("bundle", "", "the CA bundle's name")
 	timeout := fs.Int("timeout", 5, "the runtime's timeout for this hook, in seconds")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -119,6 +123,7 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 		dynamicCARoot: *root,
 		failPolicy:    *policy,
 		processors:    splitList(*processors),
+		bundle:        *bundle,
 		timeout:       time.Duration(*timeout) * time.Second,
 		logLevel:      parseLevel(*level),
 	}
@@ -157,7 +162,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer) int {
 		opts:   opts,
 		start:  start,
 		log:    newLogger(stderr, "json", opts.logLevel).With("component", "hook"),
-		status: hookStatus{Version: statusVersion, Processors: opts.processors},
+		status: hookStatus{Version: statusVersion, Processors: opts.processors, Bundle: opts.bundle},
 	}
 	watchdog := time.AfterFunc(hookBudget(opts.timeout), func() {
 		os.Exit(h.finish(hookResultTimeout, fmt.Errorf("gave up after %s, inside the runtime's %s hook timeout", hookBudget(opts.timeout), opts.timeout)))

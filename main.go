@@ -100,6 +100,15 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 		return err
 	}
 	p := newPlugin(cfg, log, st)
+	kube, err := newKubeClient(cfg.kubeAPI, cfg.kubeCAFile, cfg.kubeTokenFile, log.With("component", "kube"), p.metrics)
+	if err != nil {
+		return err
+	}
+	if kube != nil {
+		p.policy.namespace = func(name string) (*namespaceInfo, error) { return kube.namespace(context.Background(), name) }
+	} else {
+		log.Info("namespace lookups are off: namespaces cannot opt in or pick a bundle", "hint", "run in a pod, or set CAINJEKT_KUBE_API")
+	}
 	stopHTTP, err := serveHTTP(cfg.httpAddr, newHTTPHandler(p.metrics, p), log)
 	if err != nil {
 		return err
@@ -109,9 +118,9 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.Info("starting", "version", version, "socket", cfg.socket, "ca_file", cfg.caFile,
-		"fail_policy", cfg.failPolicy, "annotation_prefix", cfg.annotationPrefix,
+		"fail_policy", cfg.failPolicy, "injection_policy", cfg.injectionPolicy, "annotation_prefix", cfg.annotationPrefix,
 		"dynamic_ca_root", cfg.dynamicCARoot, "host_binary", cfg.hostBinary)
-	p.trust.get() // load, and report a broken bundle, before the first container needs it
+	p.bundles.refresh() // load, and report a broken bundle, before the first container needs it
 
 	go every(ctx, bundlePollInterval, p.refreshStaged) // loads a changed bundle first
 	go every(ctx, sweepInterval, func() { p.sweep(nil) })

@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -55,23 +57,6 @@ func (c *counterVec) inc(value string) {
 	panic(fmt.Sprintf("metrics: %q is not a declared %s", value, c.label))
 }
 
-// setCounts makes the vector a gauge: how often each value occurs in values.
-func (c *counterVec) setCounts(values []string) {
-	for i, v := range c.values {
-		c.counts[i].Store(uint64(countOf(values, v)))
-	}
-}
-
-func countOf(values []string, v string) int {
-	n := 0
-	for _, x := range values {
-		if x == v {
-			n++
-		}
-	}
-	return n
-}
-
 func (c *counterVec) get(value string) uint64 {
 	for i, v := range c.values {
 		if v == value {
@@ -81,35 +66,65 @@ func (c *counterVec) get(value string) uint64 {
 	return 0
 }
 
+// hookDurationBuckets are the upper bounds, in seconds, of the hook
+// duration histogram: the hook takes milliseconds, its timeout seconds.
+var hookDurationBuckets = []float64{0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+// histogram is a Prometheus histogram with fixed buckets.
+type histogram struct {
+	mu      sync.Mutex
+	buckets []float64
+	counts  []uint64 // per bucket, not cumulative
+	sum     float64
+	count   uint64
+}
+
+func newHistogram(buckets []float64) *histogram {
+	return &histogram{buckets: buckets, counts: make([]uint64, len(buckets))}
+}
+
+func (h *histogram) observe(v float64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, b := range h.buckets {
+		if v <= b {
+			h.counts[i]++
+			break
+		}
+	}
+	h.sum += v
+	h.count++
+}
+
 // metrics holds everything /metrics reports.
 type metrics struct {
 	injections         atomic.Uint64
 	skips              *counterVec
 	errors             *counterVec
 	hookRuns           *counterVec
+	hookDuration       *histogram
 	cleanups           *counterVec
-	bundleReloads      *counterVec
-	bundleFindings     *counterVec // a gauge: findings of the bundle being injected, by kind
 	annotationWarnings *counterVec
+	namespaceLookups   *counterVec
 	nriConnected       atomic.Bool
 	nriRegistrations   atomic.Uint64
-	bundleCerts        atomic.Int64
-	bundleLoaded       atomic.Int64 // unix time of the last successful load
 	activeContainers   func() int
 	outdated           func() int
+	bundles            func() []bundleSnapshot
 }
 
-func newMetrics(active, outdated func() int) *metrics {
+func newMetrics(active, outdated func() int, bundles func() []bundleSnapshot) *metrics {
 	return &metrics{
 		skips:              newCounterVec("reason", skipReasons...),
 		errors:             newCounterVec("stage", errorStages...),
 		hookRuns:           newCounterVec("result", append(hookResults[:len(hookResults):len(hookResults)], hookResultMissing)...),
+		hookDuration:       newHistogram(hookDurationBuckets),
 		cleanups:           newCounterVec("reason", cleanupRemoved, cleanupOrphan),
-		bundleReloads:      newCounterVec("result", append([]string{"ok"}, bundleErrorReasons...)...),
-		bundleFindings:     newCounterVec("kind", findingKinds...),
 		annotationWarnings: newCounterVec("kind", annotationWarningKinds...),
+		namespaceLookups:   newCounterVec("result", lookupResults...),
 		activeContainers:   active,
 		outdated:           outdated,
+		bundles:            bundles,
 	}
 }
 
@@ -117,21 +132,56 @@ func newMetrics(active, outdated func() int) *metrics {
 func (m *metrics) write(w io.Writer) {
 	e := &expo{w: w}
 	e.family("cainjekt_build_info", "gauge", "Build information; the value is always 1.")
-	e.sample("cainjekt_build_info", fmt.Sprintf(`{version="%s",goversion="%s"}`, escapeLabel(version), escapeLabel(runtime.Version())), 1)
+	e.sample("cainjekt_build_info", labels("version", version, "goversion", runtime.Version()), 1)
 	e.single("cainjekt_injections_total", "counter", "Containers adjusted for CA injection.", float64(m.injections.Load()))
 	e.vec("cainjekt_skips_total", "Containers not injected, by reason.", m.skips)
 	e.vec("cainjekt_errors_total", "Errors, by the stage they happened in.", m.errors)
-	e.vec("cainjekt_annotation_warnings_total", "Odd pod annotations (typos, unknown processors, invalid or too long values), by kind.", m.annotationWarnings)
+	e.vec("cainjekt_annotation_warnings_total", "Odd pod annotations (typos, unknown processors, invalid or too long values, failed namespace lookups), by kind.", m.annotationWarnings)
+	e.vec("cainjekt_namespace_lookups_total", "Namespace lookups at the API server, by result.", m.namespaceLookups)
 	e.vec("cainjekt_hook_runs_total", "OCI hook outcomes of injected containers, by result.", m.hookRuns)
+	e.histogram("cainjekt_hook_duration_seconds", "Wall time of the OCI hook, as the hook reports it.", m.hookDuration)
 	e.vec("cainjekt_staging_cleanups_total", "Staging directories removed, by reason.", m.cleanups)
-	e.vec("cainjekt_ca_bundle_reloads_total", "Loads of the CA bundle file, by result: ok, or why it was unusable.", m.bundleReloads)
-	e.vecOf("cainjekt_ca_bundle_findings", "gauge", "Findings about the CA bundle being injected, by kind: blocks dropped or converted, certificates some runtime will not use.", m.bundleFindings)
-	e.single("cainjekt_ca_bundle_certificates", "gauge", "Certificates in the CA bundle being injected.", float64(m.bundleCerts.Load()))
-	e.single("cainjekt_ca_bundle_last_success_timestamp_seconds", "gauge", "Unix time the CA bundle was last loaded successfully; 0 if never.", float64(m.bundleLoaded.Load()))
+	m.writeBundles(e)
 	e.single("cainjekt_active_containers", "gauge", "Injected containers with a staging directory.", float64(m.activeContainers()))
 	e.single("cainjekt_outdated_containers", "gauge", "Injected containers started with a CA bundle other than the current one; their OS and runtime trust stores keep it until they restart.", float64(m.outdated()))
 	e.single("cainjekt_nri_connected", "gauge", "1 while registered with the container runtime over NRI, else 0.", boolValue(m.nriConnected.Load()))
 	e.single("cainjekt_nri_registrations_total", "counter", "Successful registrations with the container runtime.", float64(m.nriRegistrations.Load()))
+}
+
+// writeBundles renders the CA bundles' families, a series per bundle.
+func (m *metrics) writeBundles(e *expo) {
+	bundles := m.bundles()
+	e.family("cainjekt_ca_bundle_reloads_total", "counter", "Loads of a CA bundle file, by bundle and result: ok, or why it was unusable.")
+	for _, b := range bundles {
+		for _, r := range append([]string{"ok"}, bundleErrorReasons...) {
+			e.sample("cainjekt_ca_bundle_reloads_total", labels("bundle", b.name, "result", r), float64(b.reloads[r]))
+		}
+	}
+	e.family("cainjekt_ca_bundle_findings", "gauge", "Findings about a CA bundle being injected, by kind: blocks dropped or converted, certificates some runtime will not use.")
+	for _, b := range bundles {
+		for _, k := range findingKinds {
+			e.sample("cainjekt_ca_bundle_findings", labels("bundle", b.name, "kind", k), float64(b.findings[k]))
+		}
+	}
+	e.family("cainjekt_ca_bundle_certificates", "gauge", "Certificates in a CA bundle being injected.")
+	for _, b := range bundles {
+		e.sample("cainjekt_ca_bundle_certificates", labels("bundle", b.name), float64(len(b.certs)))
+	}
+	e.family("cainjekt_ca_bundle_last_success_timestamp_seconds", "gauge", "Unix time a CA bundle last loaded successfully; 0 if never.")
+	for _, b := range bundles {
+		var t float64
+		if !b.loaded.IsZero() {
+			t = float64(b.loaded.Unix())
+		}
+		e.sample("cainjekt_ca_bundle_last_success_timestamp_seconds", labels("bundle", b.name), t)
+	}
+	e.family("cainjekt_ca_certificate_expiry_timestamp_seconds", "gauge", "Unix time each injected CA certificate expires.")
+	for _, b := range bundles {
+		for _, c := range b.certs {
+			e.sample("cainjekt_ca_certificate_expiry_timestamp_seconds",
+				labels("bundle", b.name, "subject", c.subject, "sha256", c.id()), float64(c.cert.NotAfter.Unix()))
+		}
+	}
 }
 
 func boolValue(b bool) float64 {
@@ -149,7 +199,7 @@ func (e *expo) family(name, typ, help string) {
 }
 
 func (e *expo) sample(name, labels string, v float64) {
-	fmt.Fprintf(e.w, "%s%s %g\n", name, labels, v)
+	fmt.Fprintf(e.w, "%s%s %s\n", name, labels, strconv.FormatFloat(v, 'f', -1, 64))
 }
 
 func (e *expo) single(name, typ, help string, v float64) {
@@ -164,8 +214,36 @@ func (e *expo) vec(name, help string, c *counterVec) {
 func (e *expo) vecOf(name, typ, help string, c *counterVec) {
 	e.family(name, typ, help)
 	for i, v := range c.values {
-		e.sample(name, fmt.Sprintf(`{%s="%s"}`, c.label, escapeLabel(v)), float64(c.counts[i].Load()))
+		e.sample(name, labels(c.label, v), float64(c.counts[i].Load()))
 	}
+}
+
+func (e *expo) histogram(name, help string, h *histogram) {
+	e.family(name, "histogram", help)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var cumulative uint64
+	for i, b := range h.buckets {
+		cumulative += h.counts[i]
+		e.sample(name+"_bucket", labels("le", strconv.FormatFloat(b, 'g', -1, 64)), float64(cumulative))
+	}
+	e.sample(name+"_bucket", labels("le", "+Inf"), float64(h.count))
+	e.sample(name+"_sum", "", h.sum)
+	e.sample(name+"_count", "", float64(h.count))
+}
+
+// labels renders name/value pairs as a label set.
+func labels(pairs ...string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `%s="%s"`, pairs[i], escapeLabel(pairs[i+1]))
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 func escapeHelp(s string) string {

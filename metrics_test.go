@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // requireTool finds a tool the tests need. `make test` installs them and sets
@@ -24,25 +25,30 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-func busyMetrics() *metrics {
-	m := newMetrics(func() int { return 3 }, func() int { return 1 })
+func busyMetrics(t testing.TB) *metrics {
+	cert, _, _ := parseCABundle(readTestdata(t, "certs/corp-root.pem"))
+	bundles := func() []bundleSnapshot {
+		return []bundleSnapshot{{name: "default", reloads: map[string]uint64{"ok": 1}, certs: cert.certs,
+			loaded: time.Unix(1700000000, 0), findings: map[string]int{findExpiresSoon: 2}}}
+	}
+	m := newMetrics(func() int { return 3 }, func() int { return 1 }, bundles)
+	m.hookDuration.observe(0.004)
+	m.hookDuration.observe(0.3)
+	m.namespaceLookups.inc(lookupCached)
 	m.injections.Add(7)
 	m.skips.inc(skipNotEnabled)
 	m.errors.inc(stageHook)
 	m.hookRuns.inc(hookResultOK)
 	m.hookRuns.inc(hookResultMissing)
 	m.cleanups.inc(cleanupOrphan)
-	m.bundleReloads.inc("ok")
-	m.bundleFindings.setCounts([]string{findExpiresSoon, findNotCA, findExpiresSoon})
 	m.nriConnected.Store(true)
-	m.bundleCerts.Store(2)
 	return m
 }
 
 func TestMetricsPassPromtool(t *testing.T) {
 	promtool := requireTool(t, "promtool")
 	var buf bytes.Buffer
-	busyMetrics().write(&buf)
+	busyMetrics(t).write(&buf)
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = &buf
 	out, err := cmd.CombinedOutput()
@@ -53,7 +59,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 
 func TestMetricsValues(t *testing.T) {
 	var buf bytes.Buffer
-	busyMetrics().write(&buf)
+	busyMetrics(t).write(&buf)
 	for _, line := range []string{
 		"cainjekt_injections_total 7",
 		`cainjekt_skips_total{reason="not_enabled"} 1`,
@@ -64,9 +70,17 @@ func TestMetricsValues(t *testing.T) {
 		"cainjekt_active_containers 3",
 		"cainjekt_outdated_containers 1",
 		"cainjekt_nri_connected 1",
-		"cainjekt_ca_bundle_certificates 2",
-		`cainjekt_ca_bundle_findings{kind="expires_soon"} 2`,
-		`cainjekt_ca_bundle_findings{kind="private_key"} 0`,
+		`cainjekt_ca_bundle_certificates{bundle="default"} 1`,
+		`cainjekt_ca_bundle_findings{bundle="default",kind="expires_soon"} 2`,
+		`cainjekt_ca_bundle_findings{bundle="default",kind="private_key"} 0`,
+		`cainjekt_ca_bundle_reloads_total{bundle="default",result="ok"} 1`,
+		`cainjekt_ca_bundle_last_success_timestamp_seconds{bundle="default"} 1700000000`,
+		`cainjekt_ca_certificate_expiry_timestamp_seconds{bundle="default",subject="CN=Example Corp Root CA,O=Example Corp",sha256="effa93284e6c5a4e"} 4949051013`,
+		`cainjekt_hook_duration_seconds_bucket{le="0.005"} 1`,
+		`cainjekt_hook_duration_seconds_bucket{le="0.5"} 2`,
+		`cainjekt_hook_duration_seconds_bucket{le="+Inf"} 2`,
+		"cainjekt_hook_duration_seconds_count 2",
+		`cainjekt_namespace_lookups_total{result="cached"} 1`,
 	} {
 		if !strings.Contains(buf.String(), line+"\n") {
 			t.Errorf("missing %q in\n%s", line, buf.String())
@@ -81,7 +95,7 @@ func TestUndeclaredLabelValuePanics(t *testing.T) {
 		}
 	}()
 	zero := func() int { return 0 }
-	newMetrics(zero, zero).skips.inc("made_up")
+	newMetrics(zero, zero, func() []bundleSnapshot { return nil }).skips.inc("made_up")
 }
 
 type fixedReadiness struct {
@@ -92,7 +106,7 @@ type fixedReadiness struct {
 func (f fixedReadiness) ready() (bool, string) { return f.ok, f.why }
 
 func TestHTTPEndpoints(t *testing.T) {
-	m := busyMetrics()
+	m := busyMetrics(t)
 	for _, tc := range []struct {
 		path  string
 		ready fixedReadiness

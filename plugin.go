@@ -35,6 +35,7 @@ var hookEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 // until the runtime removes it.
 type injectedContainer struct {
 	namespace, pod, container string
+	bundle                    string // the CA bundle's name
 	hookReported              bool
 	// injectedSHA names the CA bundle the container started with: its OS and
 	// runtime stores hold it until it restarts. stagedSHA names the bundle
@@ -47,7 +48,8 @@ type plugin struct {
 	cfg     *config
 	log     *slog.Logger
 	metrics *metrics
-	trust   *caSource
+	bundles *bundleSet
+	policy  injectionPolicy
 	stager  *stager
 
 	mu        sync.Mutex
@@ -59,8 +61,13 @@ type plugin struct {
 
 func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
 	p := &plugin{cfg: cfg, log: log, stager: st, active: map[string]*injectedContainer{}}
-	p.metrics = newMetrics(p.activeCount, p.outdatedCount)
-	p.trust = &caSource{caPath: cfg.caFile, basePath: cfg.baseBundle, log: log, metrics: p.metrics}
+	p.bundles = newBundleSet(cfg, log)
+	p.metrics = newMetrics(p.activeCount, p.outdatedCount, p.bundles.snapshots)
+	p.policy = injectionPolicy{
+		prefix:            cfg.annotationPrefix,
+		optOut:            cfg.injectionPolicy == policyOptOut,
+		excludeNamespaces: cfg.excludeNamespaces,
+	}
 	return p
 }
 
@@ -73,16 +80,16 @@ func (p *plugin) activeCount() int {
 // outdatedCount counts injected containers started with a CA bundle other
 // than the current one: they need a restart to trust exactly the new set.
 func (p *plugin) outdatedCount() int {
-	current := p.trust.currentSHA()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.outdatedLocked(current)
+	return p.outdatedLocked()
 }
 
-func (p *plugin) outdatedLocked(current string) int {
+// outdatedLocked counts; the caller holds p.mu.
+func (p *plugin) outdatedLocked() int {
 	n := 0
 	for _, c := range p.active {
-		if c.injectedSHA != "" && c.injectedSHA != current {
+		if c.injectedSHA != "" && c.injectedSHA != p.bundles.currentSHA(c.bundle) {
 			n++
 		}
 	}
@@ -218,7 +225,7 @@ func (p *plugin) sweep(live map[string]bool) {
 func (p *plugin) adopt(id string) *injectedContainer {
 	c := &injectedContainer{hookReported: true}
 	if st, err := p.stager.readStatus(id); err == nil && st != nil {
-		c.namespace, c.pod, c.container = st.Namespace, st.Pod, st.Container
+		c.namespace, c.pod, c.container, c.bundle = st.Namespace, st.Pod, st.Container, st.Bundle
 		c.injectedSHA, c.stagedSHA = st.CABundle, st.CABundle
 	}
 	return c
@@ -227,7 +234,7 @@ func (p *plugin) adopt(id string) *injectedContainer {
 // CreateContainer decides, stages and adjusts. It is on the critical path of
 // every container start: an unannotated pod costs a map lookup.
 func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
-	d := decide(p.cfg.annotationPrefix, pod, ctr)
+	d := p.policy.decide(pod, ctr)
 	log := p.log.With("namespace", pod.GetNamespace(), "pod", pod.GetName(), "container", ctr.GetName(), "container_id", ctr.GetId())
 	for _, w := range d.warnings {
 		p.metrics.annotationWarnings.inc(w.kind)
@@ -241,14 +248,14 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, nil
 	}
 
-	set, err := p.trust.get()
+	set, err := p.bundles.get(d.bundle)
 	if err != nil {
 		return nil, nil, p.fail(log, stageBundle, err)
 	}
 	// Known before its directory exists, so that no sweep takes it for an orphan.
 	p.mu.Lock()
 	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName(),
-		injectedSHA: set.sha, stagedSHA: set.sha}
+		bundle: set.bundle, injectedSHA: set.sha, stagedSHA: set.sha}
 	p.mu.Unlock()
 	dir, err := p.stager.stage(ctr.GetId(), set.ours.pem, set.noTrust)
 	if err != nil {
@@ -261,9 +268,9 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, p.fail(log, stageStaging, err)
 	}
 
-	adj, kept := p.adjustment(ctr, dir, d.processors)
+	adj, kept := p.adjustment(ctr, dir, d.processors, set.bundle)
 	p.metrics.injections.Add(1)
-	log.Info("injecting", "processors", strings.Join(d.processors, ","), "ca_bundle_sha256", set.sha, "env_kept_from_pod", kept)
+	log.Info("injecting", "processors", strings.Join(d.processors, ","), "bundle", set.bundle, "ca_bundle_sha256", set.sha, "env_kept_from_pod", kept)
 	return adj, nil, nil
 }
 
@@ -281,7 +288,7 @@ func (p *plugin) fail(log *slog.Logger, stage string, err error) error {
 }
 
 // adjustment is what the plugin changes in an opted-in container.
-func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []string) (*api.ContainerAdjustment, []string) {
+func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []string, bundle string) (*api.ContainerAdjustment, []string) {
 	adj := &api.ContainerAdjustment{}
 	adj.AddMount(&api.Mount{
 		Destination: containerDir, Source: stagingDir, Type: "bind",
@@ -297,6 +304,7 @@ func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []
 			dynamicCARoot: p.cfg.dynamicCARoot,
 			failPolicy:    p.cfg.failPolicy,
 			processors:    processors,
+			bundle:        bundle,
 			timeout:       p.cfg.hookTimeout,
 			logLevel:      p.cfg.logLevel,
 		}),
@@ -329,18 +337,17 @@ func (p *plugin) PostStartContainer(_ context.Context, _ *api.PodSandbox, ctr *a
 	return nil
 }
 
-// refreshStaged rewrites the staged trust files of every started container
-// whose files hold another CA bundle than the current one.
+// refreshStaged loads the bundles that changed, then rewrites the staged
+// trust files of every started container whose files hold another version
+// of its bundle than the current one.
 func (p *plugin) refreshStaged() {
-	set, err := p.trust.get()
-	if err != nil {
-		return
-	}
+	p.bundles.refresh()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	refreshed := 0
 	for id, c := range p.active {
-		if !c.hookReported || c.stagedSHA == set.sha {
+		set, err := p.bundles.get(c.bundle)
+		if err != nil || !c.hookReported || c.stagedSHA == set.sha {
 			continue
 		}
 		if err := p.stager.refresh(id, set); err != nil {
@@ -352,8 +359,8 @@ func (p *plugin) refreshStaged() {
 		refreshed++
 	}
 	if refreshed > 0 {
-		p.log.Info("refreshed the staged trust files of running containers for the new CA bundle",
-			"containers", refreshed, "ca_bundle_sha256", set.sha, "outdated_os_stores", p.outdatedLocked(set.sha))
+		p.log.Info("refreshed the staged trust files of running containers for a new CA bundle",
+			"containers", refreshed, "outdated_os_stores", p.outdatedLocked())
 	}
 }
 
@@ -391,12 +398,14 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
 		log.Error("the hook left no status: it did not run or was killed")
 	case st.Result == hookResultOK:
 		p.metrics.hookRuns.inc(hookResultOK)
+		p.metrics.hookDuration.observe(st.DurationMS / 1000)
 		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files), "duration_ms", st.DurationMS)
 	default:
 		if st.Result != hookResultTimeout {
 			st.Result = hookResultFailed
 		}
 		p.metrics.hookRuns.inc(st.Result)
+		p.metrics.hookDuration.observe(st.DurationMS / 1000)
 		p.metrics.errors.inc(stageHook)
 		log.Warn("hook failed", "result", st.Result, "family", st.Family, "errors", st.Errors, "fail_policy", p.cfg.failPolicy)
 	}

@@ -154,8 +154,8 @@ func TestBundleRotationKeepsLastGood(t *testing.T) {
 	if s := stagedSubjects(idN(2)); !strings.Contains(s, "Proxy CA") {
 		t.Errorf("after a broken update: %s, want the last good bundle", s)
 	}
-	if p.metrics.bundleReloads.get(reasonNoCertificate) != 1 || p.metrics.bundleReloads.get("ok") != 2 {
-		t.Errorf("reloads ok %d no_certificate %d", p.metrics.bundleReloads.get("ok"), p.metrics.bundleReloads.get(reasonNoCertificate))
+	if r := p.bundles.def.snapshot().reloads; r[reasonNoCertificate] != 1 || r["ok"] != 2 {
+		t.Errorf("reloads %v", r)
 	}
 }
 
@@ -268,6 +268,39 @@ func TestContainerIDsThatAreNotContainerdsNeverBecomePaths(t *testing.T) {
 		}
 		if p.activeCount() != 0 {
 			t.Errorf("%s: %d containers remembered", policy, p.activeCount())
+		}
+	}
+}
+
+func TestNamedBundles(t *testing.T) {
+	dir := t.TempDir()
+	// A ConfigMap volume: each key a symlink into ..data.
+	writeTree(t, dir, map[string]string{
+		"..2026_11_23/tenant-a.pem": string(readTestdata(t, "certs/corp-second.pem")),
+		"..data":                    "->..2026_11_23",
+		"tenant-a.pem":              "->..data/tenant-a.pem",
+	})
+	for _, policy := range []string{failOpen, failClosed} {
+		p, _ := newTestPlugin(t, policy, readTestdata(t, "certs/corp-root.pem"))
+		p.cfg.bundlesDir = dir
+		p.bundles = newBundleSet(p.cfg, p.log)
+		pick := func(name string) map[string]string { return map[string]string{testPrefix + "/bundle": name} }
+
+		if _, _, err := p.CreateContainer(context.Background(), optedIn(pick("tenant-a")), container(idN(0), "app")); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(filepath.Join(p.cfg.dynamicCARoot, idN(0), stagedCA))
+		if string(data) != string(readTestdata(t, "certs/corp-second.pem")) {
+			t.Errorf("%s: the container did not get the tenant's bundle", policy)
+		}
+		for _, name := range []string{"tenant-b", "../tenant-a.pem", "..data", "tenant-a.pem"} {
+			adj, _, err := p.CreateContainer(context.Background(), optedIn(pick(name)), container(idN(1), "app"))
+			if adj != nil || (err == nil) != (policy == failOpen) || (err != nil && !strings.Contains(err.Error(), "no CA bundle named")) {
+				t.Errorf("%s, bundle %q: adj %v err %v", policy, name, adj, err)
+			}
+		}
+		if snaps := p.bundles.snapshots(); len(snaps) != 2 || snaps[1].name != "tenant-a" || len(snaps[1].certs) != 1 {
+			t.Errorf("%s: bundles in /metrics: %+v", policy, snaps)
 		}
 	}
 }
