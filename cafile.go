@@ -124,6 +124,13 @@ func (s *caSource) reload() {
 	s.log.Info("CA bundle loaded", "file", s.caPath, "certificates", len(set.ours.certs), "sha256", set.sha, "subjects", subjects)
 }
 
+// lastFindings are the findings of the version being injected.
+func (s *caSource) lastFindings() []finding {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.findings)
+}
+
 // bundleSnapshot is what /metrics reports of a bundle.
 type bundleSnapshot struct {
 	name     string

@@ -7,7 +7,8 @@
 //	cainjekt hook     the OCI createRuntime hook runc runs on the host
 //	cainjekt wrap     the entrypoint wrapper, PID 1 in the container
 //
-// and `cainjekt lint FILE` checks a CA bundle before rollout.
+// and for operators: lint (a CA bundle), install (the binary onto the node),
+// doctor (a node's set-up) and inspect (the hook, dry-run, on a directory).
 package main
 
 import (
@@ -47,6 +48,12 @@ func run(args []string) int {
 		return runWrapper(args[1:], os.Stderr)
 	case "lint":
 		return runLint(args[1:], os.Stdout, os.Stderr)
+	case "install":
+		return runInstall(args[1:], os.Stdout, os.Stderr)
+	case "doctor":
+		return runDoctor(args[1:], os.Getenv, os.Stdout, os.Stderr)
+	case "inspect":
+		return runInspect(args[1:], os.Stdout, os.Stderr)
 	case "version", "--version":
 		fmt.Println("cainjekt", version)
 		return 0
@@ -67,6 +74,9 @@ commands:
   hook      the OCI hook, run by the container runtime
   wrap      the entrypoint wrapper, run inside the container
   lint      check a CA bundle as the plugin would load it: cainjekt lint [--strict] FILE
+  install   copy this binary to the node: cainjekt install --dest /opt/cainjekt/bin/cainjekt
+  doctor    check this node's set-up with the plugin's configuration (flags: as plugin)
+  inspect   dry-run the hook on a directory: cainjekt inspect [--ca-file F] [--env K=V] ROOTFS
   version   print the version
 `)
 }

@@ -49,6 +49,9 @@ type safeDir struct {
 	fd      int    // O_PATH descriptor of the directory
 	resolve uint64 // openat2 RESOLVE_* flags applied to every lookup
 	name    string // the directory's host path, for messages only
+	// dryRun makes writeFile and mkdirAll resolve their target and stop
+	// there: `cainjekt inspect` says what the hook would change.
+	dryRun bool
 }
 
 // openImageRoot opens a container's root filesystem at p. A relative p (what
@@ -284,6 +287,9 @@ func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) 
 	if base == "" {
 		return "", &os.PathError{Op: "write", Path: d.show(p), Err: unix.EISDIR}
 	}
+	if d.dryRun {
+		return canon, nil
+	}
 	dirFD, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
 	if err != nil {
 		return "", err
@@ -357,8 +363,8 @@ func fillTemp(fd int, data []byte, mode uint32, uid, gid int, setOwner bool) err
 // canonical path of the directory.
 func (d *safeDir) mkdirAll(p string, perm uint32) (string, error) {
 	canon, err := d.canonical(p)
-	if err != nil {
-		return "", err
+	if err != nil || d.dryRun {
+		return canon, err
 	}
 	cur := "/"
 	for _, comp := range strings.Split(strings.Trim(canon, "/"), "/") {

@@ -131,6 +131,24 @@ func (s *stager) lock() error {
 	return nil // the descriptor stays open, and the lock held, for the process's life
 }
 
+// lockHeld reports whether a plugin holds the node's lock, without keeping
+// it.
+func (s *stager) lockHeld() (bool, error) {
+	fd, err := unix.Openat(s.dir.fd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("open lock %s: %w", path.Join(s.path, lockName), err)
+	}
+	defer unix.Close(fd)
+	switch err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err {
+	case nil:
+		return false, nil // closing the descriptor releases it
+	case unix.EWOULDBLOCK:
+		return true, nil
+	default:
+		return false, fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
+	}
+}
+
 // stage writes a container's staging directory and returns its host path.
 func (s *stager) stage(id string, ca, bundle []byte) (string, error) {
 	if !validContainerID(id) {

@@ -1,0 +1,359 @@
+package main
+
+// Operating commands: install the binary on the node, check a node's
+// set-up, and dry-run the hook on a directory.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+	"golang.org/x/sys/unix"
+)
+
+// runInstall is `cainjekt install --dest PATH`: it copies this binary to
+// the host path runc runs the hook and mounts the wrapper from. The copy is
+// written beside the destination and renamed over it, so a hook starting
+// meanwhile runs the old binary or the new one, never half of one; a
+// destination already identical is left alone.
+func runInstall(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cainjekt install", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dest := fs.String("dest", "", "host path of the installed binary, e.g. /opt/cainjekt/bin/cainjekt")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := absPath(*dest); err != nil {
+		fmt.Fprintf(stderr, "cainjekt install: --dest: %v\n", err)
+		return 2
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		var changed bool
+		if changed, err = installFile(exe, *dest); err == nil {
+			if changed {
+				fmt.Fprintf(stdout, "installed %s %s at %s\n", filepath.Base(exe), version, *dest)
+			} else {
+				fmt.Fprintf(stdout, "%s is up to date (%s)\n", *dest, version)
+			}
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "cainjekt install: %v\n", err)
+	return 1
+}
+
+// installFile copies src to dest atomically, unless dest has its content.
+func installFile(src, dest string) (bool, error) {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return false, err
+	}
+	if old, err := os.ReadFile(dest); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	dir := filepath.Dir(dest)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dest)+".new-*")
+	if err != nil {
+		return false, fmt.Errorf("install into %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err == nil {
+		err = tmp.Chmod(0o755)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), dest); err != nil {
+		return false, fmt.Errorf("install %s: %w", dest, err)
+	}
+	return true, nil
+}
+
+// check is one line of `cainjekt doctor`.
+type check struct {
+	name   string
+	ok     bool
+	detail string
+}
+
+// runDoctor is `cainjekt doctor [plugin flags]`: with the plugin's own
+// configuration, it checks what a node needs for injection to work. It
+// exits 0 if every check passes, 1 otherwise.
+func runDoctor(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := loadConfig(args, getenv, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "cainjekt doctor: %v\n", err)
+		return 2
+	}
+	healthy := true
+	for _, c := range doctorChecks(cfg) {
+		mark := "ok  "
+		if !c.ok {
+			mark, healthy = "FAIL", false
+		}
+		fmt.Fprintf(stdout, "%s %s: %s\n", mark, c.name, c.detail)
+	}
+	if !healthy {
+		return 1
+	}
+	return 0
+}
+
+func doctorChecks(cfg *config) []check {
+	var checks []check
+	checks = append(checks, checkBundles(cfg)...)
+	checks = append(checks, checkStaging(cfg), checkHostBinary(cfg), checkNRI(cfg))
+	return checks
+}
+
+// checkBundles loads every CA bundle as the plugin would.
+func checkBundles(cfg *config) []check {
+	b := newBundleSet(cfg, newLogger(io.Discard, "text", 0))
+	b.refresh()
+	var checks []check
+	for _, src := range b.sources() {
+		name := "CA bundle " + src.name
+		set, err := src.get()
+		if err != nil {
+			checks = append(checks, check{name, false, err.Error()})
+			continue
+		}
+		for _, c := range set.ours.certs {
+			checks = append(checks, check{name, time.Now().Before(c.cert.NotAfter),
+				fmt.Sprintf("%s, expires %s", c.subject, c.cert.NotAfter.UTC().Format(time.RFC3339))})
+		}
+		for _, f := range src.lastFindings() {
+			checks = append(checks, check{name, true, "warning: " + f.String()})
+		}
+	}
+	return checks
+}
+
+// checkStaging makes sure the dynamic CA root can be written, and says
+// whether a plugin holds the node's lock.
+func checkStaging(cfg *config) check {
+	name := "dynamic CA root " + cfg.dynamicCARoot
+	st, err := openStager(cfg.dynamicCARoot)
+	if err != nil {
+		return check{name, false, err.Error()}
+	}
+	defer st.Close()
+	probe := fmt.Sprintf(".doctor-%d", os.Getpid())
+	if _, err := st.dir.writeFile(probe, []byte("probe\n"), 0o600); err != nil {
+		return check{name, false, "not writable: " + err.Error()}
+	}
+	unix.Unlinkat(st.dir.fd, probe, 0)
+	held, err := st.lockHeld()
+	switch {
+	case err != nil:
+		return check{name, false, err.Error()}
+	case !held:
+		return check{name, false, "writable, but no cainjekt plugin runs on this node (its lock is free): containers are not injected"}
+	}
+	return check{name, true, "writable; a cainjekt plugin holds the node's lock"}
+}
+
+// checkHostBinary compares the binary runc will run with this one.
+func checkHostBinary(cfg *config) check {
+	name := "host binary"
+	if err := cfg.resolveHostBinary(); err != nil {
+		return check{name, false, err.Error()}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return check{name, false, err.Error()}
+	}
+	a, errA := fileSum(cfg.hostBinary)
+	b, errB := fileSum(exe)
+	if err := errors.Join(errA, errB); err != nil {
+		return check{name, false, err.Error()}
+	}
+	if a != b {
+		return check{name, false, fmt.Sprintf("%s differs from this binary (%s): an upgrade did not install it", cfg.hostBinary, version)}
+	}
+	return check{name, true, fmt.Sprintf("%s is this binary (%s)", cfg.hostBinary, version)}
+}
+
+func fileSum(p string) ([sha256.Size]byte, error) {
+	data, err := os.ReadFile(p)
+	return sha256.Sum256(data), err
+}
+
+// doctorPlugin registers with the runtime to learn its name and version.
+type doctorPlugin struct {
+	runtime    chan string
+	containers chan int
+}
+
+func (d *doctorPlugin) Configure(_ context.Context, _, runtime, version string) (api.EventMask, error) {
+	d.runtime <- runtime + " " + version
+	return 0, nil
+}
+
+func (d *doctorPlugin) Synchronize(_ context.Context, _ []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	d.containers <- len(ctrs)
+	return nil, nil
+}
+
+// RemoveContainer is there because a stub needs one event handler; the
+// doctor is gone before it matters.
+func (d *doctorPlugin) RemoveContainer(context.Context, *api.PodSandbox, *api.Container) error {
+	return nil
+}
+
+// checkNRI registers briefly under another name (two plugins with one
+// name would conflict) and reports the runtime.
+func checkNRI(cfg *config) check {
+	name := "NRI socket " + cfg.socket
+	d := &doctorPlugin{runtime: make(chan string, 1), containers: make(chan int, 1)}
+	s, err := stub.New(d, stub.WithPluginName(cfg.name+"-doctor"), stub.WithPluginIdx("99"),
+		stub.WithSocketPath(cfg.socket), stub.WithLogger(nriLogger{newLogger(io.Discard, "text", 0)}))
+	if err != nil {
+		return check{name, false, err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(ctx) }()
+	defer s.Stop()
+	var runtime string
+	select {
+	case runtime = <-d.runtime:
+	case err := <-runErr:
+		return check{name, false, fmt.Sprintf("cannot register: %v", err)}
+	case <-ctx.Done():
+		return check{name, false, "no answer from the runtime within 5 s"}
+	}
+	select {
+	case n := <-d.containers:
+		return check{name, true, fmt.Sprintf("%s, %d containers", runtime, n)}
+	case <-ctx.Done():
+		return check{name, true, runtime}
+	}
+}
+
+// runInspect is `cainjekt inspect [--ca-file F] [--env K=V]... ROOTFS`: the
+// hook's work on a directory, without writing anything: the distribution,
+// the trust files found, and what the hook would change.
+func runInspect(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cainjekt inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	caFile := fs.String("ca-file", "", "CA bundle whose injection to simulate (default: none, only detection)")
+	var env envFlag
+	fs.Var(&env, "env", "the container's environment, KEY=VALUE, repeatable (default: a standard PATH)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: cainjekt inspect [--ca-file FILE] [--env KEY=VALUE]... ROOTFS")
+		return 2
+	}
+	if len(env) == 0 {
+		env = envFlag{hookEnv[0]}
+	}
+	root, err := openImageRoot(unix.AT_FDCWD, filepath.Clean(fs.Arg(0)))
+	if err != nil {
+		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
+		return 1
+	}
+	defer root.Close()
+	root.dryRun = true
+	rel, fam, detectErr := detectDistro(root)
+	fmt.Fprintf(stdout, "distribution: %q (id %q, id_like %v), family %s (processor %s)\n", rel.PrettyName, rel.ID, rel.IDLike, fam.name, fam.processor())
+	if detectErr != nil {
+		fmt.Fprintf(stdout, "os-release: %v\n", detectErr)
+	}
+	store := readImageStore(root, fam)
+	for _, b := range store.bundles {
+		fmt.Fprintf(stdout, "trust store: %s (%s): %d certificates\n", b.path, b.canon, countCerts(b.data))
+	}
+	for _, p := range certifiBundles(root, env) {
+		fmt.Fprintf(stdout, "python certifi bundle: %s\n", p)
+	}
+	for _, p := range javaStores(root, env) {
+		fmt.Fprintf(stdout, "JVM truststore: %s\n", p)
+	}
+	if *caFile == "" {
+		return 0
+	}
+	return inspectChanges(root, store, fam, env, *caFile, stdout, stderr)
+}
+
+// inspectChanges runs the hook's writers with root in dry-run mode.
+func inspectChanges(root *safeDir, store *imageStore, fam distroFamily, env []string, caFile string, stdout, stderr io.Writer) int {
+	set, _, err := loadTrustSet(caFile, "", time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
+		return 1
+	}
+	staging, err := openOwnDir(os.TempDir())
+	if err != nil {
+		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
+		return 1
+	}
+	defer staging.Close()
+	staging.dryRun = true
+	changes, osErr := store.write(root, fam, set.ours, set.noTrust)
+	lang, langErr := injectLanguages(root, staging, processorNames, env, set.ours, store.mergedTrust(set.ours, set.noTrust), nil)
+	for _, c := range append(changes, lang.changes...) {
+		line := fmt.Sprintf("would %s %s", verbOf(c.Action), c.Path)
+		if c.Resolved != "" {
+			line += " (" + c.Resolved + ")"
+		}
+		if c.Added > 0 {
+			line += fmt.Sprintf(": +%d certificates", c.Added)
+		}
+		if c.Error != "" {
+			line += ": " + c.Error
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	for k, v := range lang.appendEnv {
+		fmt.Fprintf(stdout, "would have the wrapper append to %s: %s\n", k, v)
+	}
+	if err := errors.Join(osErr, langErr); err != nil {
+		fmt.Fprintf(stdout, "the hook would fail: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// verbOf renders a change's action for inspect.
+func verbOf(action string) string {
+	switch action {
+	case "merged":
+		return "merge into"
+	case "created":
+		return "create"
+	case "anchor":
+		return "add anchor"
+	case "fallback":
+		return "leave (unreadable; fallback store for the JVM)"
+	case "failed":
+		return "fail on"
+	}
+	return "leave " + action
+}
+
+// envFlag collects repeated --env KEY=VALUE flags.
+type envFlag []string
+
+func (e *envFlag) String() string { return fmt.Sprint(*e) }
+
+func (e *envFlag) Set(v string) error {
+	*e = append(*e, v)
+	return nil
+}
