@@ -26,6 +26,7 @@ lint:
 
 unit: deps
 	CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./...
+	cd e2e && CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./deploytest
 
 # Air-gapped builds vendor the module: prove that works, in a scratch copy.
 vendor-check:

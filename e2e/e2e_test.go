@@ -720,7 +720,8 @@ func TestMetricsAreValidAndCount(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
-	for _, series := range []string{"cainjekt_injections_total", `cainjekt_hook_runs_total{result="ok"}`, "cainjekt_active_containers"} {
+	for _, series := range []string{"cainjekt_injections_total", `cainjekt_hook_runs_total{result="ok"}`, "cainjekt_active_containers",
+		"cainjekt_hook_duration_seconds_count", `cainjekt_ca_bundle_certificates{bundle="default"}`} {
 		if n, err := plugin.Metric(series); err != nil || n < 1 {
 			t.Errorf("%s = %v (%v)", series, n, err)
 		}

@@ -26,6 +26,13 @@ done
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 
+# kubectl renders deploy/ (kubectl kustomize); where it is missing, the same
+# kustomize from the Go module proxy does.
+if ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
+  echo "install-deps: installing kustomize from the Go module proxy"
+  GOBIN=/usr/local/bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.3
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

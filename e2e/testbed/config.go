@@ -96,6 +96,11 @@ temp = {{q .Temp}}
   plugin_path = {{q .NRIPlugins}}
   plugin_config_path = {{q .NRIConfigs}}
 
+# Only checks pods annotated required-plugins.noderesource.dev: such a pod is
+# refused where the plugins it names are not registered.
+[plugins."io.containerd.nri.v1.nri".default_validator]
+  enable = true
+
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"

@@ -1,0 +1,366 @@
+// Package deploytest renders every kustomization under deploy/ with the
+// real kubectl and checks what a cluster would get: the DaemonSet's mounts,
+// probes and privileges, and that the paths the plugin is told match the
+// host paths mounted for them, since the plugin hands those paths to runc on
+// the node. The alerts go through promtool.
+package deploytest
+
+import (
+	"bytes"
+	"cmp"
+	"net"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+const deployDir = "../../deploy"
+
+// object is a rendered manifest, decoded loosely.
+type object = map[string]any
+
+// get walks maps by key.
+func get(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func str(v any, keys ...string) string {
+	s, _ := get(v, keys...).(string)
+	return s
+}
+
+func list(v any, keys ...string) []any {
+	l, _ := get(v, keys...).([]any)
+	return l
+}
+
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CAINJEKT_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s not installed", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// render runs kubectl kustomize (or kustomize build, which it embeds) on dir.
+func render(t *testing.T, dir string) []object {
+	t.Helper()
+	cmd := exec.Command("kubectl", "kustomize", dir)
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		cmd = exec.Command(requireTool(t, "kustomize"), "build", dir)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+	}
+	var objs []object
+	for _, doc := range bytes.Split(out, []byte("\n---\n")) {
+		var o object
+		if err := yaml.Unmarshal(doc, &o); err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		if o != nil {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// kustomizations finds every directory under deploy/ a user may apply.
+func kustomizations(t *testing.T) []string {
+	t.Helper()
+	var dirs []string
+	filepath.WalkDir(deployDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Name() == "kustomization.yaml" && !strings.Contains(p, "/components/") {
+			dirs = append(dirs, filepath.Dir(p))
+		}
+		return nil
+	})
+	if len(dirs) < 3 {
+		t.Fatalf("found only %v", dirs)
+	}
+	return dirs
+}
+
+func find(objs []object, kind, name string) object {
+	for _, o := range objs {
+		if str(o, "kind") == kind && (name == "" || str(o, "metadata", "name") == name) {
+			return o
+		}
+	}
+	return nil
+}
+
+func TestEveryKustomizationRenders(t *testing.T) {
+	for _, dir := range kustomizations(t) {
+		t.Run(cmp.Or(strings.TrimPrefix(strings.TrimPrefix(dir, deployDir), "/"), "deploy"), func(t *testing.T) {
+			objs := render(t, dir)
+			ds := find(objs, "DaemonSet", "cainjekt")
+			if ds == nil {
+				t.Fatal("no DaemonSet")
+			}
+			checkDaemonSet(t, ds)
+			checkNamespaceAndRBAC(t, objs, str(ds, "metadata", "namespace"))
+		})
+	}
+}
+
+// hostMount is a hostPath volume as one container mounts it.
+type hostMount struct {
+	hostPath, mountPath string
+	readOnly            bool
+}
+
+func checkDaemonSet(t *testing.T, ds object) {
+	spec := get(ds, "spec", "template", "spec")
+	if str(spec, "priorityClassName") != "system-node-critical" {
+		t.Error("not system-node-critical")
+	}
+	if tol := list(spec, "tolerations"); len(tol) != 1 || str(tol[0], "operator") != "Exists" {
+		t.Errorf("tolerations %v: the plugin must run on every node", tol)
+	}
+	if v := get(ds, "spec", "updateStrategy", "rollingUpdate", "maxSurge"); v != 0.0 && v != "0" {
+		t.Errorf("maxSurge %v: two plugins must never share a node", v)
+	}
+	if get(spec, "hostNetwork") == true || get(spec, "hostPID") == true {
+		t.Error("host network or PID namespace: not needed")
+	}
+	volumes := map[string]any{}
+	for _, v := range list(spec, "volumes") {
+		volumes[str(v, "name")] = v
+	}
+	containers := append(list(spec, "initContainers"), list(spec, "containers")...)
+	var plugin any
+	for _, c := range containers {
+		checkContainerSecurity(t, c)
+		if str(c, "name") == "plugin" {
+			plugin = c
+		}
+	}
+	if plugin == nil {
+		t.Fatal("no plugin container")
+	}
+	env := map[string]string{}
+	for _, e := range list(plugin, "env") {
+		if _, dup := env[str(e, "name")]; dup {
+			t.Errorf("env %s set twice", str(e, "name"))
+		}
+		env[str(e, "name")] = str(e, "value")
+	}
+	mounts := hostMounts(t, plugin, volumes)
+
+	// Paths runc uses on the host must be the same in the pod.
+	for _, v := range []string{"CAINJEKT_HOST_BINARY", "CAINJEKT_DYNAMIC_CA_ROOT", "CAINJEKT_NRI_SOCKET"} {
+		m, ok := mountOf(mounts, env[v])
+		switch {
+		case !ok:
+			t.Errorf("%s=%s is on no hostPath mount", v, env[v])
+		case m.hostPath != m.mountPath:
+			t.Errorf("%s: hostPath %s is mounted at %s; runc on the host needs the same path", v, m.hostPath, m.mountPath)
+		}
+	}
+	if m, _ := mountOf(mounts, env["CAINJEKT_DYNAMIC_CA_ROOT"]); m.readOnly {
+		t.Error("the dynamic CA root is mounted read-only")
+	}
+	if m, _ := mountOf(mounts, env["CAINJEKT_NRI_SOCKET"]); m.mountPath == env["CAINJEKT_NRI_SOCKET"] {
+		t.Error("the NRI socket file itself is mounted: after a containerd restart the plugin could not reconnect; mount its directory")
+	}
+	checkConfigMapPath(t, plugin, volumes, env["CAINJEKT_CA_FILE"], true)
+	checkConfigMapPath(t, plugin, volumes, env["CAINJEKT_BUNDLES_DIR"], false)
+
+	// The installer writes where the plugin tells runc to look.
+	var installed string
+	for _, c := range list(spec, "initContainers") {
+		args := list(c, "args")
+		for i, a := range args {
+			if a == "--dest" && i+1 < len(args) {
+				installed = args[i+1].(string)
+				if m, ok := mountOf(hostMounts(t, c, volumes), installed); !ok || m.readOnly || m.hostPath != m.mountPath {
+					t.Errorf("the installer writes %s through %+v", installed, m)
+				}
+			}
+		}
+	}
+	if installed != env["CAINJEKT_HOST_BINARY"] {
+		t.Errorf("the installer writes %q, the plugin runs %q", installed, env["CAINJEKT_HOST_BINARY"])
+	}
+
+	_, port, _ := net.SplitHostPort(env["CAINJEKT_HTTP_ADDR"])
+	ports := map[string]string{}
+	for _, p := range list(plugin, "ports") {
+		ports[str(p, "name")] = strings.TrimSuffix(strings.TrimSuffix(string(mustJSON(get(p, "containerPort"))), ".0"), "\n")
+	}
+	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
+		if got := str(plugin, probe, "httpGet", "path"); got != path {
+			t.Errorf("%s path %q, want %q", probe, got, path)
+		}
+		if p := str(plugin, probe, "httpGet", "port"); ports[p] != port {
+			t.Errorf("%s port %q (%s), the plugin listens on %s", probe, p, ports[p], port)
+		}
+	}
+	if str(plugin, "resources", "limits", "memory") == "" || str(plugin, "resources", "requests", "cpu") == "" {
+		t.Error("the plugin has no requests and limits")
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, _ := yaml.Marshal(v)
+	return bytes.TrimSpace(b)
+}
+
+func checkContainerSecurity(t *testing.T, c any) {
+	sc := get(c, "securityContext")
+	name := str(c, "name")
+	if get(sc, "privileged") == true || get(sc, "allowPrivilegeEscalation") != false || get(sc, "readOnlyRootFilesystem") != true {
+		t.Errorf("%s: securityContext %v", name, sc)
+	}
+	if drop := list(sc, "capabilities", "drop"); !slices.Contains(drop, any("ALL")) || len(list(sc, "capabilities", "add")) > 0 {
+		t.Errorf("%s: capabilities %v: all must be dropped, none added", name, get(sc, "capabilities"))
+	}
+}
+
+func hostMounts(t *testing.T, c any, volumes map[string]any) []hostMount {
+	var out []hostMount
+	for _, m := range list(c, "volumeMounts") {
+		v, ok := volumes[str(m, "name")]
+		if !ok {
+			t.Errorf("%s mounts undeclared volume %s", str(c, "name"), str(m, "name"))
+			continue
+		}
+		if hp := str(v, "hostPath", "path"); hp != "" {
+			out = append(out, hostMount{hostPath: hp, mountPath: str(m, "mountPath"), readOnly: get(m, "readOnly") == true})
+		}
+	}
+	return out
+}
+
+// mountOf finds the mount a path lives under.
+func mountOf(mounts []hostMount, p string) (hostMount, bool) {
+	for _, m := range mounts {
+		if p == m.mountPath || strings.HasPrefix(p, m.mountPath+"/") {
+			return m, true
+		}
+	}
+	return hostMount{}, false
+}
+
+// checkConfigMapPath checks that a configured path is in a ConfigMap volume
+// (as a file, or as the mount itself).
+func checkConfigMapPath(t *testing.T, c any, volumes map[string]any, p string, file bool) {
+	for _, m := range list(c, "volumeMounts") {
+		mp := str(m, "mountPath")
+		if (file && path.Dir(p) == mp) || (!file && p == mp) {
+			if str(volumes[str(m, "name")], "configMap", "name") == "" {
+				t.Errorf("%s is not on a ConfigMap volume", p)
+			}
+			return
+		}
+	}
+	t.Errorf("%s is on no mount", p)
+}
+
+func checkNamespaceAndRBAC(t *testing.T, objs []object, ns string) {
+	n := find(objs, "Namespace", ns)
+	if n == nil || str(n, "metadata", "labels", "pod-security.kubernetes.io/enforce") != "privileged" {
+		t.Errorf("namespace %s missing or without the PSA label the plugin needs", ns)
+	}
+	role := find(objs, "ClusterRole", "")
+	rules := list(role, "rules")
+	if len(rules) != 1 || !slices.Equal(list(rules[0], "resources"), []any{"namespaces"}) || !slices.Equal(list(rules[0], "verbs"), []any{"get"}) {
+		t.Errorf("ClusterRole rules %v: get on namespaces is all the plugin needs", rules)
+	}
+}
+
+// The alerts are valid Prometheus rules and use metrics the plugin exports.
+func TestAlertRules(t *testing.T) {
+	promtool := requireTool(t, "promtool")
+	objs := render(t, filepath.Join(deployDir, "overlays/monitoring"))
+	rule := find(objs, "PrometheusRule", "cainjekt")
+	if rule == nil || find(objs, "ServiceMonitor", "cainjekt") == nil {
+		t.Fatal("the monitoring overlay lacks the PrometheusRule or the ServiceMonitor")
+	}
+	groups, err := yaml.Marshal(map[string]any{"groups": get(rule, "spec", "groups")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(file, groups, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("promtool check rules: %v\n%s", err, out)
+	}
+	metrics, err := os.ReadFile("../../metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range list(rule, "spec", "groups") {
+		for _, r := range list(g, "rules") {
+			for _, word := range strings.FieldsFunc(str(r, "expr"), func(c rune) bool {
+				return !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9')
+			}) {
+				if strings.HasPrefix(word, "cainjekt_") && !bytes.Contains(metrics, []byte(`"`+word+`"`)) {
+					t.Errorf("alert %s uses %s, which the plugin does not export", str(r, "alert"), word)
+				}
+			}
+		}
+	}
+}
+
+// The Kyverno policy keeps other pods off every host path the DaemonSet
+// mounts, and spares the namespace the DaemonSet runs in.
+func TestKyvernoPolicyCoversTheDaemonSet(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(deployDir, "policies/kyverno-restrict-host-paths.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var policy object
+	if err := yaml.Unmarshal(data, &policy); err != nil {
+		t.Fatal(err)
+	}
+	objs := render(t, deployDir)
+	ds := find(objs, "DaemonSet", "cainjekt")
+	rule := list(policy, "spec", "rules")[0]
+	if ns := list(rule, "exclude", "any")[0]; !slices.Contains(list(ns, "resources", "namespaces"), any(str(ds, "metadata", "namespace"))) {
+		t.Errorf("the policy does not spare the DaemonSet's namespace %s", str(ds, "metadata", "namespace"))
+	}
+	var patterns []string
+	for _, p := range list(list(rule, "validate", "deny", "conditions", "any")[0], "value") {
+		patterns = append(patterns, p.(string))
+	}
+	for _, v := range list(ds, "spec", "template", "spec", "volumes") {
+		hp := str(v, "hostPath", "path")
+		if hp == "" {
+			continue
+		}
+		covered := false
+		for _, p := range patterns {
+			if ok, _ := path.Match(p, hp); ok || strings.HasSuffix(p, "*") && strings.HasPrefix(hp, strings.TrimSuffix(p, "*")) {
+				covered = true
+			}
+		}
+		if !covered {
+			t.Errorf("host path %s is not denied to other pods by the policy", hp)
+		}
+	}
+}

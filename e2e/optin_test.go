@@ -1,0 +1,223 @@
+package e2e
+
+// Opt-in models, named bundles, fleet-wide fail-closed, and the operating
+// commands, on the real node.
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cainjekt/cainjekt/e2e/testbed"
+)
+
+// fakeAPIServer answers namespace GETs like the API server, for one token.
+func fakeAPIServer(t *testing.T, namespaces map[string]string) (url, caFile, tokenFile string) {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, _ := strings.CutPrefix(r.URL.Path, "/api/v1/namespaces/")
+		body, ok := namespaces[name]
+		switch {
+		case r.Header.Get("Authorization") != "Bearer e2e-token":
+			http.Error(w, "{}", http.StatusUnauthorized)
+		case !ok:
+			http.Error(w, "{}", http.StatusNotFound)
+		default:
+			fmt.Fprint(w, body)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	caFile, tokenFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "token")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600)
+	return srv.URL, caFile, tokenFile
+}
+
+func namespaceJSON(name string, labels map[string]string) string {
+	var pairs []string
+	for k, v := range labels {
+		pairs = append(pairs, fmt.Sprintf("%q:%q", k, v))
+	}
+	return fmt.Sprintf(`{"kind":"Namespace","metadata":{"name":%q,"labels":{%s}}}`, name, strings.Join(pairs, ","))
+}
+
+// podIn runs a pod in a namespace and removes it when the test ends.
+func podIn(t *testing.T, ctx context.Context, namespace, name string, annotations map[string]string) *testbed.Pod {
+	t.Helper()
+	p, err := bed.node.RunPod(ctx, testbed.PodSpec{Name: name, Namespace: namespace, Annotations: annotations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Remove(context.Background()) })
+	return p
+}
+
+// Namespaces opt in and pick bundles through their labels; a pod's "false"
+// wins; in opt-out mode every pod outside the excluded namespaces is
+// injected.
+func TestNamespaceOptInAndOptOut(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	bundles := filepath.Join(bed.dir, "bundles")
+	if err := os.MkdirAll(bundles, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundles, "rotated.pem"), bed.otherCA.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	api, caFile, tokenFile := fakeAPIServer(t, map[string]string{
+		"team-a": namespaceJSON("team-a", map[string]string{prefix + "/enabled": "true"}),
+		"team-b": namespaceJSON("team-b", map[string]string{prefix + "/enabled": "true", prefix + "/bundle": "rotated"}),
+		"plain":  namespaceJSON("plain", nil),
+		"legacy": namespaceJSON("legacy", map[string]string{prefix + "/enabled": "false"}),
+	})
+	kube := []string{"--kube-api", api, "--kube-ca-file", caFile, "--kube-token-file", tokenFile, "--bundles-dir", bundles}
+	if _, err := startPlugin(ctx, bed.caFile, kube...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := startMainPlugin(context.Background()); err != nil {
+			t.Errorf("restore plugin: %v", err)
+		}
+	})
+	off := map[string]string{prefix + "/enabled": "false"}
+	injected := func(id string) bool {
+		_, err := os.Stat(filepath.Join(bed.staging, id))
+		return err == nil
+	}
+
+	teamA := sleeper(t, ctx, podIn(t, ctx, "team-a", "by-namespace", nil), "app", false)
+	expectTLS(t, ctx, teamA, "namespace opt-in", curlProbe(bed.server.URL), true)
+	if no := sleeper(t, ctx, podIn(t, ctx, "team-a", "pod-says-no", off), "app", false); injected(no) {
+		t.Error("a pod's \"false\" must win over its namespace's label")
+	}
+	teamB := sleeper(t, ctx, podIn(t, ctx, "team-b", "namespace-bundle", nil), "app", false)
+	expectTLS(t, ctx, teamB, "the namespace's bundle", curlProbe(bed.otherServer.URL), true)
+	expectTLS(t, ctx, teamB, "not the default bundle", curlProbe(bed.server.URL), false)
+	if plain := sleeper(t, ctx, podIn(t, ctx, "plain", "plain", nil), "app", false); injected(plain) {
+		t.Error("opt-in: a pod of a namespace without the label was injected")
+	}
+
+	if _, err := startPlugin(ctx, bed.caFile, append(kube, "--injection-policy", "opt-out", "--exclude-namespaces", "kube-system")...); err != nil {
+		t.Fatal(err)
+	}
+	everyone := sleeper(t, ctx, podIn(t, ctx, "plain", "opt-out", nil), "app", false)
+	expectTLS(t, ctx, everyone, "opt-out: an unannotated pod", curlProbe(bed.server.URL), true)
+	if sys := sleeper(t, ctx, podIn(t, ctx, "kube-system", "opt-out-excluded", nil), "app", false); injected(sys) {
+		t.Error("opt-out: a pod of an excluded namespace was injected")
+	}
+	if legacy := sleeper(t, ctx, podIn(t, ctx, "legacy", "opt-out-namespace-no", nil), "app", false); injected(legacy) {
+		t.Error("opt-out: a pod of a namespace labelled false was injected")
+	}
+	if n, err := currentPlugin().Metric(`cainjekt_namespace_lookups_total{result="ok"}`); err != nil || n < 1 {
+		t.Errorf("namespace lookups not counted: %v %v", n, err)
+	}
+}
+
+// A pod picks a named bundle; an unknown name is an error the fail policy
+// handles.
+func TestPodPicksANamedBundle(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	bundles := filepath.Join(bed.dir, "named")
+	os.MkdirAll(bundles, 0o755)
+	os.WriteFile(filepath.Join(bundles, "tenant.pem"), bed.otherCA.CertPEM, 0o644)
+	if _, err := startPlugin(ctx, bed.caFile, "--bundles-dir", bundles, "--fail-policy", "fail-closed"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := startMainPlugin(context.Background()); err != nil {
+			t.Errorf("restore plugin: %v", err)
+		}
+	})
+	id := sleeper(t, ctx, pod(t, ctx, "tenant", optIn("bundle", "tenant")), "app", false)
+	expectTLS(t, ctx, id, "the tenant's bundle", curlProbe(bed.otherServer.URL), true)
+	expectTLS(t, ctx, id, "not the default bundle", curlProbe(bed.server.URL), false)
+	_, err := pod(t, ctx, "no-such-tenant", optIn("bundle", "nobody")).Create(ctx,
+		testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sleep", "3600"}})
+	if err == nil || !strings.Contains(err.Error(), `no CA bundle named "nobody"`) {
+		t.Errorf("fail-closed, unknown bundle: %v", err)
+	}
+}
+
+// Fail-closed across a fleet lives in containerd: with its NRI default
+// validator on, a pod that requires the plugin is refused where cainjekt is
+// not registered.
+func TestRequiredPluginsAnnotation(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	required := optIn()
+	required["required-plugins.noderesource.dev/pod"] = `["cainjekt"]`
+	bed.mu.Lock()
+	if err := bed.plugin.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	bed.mu.Unlock()
+	t.Cleanup(func() {
+		if err := startMainPlugin(context.Background()); err != nil {
+			t.Errorf("restore plugin: %v", err)
+		}
+	})
+	_, err := pod(t, ctx, "required-absent", required).Create(ctx,
+		testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sleep", "3600"}})
+	if err == nil || !strings.Contains(err.Error(), `required plugin "cainjekt" not present`) {
+		t.Errorf("without cainjekt: %v", err)
+	}
+	if err := startMainPlugin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectInjected(t, ctx, sleeper(t, ctx, pod(t, ctx, "required-present", required), "app", false))
+}
+
+// cainjekt doctor, with the running plugin's configuration, finds the node
+// healthy; SIGTERM stops the plugin cleanly and leaves running containers
+// their staging, which a new plugin adopts.
+func TestDoctorAndGracefulShutdown(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	id := sleeper(t, ctx, pod(t, ctx, "survivor", optIn()), "app", false)
+	out, err := exec.CommandContext(ctx, bed.bin, "doctor", "--ca-file", bed.caFile, "--dynamic-ca-root", bed.staging,
+		"--socket", bed.node.NRISocket, "--host-binary", bed.bin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "NRI socket "+bed.node.NRISocket+": containerd") || strings.Contains(string(out), "FAIL") {
+		t.Errorf("doctor: %v\n%s", err, out)
+	}
+
+	plugin := currentPlugin()
+	if err := syscall.Kill(plugin.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		exited, exitErr := plugin.Exited()
+		if exited {
+			if exitErr != nil {
+				t.Errorf("SIGTERM: the plugin exited with %v", exitErr)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the plugin did not stop on SIGTERM")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(bed.staging, id, "bundle.pem")); err != nil {
+		t.Errorf("a running container lost its staging when the plugin stopped: %v", err)
+	}
+	if err := startMainPlugin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := currentPlugin().Metric("cainjekt_active_containers"); err != nil || n < 1 {
+		t.Errorf("the new plugin did not adopt the running container: %v %v", n, err)
+	}
+	expectTLS(t, ctx, id, "after the plugin's restart", curlProbe(bed.server.URL), true)
+}
