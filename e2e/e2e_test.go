@@ -638,7 +638,7 @@ func TestRotatedCAFileReachesTheNextPod(t *testing.T) {
 	swap("..v3", []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
 	third := sleeper(t, ctx, pod(t, ctx, "after-broken-update", optIn()), "app", false)
 	expectTLS(t, ctx, third, "curl after a broken update", curlProbe(bed.otherServer.URL), true)
-	if n, err := currentPlugin().Metric(`cainjekt_ca_bundle_reloads_total{result="not_pem"}`); err != nil || n < 1 {
+	if n, err := currentPlugin().Metric(`cainjekt_ca_bundle_reloads_total{bundle="default",result="not_pem"}`); err != nil || n < 1 {
 		t.Errorf("broken bundle not counted: %v %v", n, err)
 	}
 }
