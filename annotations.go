@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // Pod annotations: whether a container is injected, and with which processors.
@@ -6,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode"
 
 	"github.com/containerd/nri/pkg/api"
 )
@@ -222,12 +223,6 @@ func withinEdits(a, b string, max int) bool {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)] <= max
-}
-
-// splitList splits a list annotation: items are separated by commas,
-// semicolons or whitespace; blanks are dropped.
-func splitList(v string) []string {
-	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) })
 }
 
 // processorNames lists every processor name.

@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // The operator's CA bundles, re-read when they change.
@@ -24,16 +26,6 @@ import (
 
 // defaultBundle names CAINJEKT_CA_FILE in logs and metrics.
 const defaultBundle = "default"
-
-// trustSet is what the plugin stages for an injected container.
-type trustSet struct {
-	bundle string // the bundle's name
-	ours   *caBundle
-	sha    string // of ours, naming this version in logs, status and metrics
-	// noTrust is the bundle for images that trust nothing of their own:
-	// the node's base bundle, if configured, plus ours.
-	noTrust []byte
-}
 
 // fileKey identifies a file's version without reading it.
 type fileKey struct {

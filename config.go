@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 const (
@@ -28,6 +29,8 @@ const (
 	policyOptOut = "opt-out"
 	// kubeAPIOff disables namespace lookups.
 	kubeAPIOff = "off"
+
+	serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 )
 
 // config is the validated configuration of `cainjekt plugin`.
@@ -72,7 +75,7 @@ var settings = []setting{
 	{"name", "CAINJEKT_PLUGIN_NAME", "cainjekt", "NRI plugin name"},
 	{"idx", "CAINJEKT_PLUGIN_IDX", "10", "NRI plugin index, two digits"},
 	{"http-addr", "CAINJEKT_HTTP_ADDR", ":9443", "listen address of /metrics, /healthz and /readyz"},
-	{"host-binary", "CAINJEKT_HOST_BINARY", "", "host path of this binary, run as hook and mounted as wrapper (default: this executable)"},
+	{"host-binary", "CAINJEKT_HOST_BINARY", "", "host path of the binary run as the hook and mounted as the wrapper (default: cainjekt-hook beside this executable, else this executable)"},
 	{"injection-policy", "CAINJEKT_INJECTION_POLICY", policyOptIn, "opt-in: inject pods (or namespaces) that ask; opt-out: inject every pod that does not say no"},
 	{"exclude-namespaces", "CAINJEKT_EXCLUDE_NAMESPACES", "kube-system", "namespaces never injected in opt-out mode, comma-separated"},
 	{"bundles-dir", "CAINJEKT_BUNDLES_DIR", "", "directory of named CA bundles (NAME, NAME.pem or NAME.crt) that pods pick with <prefix>/bundle"},
@@ -285,23 +288,60 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// resolveHostBinary defaults the host binary to this executable and checks
-// that it is there: the runtime executes it as the hook and bind-mounts it as
-// the wrapper, so a wrong path breaks every injected container.
+// hookBinaryName is the binary built with -tags hookonly: the hook and the
+// wrapper without the plugin's dependencies.
+const hookBinaryName = "cainjekt-hook"
+
+// defaultHookBinary is the hook binary beside this executable if there is
+// one, else this executable, which can serve as hook and wrapper too, only
+// slower to start.
+func defaultHookBinary() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find this executable: %w", err)
+	}
+	if sibling := filepath.Join(filepath.Dir(exe), hookBinaryName); isExecutable(sibling) {
+		return sibling, nil
+	}
+	return exe, nil
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+}
+
+// resolveHostBinary defaults the host binary and checks that it is there:
+// the runtime executes it as the hook and bind-mounts it as the wrapper, so
+// a wrong path breaks every injected container.
 func (c *config) resolveHostBinary() error {
 	if c.hostBinary == "" {
-		exe, err := os.Executable()
+		exe, err := defaultHookBinary()
 		if err != nil {
-			return fmt.Errorf("find this executable for --host-binary: %w", err)
+			return fmt.Errorf("--host-binary: %w", err)
 		}
 		c.hostBinary = exe
 	}
-	st, err := os.Stat(c.hostBinary)
-	if err != nil {
-		return fmt.Errorf("host binary (CAINJEKT_HOST_BINARY): %w", err)
-	}
-	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("host binary (CAINJEKT_HOST_BINARY) %s is not an executable file", c.hostBinary)
+	if !isExecutable(c.hostBinary) {
+		return fmt.Errorf("host binary (CAINJEKT_HOST_BINARY) %s is missing or not an executable file", c.hostBinary)
 	}
 	return nil
+}
+
+// inClusterAPI is the API server's address as the kubelet tells every pod.
+func inClusterAPI(getenv func(string) string) string {
+	host, port := getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return "https://" + host + ":" + port
+}
+
+// splitList splits a list (a setting or an annotation): items are
+// separated by commas, semicolons or whitespace; blanks are dropped.
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) })
 }

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,28 +53,32 @@ const (
 	criContainerName = "io.kubernetes.cri.container-name"
 )
 
-// hookStatus is what the hook writes to status.json for the operator and
-// the plugin.
+// hookStatus is what the hook writes to status.json for the operator, the
+// plugin and the wrapper.
 type hookStatus struct {
-	Version     int          `json:"version"`
-	Result      string       `json:"result"`
-	ContainerID string       `json:"container_id"`
-	Bundle      string       `json:"bundle,omitempty"`
-	Namespace   string       `json:"namespace,omitempty"`
-	Pod         string       `json:"pod,omitempty"`
-	Container   string       `json:"container,omitempty"`
-	OSRelease   osRelease    `json:"os_release"`
-	Family      string       `json:"family,omitempty"`
-	Processors  []string     `json:"processors"`
-	CABundle    string       `json:"ca_bundle_sha256,omitempty"`
-	ImageCerts  int          `json:"image_certificates"`
-	Files       []fileChange `json:"files,omitempty"`
-	Errors      []string     `json:"errors,omitempty"`
-	DurationMS  float64      `json:"duration_ms"`
-	Finished    time.Time    `json:"finished"`
+	Version     int       `json:"version"`
+	Result      string    `json:"result"`
+	ContainerID string    `json:"container_id"`
+	Bundle      string    `json:"bundle,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Pod         string    `json:"pod,omitempty"`
+	Container   string    `json:"container,omitempty"`
+	OSRelease   osRelease `json:"os_release"`
+	Family      string    `json:"family,omitempty"`
+	Processors  []string  `json:"processors"`
+	CABundle    string    `json:"ca_bundle_sha256,omitempty"`
+	ImageCerts  int       `json:"image_certificates"`
+	// ImageTrustBytes is how much of bundle.pem is the image's own trust:
+	// a rotation rebuilds bundle.pem from that part. 0: the image had none.
+	ImageTrustBytes int          `json:"image_trust_bytes"`
+	Wrapper         hookContext  `json:"wrapper"`
+	Files           []fileChange `json:"files,omitempty"`
+	Errors          []string     `json:"errors,omitempty"`
+	DurationMS      float64      `json:"duration_ms"`
+	Finished        time.Time    `json:"finished"`
 }
 
-// hookContext is what the hook leaves for the wrapper in context.json.
+// hookContext is what the hook leaves for the wrapper.
 type hookContext struct {
 	Injected bool   `json:"injected"`
 	Message  string `json:"message,omitempty"`
@@ -146,9 +151,19 @@ func hookBudget(timeout time.Duration) time.Duration {
 	return max(timeout*7/10, 500*time.Millisecond)
 }
 
+// lazyGC turns the garbage collector off for a short-lived process until
+// its heap reaches 64 MiB: the hook and the wrapper finish long before a
+// collection would free anything, and a hostile image still cannot make
+// them grow without bound.
+func lazyGC() {
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(64 << 20)
+}
+
 // runHook is `cainjekt hook`. It returns the process exit code.
 func runHook(args []string, stdin io.Reader, stderr io.Writer) int {
 	start := time.Now()
+	lazyGC()
 	opts, err := parseHookArgs(args, stderr)
 	if err != nil {
 		// Only a plugin of another version writes arguments we cannot read.
@@ -185,7 +200,6 @@ type hook struct {
 	mu      sync.Mutex // guards what finish reads against the watchdog
 	done    bool
 	status  hookStatus
-	context hookContext
 	staging *safeDir // the container's staging directory, once known
 }
 
@@ -236,13 +250,11 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 	// The staged bundle first: it is what SSL_CERT_FILE names, and must
 	// hold the image's trust even if the OS store cannot be written.
 	merged := store.mergedTrust(ours, prefill)
-	if _, err := staging.writeFile(stagedImage, store.trust(), 0o644); err != nil {
-		return fmt.Errorf("keep the image's trust: %w", err)
-	}
 	if string(merged) != string(prefill) {
 		if _, err := staging.writeFile(stagedBundle, merged, 0o644); err != nil {
 			return fmt.Errorf("write staged bundle: %w", err)
 		}
+		h.note(func(s *hookStatus) { s.ImageTrustBytes = imagePartLen(store.trust()) })
 	}
 	var osErr error
 	var done []string // the real files merged already
@@ -259,9 +271,7 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 	}
 	lang, langErr := injectLanguages(root, staging, h.opts.processors, env, ours, merged, done)
 	h.note(func(s *hookStatus) { s.Files = append(s.Files, lang.changes...) })
-	h.mu.Lock()
-	h.context.Env, h.context.Append = lang.env, lang.appendEnv
-	h.mu.Unlock()
+	h.note(func(s *hookStatus) { s.Wrapper.Env, s.Wrapper.Append = lang.env, lang.appendEnv })
 	if langErr != nil {
 		langErr = fmt.Errorf("language runtimes: %w", langErr)
 	}
@@ -306,25 +316,23 @@ func (h *hook) finish(result string, err error) int {
 	return 0
 }
 
-// writeReports writes status.json and context.json into the staging
-// directory, if the hook got as far as finding it.
+// writeReports writes status.json into the staging directory, if the hook
+// got as far as finding it.
 func (h *hook) writeReports() {
 	if h.staging == nil {
 		return
 	}
-	ctx := h.context
-	ctx.Injected = h.status.Result == hookResultOK
-	if !ctx.Injected {
-		ctx.Message = fmt.Sprintf("cainjekt: CA injection %s (%s); see %s/%s", h.status.Result, strings.Join(h.status.Errors, "; "), containerDir, stagedStatus)
+	w := &h.status.Wrapper
+	w.Injected = h.status.Result == hookResultOK
+	if !w.Injected {
+		w.Message = fmt.Sprintf("cainjekt: CA injection %s (%s); see %s/%s", h.status.Result, strings.Join(h.status.Errors, "; "), containerDir, stagedStatus)
 	}
-	for name, v := range map[string]any{stagedStatus: &h.status, stagedContext: &ctx} {
-		data, err := json.MarshalIndent(v, "", "  ")
-		if err == nil {
-			_, err = h.staging.writeFile(name, append(data, '\n'), 0o644)
-		}
-		if err != nil {
-			h.log.Error("write report", "file", name, "error", err)
-		}
+	data, err := json.MarshalIndent(&h.status, "", "  ")
+	if err == nil {
+		_, err = h.staging.writeFile(stagedStatus, append(data, '\n'), 0o644)
+	}
+	if err != nil {
+		h.log.Error("write status", "file", stagedStatus, "error", err)
 	}
 }
 

@@ -21,7 +21,7 @@ type hookBed struct {
 	prefill                              []byte
 }
 
-func newHookBed(t *testing.T, fixture string, env ...string) *hookBed {
+func newHookBed(t testing.TB, fixture string, env ...string) *hookBed {
 	t.Helper()
 	b := &hookBed{bundle: t.TempDir(), ours: corpBundle(t)}
 	b.rootfs = filepath.Join(b.bundle, "rootfs")
@@ -56,23 +56,20 @@ func (b *hookBed) args(policy string, processors ...string) []string {
 	return hookArgs(hookOptions{dynamicCARoot: b.dynamicRoot, failPolicy: policy, processors: processors, timeout: 5 * time.Second})[2:]
 }
 
-func (b *hookBed) status(t *testing.T) (hookStatus, hookContext) {
+func (b *hookBed) status(t testing.TB) (hookStatus, hookContext) {
 	t.Helper()
 	var st hookStatus
-	var ctx hookContext
-	for name, v := range map[string]any{stagedStatus: &st, stagedContext: &ctx} {
-		data, err := os.ReadFile(filepath.Join(b.staging, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(data, v); err != nil {
-			t.Fatal(err)
-		}
+	data, err := os.ReadFile(filepath.Join(b.staging, stagedStatus))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return st, ctx
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st, st.Wrapper
 }
 
-func (b *hookBed) read(t *testing.T, p string) []byte {
+func (b *hookBed) read(t testing.TB, p string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(p)
 	if err != nil {
@@ -102,9 +99,11 @@ func TestHookInjectsDebian(t *testing.T) {
 	if got := b.read(t, filepath.Join(b.staging, stagedBundle)); string(got) != string(want) {
 		t.Error("staged bundle.pem (SSL_CERT_FILE) is not the image's bundle merged with ours")
 	}
-	anchors, _ := filepath.Glob(filepath.Join(b.rootfs, "usr/local/share/ca-certificates/cainjekt-*.crt"))
-	if len(anchors) != 2 {
-		t.Errorf("anchors: %v", anchors)
+	if anchors := b.read(t, filepath.Join(b.rootfs, "usr/local/share/ca-certificates/cainjekt.crt")); countCerts(anchors) != 2 {
+		t.Errorf("the anchor file holds %d certificates, want our 2", countCerts(anchors))
+	}
+	if st.ImageTrustBytes != len(imageBundle) {
+		t.Errorf("image_trust_bytes %d, want %d", st.ImageTrustBytes, len(imageBundle))
 	}
 }
 

@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // Namespace lookups: a namespace can opt its pods in (or out) with a label,
@@ -24,7 +26,6 @@ import (
 )
 
 const (
-	serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 	// namespaceTTL is how long an answer is used before asking again, and
 	// namespaceStale how long it is used when asking fails.
 	namespaceTTL   = 30 * time.Second
@@ -105,18 +106,6 @@ func newKubeClient(api, caFile, tokenFile string, log *slog.Logger, m *metrics) 
 		cache:     map[string]namespaceEntry{},
 		now:       time.Now,
 	}, nil
-}
-
-// inClusterAPI is the API server's address as the kubelet tells every pod.
-func inClusterAPI(getenv func(string) string) string {
-	host, port := getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
-	if host == "" || port == "" {
-		return ""
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	return "https://" + host + ":" + port
 }
 
 // namespace returns a namespace's labels and annotations.

@@ -12,7 +12,7 @@ import (
 // and a virtualenv lay them out: a JVM whose cacerts is a symlink into
 // /etc/ssl/certs/java, found through /usr/bin/java -> /etc/alternatives,
 // and a venv with a pip-installed certifi, found through PATH.
-func addRuntimes(t *testing.T, rootfs, cacertsFixture string) {
+func addRuntimes(t testing.TB, rootfs, cacertsFixture string) {
 	t.Helper()
 	jvm := "/usr/lib/jvm/java-17-openjdk-amd64"
 	writeTree(t, rootfs, map[string]string{
@@ -90,7 +90,7 @@ func TestHookGivesAnUnreadableJVMStoreAFallback(t *testing.T) {
 	if ctx.Append["JAVA_TOOL_OPTIONS"] != want {
 		t.Errorf("context %+v", ctx)
 	}
-	env, _ := wrapperEnv(filepath.Join(b.staging, stagedContext), []string{"JAVA_TOOL_OPTIONS=-Xmx1g"})
+	env, _ := wrapperEnv(filepath.Join(b.staging, stagedStatus), []string{"JAVA_TOOL_OPTIONS=-Xmx1g"})
 	if envValue(env, "JAVA_TOOL_OPTIONS") != "-Xmx1g "+want {
 		t.Errorf("the pod's JAVA_TOOL_OPTIONS must be kept and ours appended: %v", env)
 	}

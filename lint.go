@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 )
 
@@ -136,42 +135,4 @@ func basicConstraintsCritical(cert *x509.Certificate) bool {
 		}
 	}
 	return false
-}
-
-// runLint is `cainjekt lint FILE`: it loads the bundle as the plugin would
-// and prints what it finds. The exit code is 1 if the bundle is unusable, 0
-// otherwise; --strict makes any finding an error (exit 3).
-func runLint(args []string, stdout, stderr io.Writer) int {
-	strict := len(args) > 0 && args[0] == "--strict"
-	if strict {
-		args = args[1:]
-	}
-	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: cainjekt lint [--strict] FILE")
-		return 2
-	}
-	data, err := readHostFile(args[0])
-	var b *caBundle
-	var findings []finding
-	if err == nil {
-		b, findings, err = parseCABundle(data)
-	}
-	for _, f := range findings {
-		fmt.Fprintf(stdout, "%s: %s: %s\n", args[0], f.kind, f)
-	}
-	if err != nil {
-		fmt.Fprintf(stdout, "%s: unusable (%s): %v\n", args[0], reasonOf(err), err)
-		return 1
-	}
-	lint := lintCertificates(b, time.Now())
-	for _, f := range lint {
-		fmt.Fprintf(stdout, "%s: %s: %s\n", args[0], f.kind, f)
-	}
-	for _, c := range b.certs {
-		fmt.Fprintf(stdout, "%s: certificate %s, expires %s\n", args[0], c.subject, c.cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if strict && len(findings)+len(lint) > 0 {
-		return 3
-	}
-	return 0
 }

@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 // Command cainjekt makes containers trust an organisation's own CA
 // certificates, through containerd's Node Resource Interface.
 //

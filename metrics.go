@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // Metrics in the Prometheus text exposition format, written by hand, and the

@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // Operating commands: install the binary on the node, check a node's
@@ -20,15 +22,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// runInstall is `cainjekt install --dest PATH`: it copies this binary to
-// the host path runc runs the hook and mounts the wrapper from. The copy is
-// written beside the destination and renamed over it, so a hook starting
-// meanwhile runs the old binary or the new one, never half of one; a
-// destination already identical is left alone.
+// runInstall is `cainjekt install --dest PATH`: it copies the hook binary
+// (cainjekt-hook beside this executable, else this executable; --src to
+// choose) to the host path runc runs the hook and mounts the wrapper from.
+// The copy is written beside the destination and renamed over it, so a hook
+// starting meanwhile runs the old binary or the new one, never half of one;
+// a destination already identical is left alone.
 func runInstall(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cainjekt install", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dest := fs.String("dest", "", "host path of the installed binary, e.g. /opt/cainjekt/bin/cainjekt")
+	dest := fs.String("dest", "", "host path of the installed binary, e.g. /opt/cainjekt/bin/cainjekt-hook")
+	src := fs.String("src", "", "binary to install (default: cainjekt-hook beside this executable, else this executable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -36,14 +40,17 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cainjekt install: --dest: %v\n", err)
 		return 2
 	}
-	exe, err := os.Executable()
+	var err error
+	if *src == "" {
+		*src, err = defaultHookBinary()
+	}
 	if err == nil {
 		var changed bool
-		if changed, err = installFile(exe, *dest); err == nil {
+		if changed, err = installFile(*src, *dest); err == nil {
 			if changed {
-				fmt.Fprintf(stdout, "installed %s %s at %s\n", filepath.Base(exe), version, *dest)
+				fmt.Fprintf(stdout, "installed %s (cainjekt %s) at %s\n", filepath.Base(*src), version, *dest)
 			} else {
-				fmt.Fprintf(stdout, "%s is up to date (%s)\n", *dest, version)
+				fmt.Fprintf(stdout, "%s is up to date (cainjekt %s)\n", *dest, version)
 			}
 			return 0
 		}
@@ -169,13 +176,14 @@ func checkStaging(cfg *config) check {
 	return check{name, true, "writable; a cainjekt plugin holds the node's lock"}
 }
 
-// checkHostBinary compares the binary runc will run with this one.
+// checkHostBinary compares the binary runc will run with the one this
+// binary would install.
 func checkHostBinary(cfg *config) check {
 	name := "host binary"
 	if err := cfg.resolveHostBinary(); err != nil {
 		return check{name, false, err.Error()}
 	}
-	exe, err := os.Executable()
+	exe, err := defaultHookBinary()
 	if err != nil {
 		return check{name, false, err.Error()}
 	}
@@ -185,9 +193,9 @@ func checkHostBinary(cfg *config) check {
 		return check{name, false, err.Error()}
 	}
 	if a != b {
-		return check{name, false, fmt.Sprintf("%s differs from this binary (%s): an upgrade did not install it", cfg.hostBinary, version)}
+		return check{name, false, fmt.Sprintf("%s differs from %s (cainjekt %s): an upgrade did not install it", cfg.hostBinary, exe, version)}
 	}
-	return check{name, true, fmt.Sprintf("%s is this binary (%s)", cfg.hostBinary, version)}
+	return check{name, true, fmt.Sprintf("%s is %s (cainjekt %s)", cfg.hostBinary, exe, version)}
 }
 
 func fileSum(p string) ([sha256.Size]byte, error) {
@@ -356,4 +364,42 @@ func (e *envFlag) String() string { return fmt.Sprint(*e) }
 func (e *envFlag) Set(v string) error {
 	*e = append(*e, v)
 	return nil
+}
+
+// runLint is `cainjekt lint FILE`: it loads the bundle as the plugin would
+// and prints what it finds. The exit code is 1 if the bundle is unusable, 0
+// otherwise; --strict makes any finding an error (exit 3).
+func runLint(args []string, stdout, stderr io.Writer) int {
+	strict := len(args) > 0 && args[0] == "--strict"
+	if strict {
+		args = args[1:]
+	}
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: cainjekt lint [--strict] FILE")
+		return 2
+	}
+	data, err := readHostFile(args[0])
+	var b *caBundle
+	var findings []finding
+	if err == nil {
+		b, findings, err = parseCABundle(data)
+	}
+	for _, f := range findings {
+		fmt.Fprintf(stdout, "%s: %s: %s\n", args[0], f.kind, f)
+	}
+	if err != nil {
+		fmt.Fprintf(stdout, "%s: unusable (%s): %v\n", args[0], reasonOf(err), err)
+		return 1
+	}
+	lint := lintCertificates(b, time.Now())
+	for _, f := range lint {
+		fmt.Fprintf(stdout, "%s: %s: %s\n", args[0], f.kind, f)
+	}
+	for _, c := range b.certs {
+		fmt.Fprintf(stdout, "%s: certificate %s, expires %s\n", args[0], c.subject, c.cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if strict && len(findings)+len(lint) > 0 {
+		return 3
+	}
+	return 0
 }

@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // The NRI plugin: decides per container, stages the trust files, adjusts the
@@ -41,6 +43,7 @@ type injectedContainer struct {
 	// runtime stores hold it until it restarts. stagedSHA names the bundle
 	// its staged files hold, which rotations refresh.
 	injectedSHA, stagedSHA string
+	imageTrustBytes        int // from the hook's status, for refresh
 }
 
 // plugin implements the NRI handlers.
@@ -226,7 +229,7 @@ func (p *plugin) adopt(id string) *injectedContainer {
 	c := &injectedContainer{hookReported: true}
 	if st, err := p.stager.readStatus(id); err == nil && st != nil {
 		c.namespace, c.pod, c.container, c.bundle = st.Namespace, st.Pod, st.Container, st.Bundle
-		c.injectedSHA, c.stagedSHA = st.CABundle, st.CABundle
+		c.injectedSHA, c.stagedSHA, c.imageTrustBytes = st.CABundle, st.CABundle, st.ImageTrustBytes
 	}
 	return c
 }
@@ -350,7 +353,7 @@ func (p *plugin) refreshStaged() {
 		if err != nil || !c.hookReported || c.stagedSHA == set.sha {
 			continue
 		}
-		if err := p.stager.refresh(id, set); err != nil {
+		if err := p.stager.refresh(id, set, c.imageTrustBytes); err != nil {
 			p.metrics.errors.inc(stageStaging)
 			p.log.Error("refresh staged trust files", "namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id, "error", err)
 			continue
@@ -397,6 +400,7 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
 		p.metrics.errors.inc(stageHook)
 		log.Error("the hook left no status: it did not run or was killed")
 	case st.Result == hookResultOK:
+		c.imageTrustBytes = st.ImageTrustBytes
 		p.metrics.hookRuns.inc(hookResultOK)
 		p.metrics.hookDuration.observe(st.DurationMS / 1000)
 		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files), "duration_ms", st.DurationMS)
@@ -404,6 +408,7 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
 		if st.Result != hookResultTimeout {
 			st.Result = hookResultFailed
 		}
+		c.imageTrustBytes = st.ImageTrustBytes
 		p.metrics.hookRuns.inc(st.Result)
 		p.metrics.hookDuration.observe(st.DurationMS / 1000)
 		p.metrics.errors.inc(stageHook)

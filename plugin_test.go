@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,7 +16,7 @@ import (
 
 // newTestPlugin returns a plugin whose CA file is caFile (written from
 // testdata unless empty) and whose staging lives in a temp dir.
-func newTestPlugin(t *testing.T, policy string, caPEM []byte) (*plugin, string) {
+func newTestPlugin(t testing.TB, policy string, caPEM []byte) (*plugin, string) {
 	t.Helper()
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca-bundle.pem")
@@ -225,9 +226,12 @@ func TestRotationRefreshesRunningContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	staging := filepath.Join(p.cfg.dynamicCARoot, testID)
-	// What the hook leaves: its status and the image's own trust.
-	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(`{"result":"ok"}`), 0o644)
-	os.WriteFile(filepath.Join(staging, stagedImage), publicBundle(t), 0o644)
+	// What the hook leaves: bundle.pem made of the image's trust and ours,
+	// and its status saying how much of it is the image's.
+	image := publicBundle(t)
+	merged, _ := mergeBundle(image, p.bundles.def.good.ours)
+	os.WriteFile(filepath.Join(staging, stagedBundle), merged, 0o644)
+	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(fmt.Sprintf(`{"result":"ok","image_trust_bytes":%d}`, len(image))), 0o644)
 	p.PostStartContainer(ctx, nil, container(testID, "app"))
 	if n := p.outdatedCount(); n != 0 {
 		t.Fatalf("outdated %d before any rotation", n)

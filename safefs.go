@@ -150,8 +150,23 @@ func openat2(dirfd int, p string, flags int, resolve uint64) (int, error) {
 // callers open it again with RESOLVE_NO_SYMLINKS, so a component swapped for
 // a symlink in between makes that open fail instead of escaping.
 func (d *safeDir) canonical(p string) (string, error) {
+	clean := path.Clean("/" + p)
 	if d.resolve&unix.RESOLVE_IN_ROOT == 0 {
-		return path.Clean("/" + p), nil
+		return clean, nil
+	}
+	// Most paths hold no symlink, or stop existing before one: a single
+	// lookup that refuses symlinks says so.
+	fd, err := d.open(clean, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return clean, nil
+	case err == nil:
+		var st unix.Stat_t
+		ferr := unix.Fstat(fd, &st)
+		unix.Close(fd)
+		if ferr == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return clean, nil
+		}
 	}
 	resolved, todo := "/", p
 	for links := 0; todo != ""; {

@@ -12,7 +12,7 @@ import (
 )
 
 // imageRoot opens dir as a container rootfs.
-func imageRoot(t *testing.T, dir string) *safeDir {
+func imageRoot(t testing.TB, dir string) *safeDir {
 	t.Helper()
 	root, err := openImageRoot(unix.AT_FDCWD, dir)
 	if err != nil {
@@ -24,7 +24,7 @@ func imageRoot(t *testing.T, dir string) *safeDir {
 
 // writeTree creates files (path -> content) and symlinks (path -> "->target")
 // below dir.
-func writeTree(t *testing.T, dir string, files map[string]string) {
+func writeTree(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for p, content := range files {
 		full := filepath.Join(dir, p)
@@ -45,7 +45,7 @@ func writeTree(t *testing.T, dir string, files map[string]string) {
 
 // sentinel creates a file outside the rootfs and checks, at the end of the
 // test, that it was not touched.
-func sentinel(t *testing.T) string {
+func sentinel(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "sentinel")

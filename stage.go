@@ -10,10 +10,8 @@ package main
 //	<root>/<id>/bundle.pem    0644  the bundle for replacing variables: filled by
 //	                                the plugin, rewritten by the hook with the
 //	                                image's trust merged with ours
-//	<root>/<id>/status.json   0644  what the hook found and did
-//	<root>/<id>/context.json  0644  what the hook leaves for the wrapper
-//	<root>/<id>/image-trust.pem 0644 the image's own trust as the hook found it,
-//	                                kept to rebuild bundle.pem when the CAs rotate
+//	<root>/<id>/status.json   0644  what the hook found and did, and what it
+//	                                leaves for the wrapper
 //
 // The per-container directory is 0755 and its files 0644 because it is what
 // the container sees, and its processes need not run as root. Nothing secret
@@ -31,10 +29,10 @@ import (
 
 // Paths inside the container.
 const (
-	containerDir     = "/etc/cainjekt"
-	containerCA      = containerDir + "/" + stagedCA
-	containerBundle  = containerDir + "/" + stagedBundle
-	containerContext = containerDir + "/" + stagedContext
+	containerDir    = "/etc/cainjekt"
+	containerCA     = containerDir + "/" + stagedCA
+	containerBundle = containerDir + "/" + stagedBundle
+	containerStatus = containerDir + "/" + stagedStatus
 	// The wrapper: the host binary, bind-mounted read-only. It lives apart
 	// from /etc/cainjekt so that neither mount depends on the other.
 	containerWrapper = "/.cainjekt/cainjekt"
@@ -42,12 +40,10 @@ const (
 
 // Files in a container's staging directory.
 const (
-	stagedCA      = "ca.pem"
-	stagedBundle  = "bundle.pem"
-	stagedStatus  = "status.json"
-	stagedContext = "context.json"
-	stagedImage   = "image-trust.pem"
-	lockName      = ".lock"
+	stagedCA     = "ca.pem"
+	stagedBundle = "bundle.pem"
+	stagedStatus = "status.json"
+	lockName     = ".lock"
 )
 
 // maxStatusSize bounds status.json and context.json.
@@ -206,11 +202,12 @@ func (s *stager) readStatus(id string) (*hookStatus, error) {
 }
 
 // refresh rewrites the trust files of a running container's staging for a
-// new CA bundle: ca.pem, bundle.pem rebuilt from the image's own trust the
-// hook kept, and the JVM fallback store if the hook made one. Programs that
-// read these files per connection or per process trust the new CAs, and no
-// longer the removed ones, without a restart.
-func (s *stager) refresh(id string, set *trustSet) error {
+// new CA bundle: ca.pem, bundle.pem rebuilt from its first bytes, which the
+// hook reported to be the image's own trust, and the JVM fallback store if
+// the hook made one. Programs that read these files per connection or per
+// process trust the new CAs, and no longer the removed ones, without a
+// restart.
+func (s *stager) refresh(id string, set *trustSet, imageTrustBytes int) error {
 	if !validContainerID(id) {
 		return fmt.Errorf("refusing to refresh staging for container ID %q", id)
 	}
@@ -219,14 +216,14 @@ func (s *stager) refresh(id string, set *trustSet) error {
 		return err
 	}
 	defer dir.Close()
-	image, _, err := dir.readFile(stagedImage, maxBundleSize)
+	old, _, err := dir.readFile(stagedBundle, maxBundleSize)
 	if err != nil {
-		return fmt.Errorf("the image's trust, kept by the hook: %w", err)
+		return err
 	}
-	bundle := set.noTrust
-	if len(image) > 0 {
-		bundle, _ = mergeBundle(image, set.ours)
+	if imageTrustBytes < 0 || imageTrustBytes > len(old) {
+		return fmt.Errorf("%s holds %d bytes, less than the %d of the image's trust", stagedBundle, len(old), imageTrustBytes)
 	}
+	bundle := trustFor(old[:imageTrustBytes], set.ours, set.noTrust)
 	if _, err := dir.writeFile(stagedCA, set.ours.pem, 0o644); err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ import (
 
 const testID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
-func newTestStager(t *testing.T) (*stager, string) {
+func newTestStager(t testing.TB) (*stager, string) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "run", "containers")
 	s, err := openStager(root)

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -20,10 +21,11 @@ import (
 
 // caCert is one certificate of a bundle.
 type caCert struct {
-	der     []byte
-	sum     [sha256.Size]byte
-	subject string
-	cert    *x509.Certificate
+	der      []byte
+	sum      [sha256.Size]byte
+	subject  string
+	cert     *x509.Certificate
+	b64Start []byte // the first 48 characters of its PEM text, for holds
 }
 
 // id is a short stable name for the certificate, used in anchor file names.
@@ -71,7 +73,8 @@ func parseCABundle(data []byte) (*caBundle, []finding, error) {
 			findings = append(findings, finding{kind: findUnparsable, block: blocks, detail: "dropped a certificate that does not parse: " + err.Error()})
 			continue
 		}
-		c := caCert{der: cert.Raw, sum: sha256.Sum256(cert.Raw), subject: cert.Subject.String(), cert: cert}
+		c := caCert{der: cert.Raw, sum: sha256.Sum256(cert.Raw), subject: cert.Subject.String(), cert: cert,
+			b64Start: []byte(base64.StdEncoding.EncodeToString(cert.Raw[:min(36, len(cert.Raw))]))}
 		if seen[c.sum] {
 			findings = append(findings, finding{kind: findDuplicate, block: blocks, subject: c.subject, detail: "dropped a duplicate"})
 			continue
@@ -113,38 +116,42 @@ func certificateDER(n int, block *pem.Block) ([]byte, *finding) {
 	}
 }
 
-// bundleSums returns the certificates a bundle file already holds, by the
-// SHA-256 of their DER. It reads CERTIFICATE blocks and OpenSSL's TRUSTED
-// CERTIFICATE blocks (the certificate followed by trust settings, as in
-// RHEL's ca-bundle.trust.crt); anything else in the file is not its concern.
-func bundleSums(data []byte) map[[sha256.Size]byte]bool {
-	sums := map[[sha256.Size]byte]bool{}
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return sums
-		}
-		switch block.Type {
-		case "CERTIFICATE":
-			sums[sha256.Sum256(block.Bytes)] = true
-		case "TRUSTED CERTIFICATE":
-			if der, _ := certificateDER(0, block); der != nil {
-				sums[sha256.Sum256(der)] = true
-			}
-		}
-	}
+// countCerts counts the certificate blocks of a bundle file.
+func countCerts(data []byte) int {
+	return bytes.Count(data, []byte("-----BEGIN CERTIFICATE-----")) + bytes.Count(data, []byte("-----BEGIN TRUSTED CERTIFICATE-----"))
 }
 
-// countCerts counts the certificates in a bundle file.
-func countCerts(data []byte) int { return len(bundleSums(data)) }
+// holds reports whether a PEM bundle holds certificate c. Decoding a whole
+// bundle of 150 roots to find out takes a millisecond; instead it looks for
+// the start of c's base64 text, which every PEM encoder writes the same way
+// up to its first line break (64 characters for OpenSSL and Go), and
+// confirms each find by decoding that one block. A bundle wrapped at fewer
+// than 48 characters defeats the quick look and gets c a second time:
+// harmless to every runtime, and never a loss.
+func holds(bundle []byte, c caCert) bool {
+	for rest, off := bundle, 0; ; {
+		i := bytes.Index(rest, c.b64Start)
+		if i < 0 {
+			return false
+		}
+		begin := bytes.LastIndex(bundle[:off+i], []byte("-----BEGIN "))
+		if begin >= 0 {
+			if block, _ := pem.Decode(bundle[begin:]); block != nil {
+				if der, _ := certificateDER(0, block); bytes.Equal(der, c.der) {
+					return true
+				}
+			}
+		}
+		off += i + len(c.b64Start)
+		rest = bundle[off:]
+	}
+}
 
 // mergeBundle returns image, byte for byte, followed by the certificates of
 // ours it does not hold yet, and how many were added. Keeping the image's
 // bytes untouched is what guarantees nothing it trusted is dropped, whatever
 // comments, trust blocks or oddities it contains.
 func mergeBundle(image []byte, ours *caBundle) ([]byte, int) {
-	have := bundleSums(image)
 	merged := make([]byte, 0, len(image)+len(ours.pem)+1)
 	merged = append(merged, image...)
 	if len(merged) > 0 && merged[len(merged)-1] != '\n' {
@@ -152,13 +159,23 @@ func mergeBundle(image []byte, ours *caBundle) ([]byte, int) {
 	}
 	added := 0
 	for _, c := range ours.certs {
-		if have[c.sum] {
+		if holds(image, c) {
 			continue
 		}
 		merged = append(merged, certPEM(c)...)
 		added++
 	}
 	return merged, added
+}
+
+// trustSet is what the plugin stages for an injected container.
+type trustSet struct {
+	bundle string // the bundle's name
+	ours   *caBundle
+	sha    string // of ours, naming this version in logs, status and metrics
+	// noTrust is the bundle for images that trust nothing of their own:
+	// the node's base bundle, if configured, plus ours.
+	noTrust []byte
 }
 
 // certPEM encodes one certificate.
@@ -232,11 +249,27 @@ func (s *imageStore) trust() []byte {
 // name: the image's own trust plus ours. An image without any trust gets
 // noTrust instead (our CAs, and the node's base bundle if one is configured).
 func (s *imageStore) mergedTrust(ours *caBundle, noTrust []byte) []byte {
-	if len(s.bundles) == 0 {
+	return trustFor(s.trust(), ours, noTrust)
+}
+
+// trustFor merges ours into an image's trust, or gives noTrust to an image
+// that had none.
+func trustFor(image []byte, ours *caBundle, noTrust []byte) []byte {
+	if len(image) == 0 {
 		return noTrust
 	}
-	merged, _ := mergeBundle(s.trust(), ours)
+	merged, _ := mergeBundle(image, ours)
 	return merged
+}
+
+// imagePartLen is how many bytes of a merged bundle are the image's own:
+// mergeBundle keeps them, plus a newline if they lacked one, and appends.
+func imagePartLen(image []byte) int {
+	n := len(image)
+	if n > 0 && image[n-1] != '\n' {
+		n++
+	}
+	return n
 }
 
 // write merges our CAs into every bundle found, or creates the family's
@@ -279,11 +312,11 @@ func (s *imageStore) write(root *safeDir, fam distroFamily, ours *caBundle, noTr
 		note(fileChange{Path: primary, Resolved: resolvedIfDifferent(primary, canon), Action: "created", Added: countCerts(noTrust)}, err)
 	}
 	if fam.anchorDir != "" {
-		for _, c := range ours.certs {
-			p := fam.anchorDir + "/cainjekt-" + c.id() + fam.anchorExt
-			canon, err := createFile(root, p, certPEM(c))
-			note(fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "anchor", Added: 1}, err)
-		}
+		// One file for all our CAs: every distribution's update tool takes
+		// a PEM file of several certificates.
+		p := fam.anchorDir + "/cainjekt" + fam.anchorExt
+		canon, err := createFile(root, p, ours.pem)
+		note(fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "anchor", Added: len(ours.certs)}, err)
 	}
 	return changes, firstErr
 }

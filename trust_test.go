@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/pem"
 	"os"
 	"os/exec"
@@ -127,5 +128,52 @@ func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 	block, _ := pem.Decode(root)
 	if !bundleSums(trusted)[sha256.Sum256(block.Bytes)] {
 		t.Error("bundleSums missed the certificate inside a TRUSTED CERTIFICATE block")
+	}
+}
+
+// bundleSums returns the certificates a bundle holds, by the SHA-256 of
+// their DER, decoding every block: the slow, sure way the tests check by.
+func bundleSums(data []byte) map[[sha256.Size]byte]bool {
+	sums := map[[sha256.Size]byte]bool{}
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return sums
+		}
+		if der, _ := certificateDER(0, block); der != nil {
+			sums[sha256.Sum256(der)] = true
+		}
+	}
+}
+
+func TestHoldsFindsCertificatesHoweverWrapped(t *testing.T) {
+	ours := corpBundle(t)
+	c := ours.certs[0]
+	wrapped := func(width int) []byte {
+		b64 := base64.StdEncoding.EncodeToString(c.der)
+		var out strings.Builder
+		out.WriteString("# comment\n-----BEGIN CERTIFICATE-----\n")
+		for len(b64) > width {
+			out.WriteString(b64[:width] + "\n")
+			b64 = b64[width:]
+		}
+		out.WriteString(b64 + "\n-----END CERTIFICATE-----\n")
+		return []byte(out.String())
+	}
+	for _, width := range []int{64, 76, 48} {
+		if !holds(append(publicBundle(t), wrapped(width)...), c) {
+			t.Errorf("a certificate wrapped at %d was not found", width)
+		}
+	}
+	if holds(publicBundle(t), c) {
+		t.Error("found a certificate that is not there")
+	}
+	// Another certificate whose text starts the same way is not a find.
+	decoy := append([]byte(nil), wrapped(64)...)
+	i := strings.Index(string(decoy), "-----END")
+	decoy[i-10] ^= 1
+	if holds(decoy, c) {
+		t.Error("a damaged block was taken for the certificate")
 	}
 }

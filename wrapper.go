@@ -5,7 +5,7 @@ package main
 //
 // The trust variables every process needs are in the OCI spec already (see
 // lang.go); the wrapper applies only what depends on the hook's findings,
-// from context.json: variables for runtimes the hook detected, and a line on
+// from status.json: variables for runtimes the hook detected, and a line on
 // stderr, in the application's own log, when injection failed. Then it
 // resolves the original command through the container's PATH, as runc would
 // have, and execs it, so the application is PID 1 itself and gets signals as
@@ -28,6 +28,7 @@ import (
 // runWrapper is `cainjekt wrap -- CMD [ARGS...]`. It returns only if the
 // command cannot be executed, with the shell's exit codes for that.
 func runWrapper(args []string, stderr io.Writer) int {
+	lazyGC()
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
@@ -35,7 +36,7 @@ func runWrapper(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "cainjekt wrap: no command to run")
 		return 127
 	}
-	env, notes := wrapperEnv(containerContext, os.Environ())
+	env, notes := wrapperEnv(containerStatus, os.Environ())
 	for _, n := range notes {
 		fmt.Fprintln(stderr, n)
 	}
@@ -65,8 +66,8 @@ func wrapperEnv(contextPath string, env []string) ([]string, []string) {
 	return appendEnv(withEnv(env, ctx.Env), ctx.Append), notes
 }
 
-// readHookContext reads the hook's context. A missing file means the hook
-// did not run; the command runs as it is.
+// readHookContext reads what the hook left for the wrapper in status.json.
+// A missing file means the hook did not run; the command runs as it is.
 func readHookContext(p string) (*hookContext, error) {
 	f, err := os.Open(p)
 	if err != nil {
@@ -77,11 +78,13 @@ func readHookContext(p string) (*hookContext, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hook context: %w", err)
 	}
-	var ctx hookContext
-	if err := json.Unmarshal(data, &ctx); err != nil {
+	var st struct {
+		Wrapper hookContext `json:"wrapper"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("hook context %s: %w", p, err)
 	}
-	return &ctx, nil
+	return &st.Wrapper, nil
 }
 
 // withEnv adds vars to env, except those env already sets: a value the pod

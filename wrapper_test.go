@@ -11,8 +11,8 @@ import (
 )
 
 func TestWrapperEnvAppliesContextButPodWins(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "context.json")
-	if err := os.WriteFile(p, []byte(`{"injected":false,"message":"cainjekt: CA injection failed (x)","env":{"B":"hook","A":"hook"}}`), 0o644); err != nil {
+	p := filepath.Join(t.TempDir(), "status.json")
+	if err := os.WriteFile(p, []byte(`{"result":"failed","wrapper":{"injected":false,"message":"cainjekt: CA injection failed (x)","env":{"B":"hook","A":"hook"}}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	env, notes := wrapperEnv(p, []string{"PATH=/bin", "A=pod"})

@@ -187,7 +187,7 @@ func TestDoctorAndGracefulShutdown(t *testing.T) {
 	ctx := testContext(t)
 	id := sleeper(t, ctx, pod(t, ctx, "survivor", optIn()), "app", false)
 	out, err := exec.CommandContext(ctx, bed.bin, "doctor", "--ca-file", bed.caFile, "--dynamic-ca-root", bed.staging,
-		"--socket", bed.node.NRISocket, "--host-binary", bed.bin).CombinedOutput()
+		"--socket", bed.node.NRISocket).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "NRI socket "+bed.node.NRISocket+": containerd") || strings.Contains(string(out), "FAIL") {
 		t.Errorf("doctor: %v\n%s", err, out)
 	}

@@ -1,0 +1,141 @@
+package main
+
+// Benchmarks of the hot paths: run with `go test -bench . -benchmem`.
+// testdata/bench/public-150.pem stands for an image's bundle: 150 RSA-2048
+// roots, about the size of the Mozilla bundle.
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// threeCAs is the injected bundle of the benchmarks: root, proxy and one more.
+func threeCAs(b *testing.B) *caBundle {
+	pemData := append(readTestdata(b, "certs/corp-root.pem"), readTestdata(b, "certs/corp-second.pem")...)
+	pemData = append(pemData, readTestdata(b, "certs/public-c.pem")...)
+	ours, _, err := parseCABundle(pemData)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ours
+}
+
+func BenchmarkParseCABundle(b *testing.B) {
+	data := readTestdata(b, "bench/public-150.pem")
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, _, err := parseCABundle(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkMergeBundle(b *testing.B) {
+	image := readTestdata(b, "bench/public-150.pem")
+	ours := threeCAs(b)
+	b.SetBytes(int64(len(image)))
+	for b.Loop() {
+		if _, added := mergeBundle(image, ours); added != 3 {
+			b.Fatalf("added %d", added)
+		}
+	}
+}
+
+// benchRootfs is the Debian fixture with the bench bundle and runtimes.
+func benchRootfs(b *testing.B) *safeDir {
+	dir := copyTree(b, "testdata/rootfs/debian")
+	writeTree(b, dir, map[string]string{"/etc/ssl/certs/ca-certificates.crt": string(readTestdata(b, "bench/public-150.pem"))})
+	addRuntimes(b, dir, "cacerts.jks")
+	return imageRoot(b, dir)
+}
+
+func BenchmarkDetect(b *testing.B) {
+	root := benchRootfs(b)
+	env := []string{runtimesPATH}
+	for b.Loop() {
+		_, fam, err := detectDistro(root)
+		if err != nil || fam.name != "debian" {
+			b.Fatal(fam.name, err)
+		}
+		readImageStore(root, fam)
+		certifiBundles(root, env)
+		javaStores(root, env)
+	}
+}
+
+func BenchmarkStage(b *testing.B) {
+	st, err := openStager(filepath.Join(b.TempDir(), "containers"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ours := threeCAs(b)
+	for b.Loop() {
+		if _, err := st.stage(testID, ours.pem, ours.pem); err != nil {
+			b.Fatal(err)
+		}
+		if err := st.remove(testID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHook is the hook's work on one container, after process start:
+// the OS store, the staged bundle, certifi and a JVM's cacerts. Each round
+// starts from the image as built, as a container does.
+func BenchmarkHook(b *testing.B) {
+	bed := newHookBed(b, "debian", runtimesPATH)
+	writeTree(b, bed.rootfs, map[string]string{"/etc/ssl/certs/ca-certificates.crt": string(readTestdata(b, "bench/public-150.pem"))})
+	addRuntimes(b, bed.rootfs, "cacerts.jks")
+	pristine := bed.rootfs + ".pristine"
+	copyDir(b, bed.rootfs, pristine)
+	args := bed.args(failClosed)
+	state := string(bed.state())
+	for b.Loop() {
+		b.StopTimer()
+		copyDir(b, pristine, bed.rootfs)
+		b.StartTimer()
+		if code := runHook(args, strings.NewReader(state), io.Discard); code != 0 {
+			b.Fatalf("exit %d", code)
+		}
+	}
+}
+
+func BenchmarkCreateContainerUnannotated(b *testing.B) {
+	p, _ := newTestPlugin(b, failOpen, readTestdata(b, "certs/corp-root.pem"))
+	pod := podWith(map[string]string{"kubernetes.io/config.seen": "2026-11-23T16:00:00Z", "kubernetes.io/config.source": "api"})
+	ctr := container(testID, "app")
+	for b.Loop() {
+		if adj, _, _ := p.CreateContainer(context.Background(), pod, ctr); adj != nil {
+			b.Fatal("adjusted")
+		}
+	}
+}
+
+func BenchmarkCreateContainerAnnotated(b *testing.B) {
+	p, _ := newTestPlugin(b, failOpen, readTestdata(b, "certs/corp-root.pem"))
+	pod := optedIn(nil)
+	ctr := container(testID, "app")
+	ctx := context.Background()
+	for b.Loop() {
+		if adj, _, _ := p.CreateContainer(ctx, pod, ctr); adj == nil {
+			b.Fatal("not adjusted")
+		}
+		p.RemoveContainer(ctx, pod, ctr)
+	}
+}
+
+// copyDir replaces dst with a copy of src, symlinks and modes kept.
+func copyDir(b *testing.B, src, dst string) {
+	if err := os.RemoveAll(dst); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		b.Fatalf("cp: %v %s", err, out)
+	}
+}
