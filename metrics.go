@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -148,6 +149,22 @@ func (m *metrics) write(w io.Writer) {
 	e.single("cainjekt_outdated_containers", "gauge", "Injected containers started with a CA bundle other than the current one; their OS and runtime trust stores keep it until they restart.", float64(m.outdated()))
 	e.single("cainjekt_nri_connected", "gauge", "1 while registered with the container runtime over NRI, else 0.", boolValue(m.nriConnected.Load()))
 	e.single("cainjekt_nri_registrations_total", "counter", "Successful registrations with the container runtime.", float64(m.nriRegistrations.Load()))
+	writeProcess(e)
+}
+
+// writeProcess reports the process's own footprint, under the names
+// Prometheus client libraries use, so a leak shows on the usual dashboards.
+func writeProcess(e *expo) {
+	e.single("go_goroutines", "gauge", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		e.single("process_open_fds", "gauge", "Number of open file descriptors.", float64(len(fds)))
+	}
+	if statm, err := os.ReadFile("/proc/self/statm"); err == nil {
+		var size, resident uint64
+		if _, err := fmt.Sscan(string(statm), &size, &resident); err == nil {
+			e.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", float64(resident*uint64(os.Getpagesize())))
+		}
+	}
 }
 
 // writeBundles renders the CA bundles' families, a series per bundle.

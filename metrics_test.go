@@ -81,6 +81,9 @@ func TestMetricsValues(t *testing.T) {
 		`cainjekt_hook_duration_seconds_bucket{le="+Inf"} 2`,
 		"cainjekt_hook_duration_seconds_count 2",
 		`cainjekt_namespace_lookups_total{result="cached"} 1`,
+		"# TYPE process_resident_memory_bytes gauge",
+		"# TYPE process_open_fds gauge",
+		"# TYPE go_goroutines gauge",
 	} {
 		if !strings.Contains(buf.String(), line+"\n") {
 			t.Errorf("missing %q in\n%s", line, buf.String())
