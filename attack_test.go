@@ -226,6 +226,7 @@ var attacks = []attack{
 		setup: func(t *testing.T, b *hookBed, h *hostTree) { replace(t, b.rootfs, "opt/venv", h.path("venv")) }},
 	{name: "certifi bundle is a symlink to a host file", want: hookResultOK,
 		setup: func(t *testing.T, b *hookBed, h *hostTree) {
+			writeTree(t, b.rootfs, map[string]string{"usr/local/lib/python3.11/dist-packages/certifi/core.py": "CACERT = 'cacert.pem'\n"})
 			replace(t, b.rootfs, "usr/local/lib/python3.11/dist-packages/certifi/cacert.pem",
 				h.path("venv/lib/python3.11/site-packages/certifi/cacert.pem"))
 		}},

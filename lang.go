@@ -16,6 +16,7 @@ package main
 // are never missing even if the hook fails.
 
 import (
+	"bytes"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -136,7 +137,8 @@ func uniqueFiles(root *safeDir, candidates []string) []string {
 // certifiBundles finds the CA bundles of certifi installs (pip's, and
 // pip's own vendored one) under every Python prefix the image has: the
 // parent of each PATH directory with a python3, VIRTUAL_ENV, /usr/local and
-// /usr. requests, httpx and pip read them, not the OS store.
+// /usr. requests, httpx and pip read them, not the OS store; a certifi
+// patched to return the OS bundle is left alone.
 func certifiBundles(root *safeDir, env []string) []string {
 	prefixes := []string{}
 	if venv := envValue(env, "VIRTUAL_ENV"); path.IsAbs(venv) {
@@ -157,11 +159,26 @@ func certifiBundles(root *safeDir, env []string) []string {
 			}
 			for _, site := range []string{"site-packages", "dist-packages"} {
 				dir := path.Join(prefix, "lib", lib, site)
-				candidates = append(candidates, dir+"/certifi/cacert.pem", dir+"/pip/_vendor/certifi/cacert.pem")
+				for _, pkg := range []string{dir + "/certifi", dir + "/pip/_vendor/certifi"} {
+					if certifiUsesItsBundle(root, pkg) {
+						candidates = append(candidates, pkg+"/cacert.pem")
+					}
+				}
 			}
 		}
 	}
 	return uniqueFiles(root, candidates)
+}
+
+// certifiUsesItsBundle tells a certifi that serves its own cacert.pem (as
+// pip installs it) from one a distribution patched to return the OS bundle
+// (Debian's, Fedora's, Alpine's), whose cacert.pem nothing reads: the
+// upstream core.py names the file, the patched ones do not. Without a
+// readable core.py (an image that keeps only .pyc files) the bundle is
+// merged: a merge too many costs a millisecond, one too few an outage.
+func certifiUsesItsBundle(root *safeDir, pkg string) bool {
+	core, _, err := root.readFile(pkg+"/core.py", maxOSReleaseSize)
+	return err != nil || bytes.Contains(core, []byte("cacert.pem"))
 }
 
 // javaStores finds the cacerts of every JVM in the image: JAVA_HOME, the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,10 @@ func addRuntimes(t testing.TB, rootfs, cacertsFixture string) {
 		"/opt/venv/bin/python3":       "->/usr/bin/python3",
 		"/usr/bin/python3":            "#!/bin/sh\n",
 		"/opt/venv/lib/python3.11/site-packages/certifi/cacert.pem": string(readTestdata(t, "certs/public-a.pem")),
+		"/opt/venv/lib/python3.11/site-packages/certifi/core.py":    "def where():\n    return os.path.join(os.path.dirname(__file__), \"cacert.pem\")\n",
+		// Debian's python3-certifi: patched to the OS bundle, its cacert.pem unread.
+		"/usr/lib/python3/dist-packages/certifi/cacert.pem": string(readTestdata(t, "certs/public-b.pem")),
+		"/usr/lib/python3/dist-packages/certifi/core.py":    "def where():\n    return \"/etc/ssl/certs/ca-certificates.crt\"\n",
 	})
 	writeTree(t, rootfs, map[string]string{"/etc/ssl/certs/java/cacerts": string(readTestdata(t, "java/"+cacertsFixture))})
 }
@@ -35,7 +40,14 @@ func TestFindRuntimeTrustFiles(t *testing.T) {
 	root := imageRoot(t, b.rootfs)
 	env := []string{runtimesPATH}
 	if got := certifiBundles(root, env); strings.Join(got, " ") != "/opt/venv/lib/python3.11/site-packages/certifi/cacert.pem" {
-		t.Errorf("certifi bundles %v", got)
+		t.Errorf("certifi bundles %v, want the venv's only (Debian's certifi serves the OS bundle)", got)
+	}
+	// A certifi without its source (only .pyc files) is taken to serve its bundle.
+	if err := os.Remove(filepath.Join(b.rootfs, "opt/venv/lib/python3.11/site-packages/certifi/core.py")); err != nil {
+		t.Fatal(err)
+	}
+	if got := certifiBundles(root, env); len(got) != 1 {
+		t.Errorf("certifi bundles without core.py %v, want the venv's", got)
 	}
 	if got := javaStores(root, env); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
 		t.Errorf("java stores %v", got)
