@@ -13,6 +13,9 @@ package main
 // never replaces the last good version.
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -173,6 +176,53 @@ func loadTrustSet(caPath, basePath string, now time.Time) (*trustSet, []finding,
 		set.noTrust, _ = mergeBundle(baseBundle.pem, ours)
 	}
 	return set, findings, nil
+}
+
+// parseCABundle reads the operator's CA bundle. Only CERTIFICATE blocks that
+// parse as X.509 are kept, once each (a TRUSTED CERTIFICATE block gives its
+// certificate, without OpenSSL's trust settings); every other block is
+// dropped, private keys above all, so that nothing but certificates can ever
+// reach a container. What was dropped or converted is reported as findings.
+// A bundle without a usable certificate is a bundleError.
+func parseCABundle(data []byte) (*caBundle, []finding, error) {
+	var findings []finding
+	b := &caBundle{}
+	blocks := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		blocks++
+		der := certificateDER(block)
+		if f := blockFinding(blocks, block, der); f != nil {
+			findings = append(findings, *f)
+		}
+		if der == nil {
+			continue
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			findings = append(findings, finding{kind: findUnparsable, block: blocks, detail: "dropped a certificate that does not parse: " + err.Error()})
+			continue
+		}
+		c := newCACert(cert.Raw)
+		c.subject, c.notAfter = cert.Subject.String(), cert.NotAfter
+		if !b.add(c) {
+			findings = append(findings, finding{kind: findDuplicate, block: blocks, subject: c.subject, detail: "dropped a duplicate"})
+		}
+	}
+	switch {
+	case len(b.certs) > 0:
+		return b, findings, nil
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil, findings, &bundleError{reason: reasonEmpty, msg: "the bundle is empty"}
+	case blocks == 0:
+		return nil, findings, &bundleError{reason: reasonNotPEM, msg: "no complete PEM block found (truncated, DER or another format?)"}
+	default:
+		return nil, findings, &bundleError{reason: reasonNoCertificate, msg: "no usable CERTIFICATE block"}
+	}
 }
 
 // readHostFile reads a regular file of the operator's, bounded in size.

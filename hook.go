@@ -75,7 +75,9 @@ type hookStatus struct {
 	Files           []fileChange `json:"files,omitempty"`
 	Errors          []string     `json:"errors,omitempty"`
 	DurationMS      float64      `json:"duration_ms"`
-	Finished        time.Time    `json:"finished"`
+	// TimingsMS says where the hook's time went, phase by phase.
+	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
+	Finished  time.Time          `json:"finished"`
 }
 
 // hookContext is what the hook leaves for the wrapper.
@@ -200,7 +202,20 @@ type hook struct {
 	mu      sync.Mutex // guards what finish reads against the watchdog
 	done    bool
 	status  hookStatus
-	staging *safeDir // the container's staging directory, once known
+	staging *safeDir  // the container's staging directory, once known
+	lapped  time.Time // the end of the last timed phase
+}
+
+// lap records how long the phase that ends now took.
+func (h *hook) lap(phase string) {
+	now := time.Now()
+	h.note(func(s *hookStatus) {
+		if s.TimingsMS == nil {
+			s.TimingsMS = map[string]float64{}
+		}
+		s.TimingsMS[phase] = float64(now.Sub(cmp.Or(h.lapped, h.start)).Microseconds()) / 1000
+	})
+	h.lapped = now
 }
 
 // run does the work; the error is what made the injection fail.
@@ -228,12 +243,14 @@ func (h *hook) run(stdin io.Reader) error {
 		return err
 	}
 	h.note(func(s *hookStatus) { s.CABundle = ours.sha256() })
+	h.lap("start")
 
 	root, env, err := openContainerRoot(state.Bundle)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
+	h.lap("rootfs")
 	return h.inject(root, staging, env, ours, prefill)
 }
 
@@ -243,6 +260,7 @@ func (h *hook) run(stdin io.Reader) error {
 func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, prefill []byte) error {
 	rel, fam, detectErr := detectDistro(root)
 	store := readImageStore(root, fam)
+	h.lap("detect")
 	h.note(func(s *hookStatus) { s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust()) })
 	if detectErr != nil {
 		detectErr = fmt.Errorf("os-release: %w", detectErr)
@@ -256,6 +274,7 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 		}
 		h.note(func(s *hookStatus) { s.ImageTrustBytes = imagePartLen(store.trust()) })
 	}
+	h.lap("staged_bundle")
 	var osErr error
 	var done []string // the real files merged already
 	if slices.Contains(h.opts.processors, fam.processor()) {
@@ -268,10 +287,12 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 		for _, c := range changes {
 			done = append(done, cmp.Or(c.Resolved, c.Path))
 		}
+		h.lap("os_store")
 	}
 	lang, langErr := injectLanguages(root, staging, h.opts.processors, env, ours, merged, done)
 	h.note(func(s *hookStatus) { s.Files = append(s.Files, lang.changes...) })
 	h.note(func(s *hookStatus) { s.Wrapper.Env, s.Wrapper.Append = lang.env, lang.appendEnv })
+	h.lap("languages")
 	if langErr != nil {
 		langErr = fmt.Errorf("language runtimes: %w", langErr)
 	}
@@ -378,7 +399,7 @@ func readStaged(staging *safeDir) (*caBundle, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("read staged CAs: %w", err)
 	}
-	ours, _, err := parseCABundle(caPEM)
+	ours, err := parseStagedCAs(caPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("staged CAs: %w", err)
 	}
@@ -417,9 +438,17 @@ func openContainerRoot(bundle string) (*safeDir, []string, error) {
 }
 
 // parseSpec reads what the hook needs of config.json: the rootfs path and
-// the environment of the container's process.
+// the environment of the container's process. It decodes only those two
+// fields: the whole OCI spec takes a millisecond.
 func parseSpec(data []byte) (string, []string, error) {
-	var spec specs.Spec
+	var spec struct {
+		Root *struct {
+			Path string `json:"path"`
+		} `json:"root"`
+		Process *struct {
+			Env []string `json:"env"`
+		} `json:"process"`
+	}
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return "", nil, fmt.Errorf("parse config.json: %w", err)
 	}

@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // What loading a CA bundle has to say: blocks dropped or converted, and
@@ -8,8 +10,10 @@ package main
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -80,15 +84,38 @@ func reasonOf(err error) string {
 	return reasonUnreadable
 }
 
+// blockFinding says what becomes of a PEM block of the operator's bundle
+// that is not a plain certificate; der is the certificate it gave, if any.
+func blockFinding(n int, block *pem.Block, der []byte) *finding {
+	switch {
+	case block.Type == "CERTIFICATE":
+		return nil
+	case block.Type == "TRUSTED CERTIFICATE" && der == nil:
+		return &finding{kind: findUnparsable, block: n, detail: "dropped a TRUSTED CERTIFICATE block that does not parse"}
+	case block.Type == "TRUSTED CERTIFICATE":
+		return &finding{kind: findTrustedCertificate, block: n,
+			detail: "a TRUSTED CERTIFICATE block: its certificate is injected, its OpenSSL trust settings are not (and .NET ignores such blocks)"}
+	case strings.Contains(block.Type, "PRIVATE KEY"):
+		return &finding{kind: findPrivateKey, block: n,
+			detail: "dropped a " + block.Type + " block: a CA bundle must never hold a private key; it is not staged and never reaches a container"}
+	default:
+		return &finding{kind: findOtherBlock, block: n, detail: fmt.Sprintf("dropped a %q block: only certificates are injected", block.Type)}
+	}
+}
+
 // lintCertificates checks each certificate against what the runtimes
-// require of a trust anchor.
+// require of a trust anchor. It parses them again: a caCert keeps no
+// *x509.Certificate, which the hook's build cannot link.
 func lintCertificates(b *caBundle, now time.Time) []finding {
 	var out []finding
 	for i, c := range b.certs {
 		add := func(kind, detail string) {
 			out = append(out, finding{kind: kind, block: i + 1, subject: c.subject, detail: detail})
 		}
-		cert := c.cert
+		cert, err := x509.ParseCertificate(c.der)
+		if err != nil {
+			continue // not in a bundle parseCABundle made
+		}
 		switch {
 		case now.After(cert.NotAfter):
 			add(findExpired, "expired on "+cert.NotAfter.UTC().Format(time.DateOnly)+": no runtime will accept a chain through it")

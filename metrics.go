@@ -198,7 +198,7 @@ func (m *metrics) writeBundles(e *expo) {
 	for _, b := range bundles {
 		for _, c := range b.certs {
 			e.sample("cainjekt_ca_certificate_expiry_timestamp_seconds",
-				labels("bundle", b.name, "subject", c.subject, "sha256", c.id()), float64(c.cert.NotAfter.Unix()))
+				labels("bundle", b.name, "subject", c.subject, "sha256", c.id()), float64(c.notAfter.Unix()))
 		}
 	}
 }

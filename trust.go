@@ -1,12 +1,12 @@
 package main
 
-// Certificates and bundles: parsing the operator's CA file, and merging our
-// CAs into a bundle an image already trusts without losing a byte of it.
+// Certificates and bundles: the CAs staged for a container, and merging them
+// into a bundle an image already trusts without losing a byte of it. (The
+// plugin parses and lints the operator's CA file: cafile.go, lint.go.)
 
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
@@ -14,7 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,9 +23,15 @@ import (
 type caCert struct {
 	der      []byte
 	sum      [sha256.Size]byte
+	b64Start []byte // the first 48 characters of its PEM text, for present
+	// Known to the plugin only, which parsed the certificate when it loaded
+	// the bundle: the hook's build links no X.509 parser (see parseStagedCAs).
 	subject  string
-	cert     *x509.Certificate
-	b64Start []byte // the first 48 characters of its PEM text, for holds
+	notAfter time.Time
+}
+
+func newCACert(der []byte) caCert {
+	return caCert{der: der, sum: sha256.Sum256(der), b64Start: b64Start(der)}
 }
 
 // id is a short stable name for the certificate, used in anchor file names.
@@ -37,83 +43,67 @@ type caBundle struct {
 	pem   []byte // the certificates re-encoded: no headers, comments or other blocks
 }
 
+// add appends c unless the bundle holds it already, and says which.
+func (b *caBundle) add(c caCert) bool {
+	for _, have := range b.certs {
+		if have.sum == c.sum {
+			return false
+		}
+	}
+	b.certs = append(b.certs, c)
+	b.pem = append(b.pem, certPEM(c)...)
+	return true
+}
+
 // sha256 identifies the bundle's content, for logs and status.
 func (b *caBundle) sha256() string {
 	sum := sha256.Sum256(b.pem)
 	return hex.EncodeToString(sum[:])
 }
 
-// parseCABundle reads the operator's CA bundle. Only CERTIFICATE blocks that
-// parse as X.509 are kept, once each (a TRUSTED CERTIFICATE block gives its
-// certificate, without OpenSSL's trust settings); every other block is
-// dropped, private keys above all, so that nothing but certificates can ever
-// reach a container. What was dropped or converted is reported as findings.
-// A bundle without a usable certificate is a bundleError.
-func parseCABundle(data []byte) (*caBundle, []finding, error) {
-	var findings []finding
-	seen := map[[sha256.Size]byte]bool{}
+// parseStagedCAs reads the CAs the plugin staged for a container: its own
+// output, written from a bundle it validated, in a directory only root can
+// write. The hook takes the CERTIFICATE blocks as they are and refuses a
+// file holding anything else, rather than parse X.509 a second time: its
+// binary then links no X.509 parser and starts sooner, and every container
+// start waits for it.
+func parseStagedCAs(data []byte) (*caBundle, error) {
 	b := &caBundle{}
-	blocks := 0
-	for rest := data; ; {
+	rest := data
+	for {
 		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
+		if block, rest = pem.Decode(rest); block == nil {
 			break
 		}
-		blocks++
-		der, f := certificateDER(blocks, block)
-		if f != nil {
-			findings = append(findings, *f)
+		if block.Type != "CERTIFICATE" || len(block.Headers) > 0 {
+			return nil, fmt.Errorf("a %q block: only certificates are staged", block.Type)
 		}
-		if der == nil {
-			continue
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			findings = append(findings, finding{kind: findUnparsable, block: blocks, detail: "dropped a certificate that does not parse: " + err.Error()})
-			continue
-		}
-		c := caCert{der: cert.Raw, sum: sha256.Sum256(cert.Raw), subject: cert.Subject.String(), cert: cert,
-			b64Start: []byte(base64.StdEncoding.EncodeToString(cert.Raw[:min(36, len(cert.Raw))]))}
-		if seen[c.sum] {
-			findings = append(findings, finding{kind: findDuplicate, block: blocks, subject: c.subject, detail: "dropped a duplicate"})
-			continue
-		}
-		seen[c.sum] = true
-		b.certs = append(b.certs, c)
-		b.pem = append(b.pem, certPEM(c)...)
+		b.add(newCACert(block.Bytes))
 	}
-	switch {
-	case len(b.certs) > 0:
-		return b, findings, nil
-	case len(bytes.TrimSpace(data)) == 0:
-		return nil, findings, &bundleError{reason: reasonEmpty, msg: "the bundle is empty"}
-	case blocks == 0:
-		return nil, findings, &bundleError{reason: reasonNotPEM, msg: "no complete PEM block found (truncated, DER or another format?)"}
-	default:
-		return nil, findings, &bundleError{reason: reasonNoCertificate, msg: "no usable CERTIFICATE block"}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, errors.New("text that is no PEM block")
 	}
+	if len(b.certs) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return b, nil
 }
 
-// certificateDER returns the certificate a PEM block holds, or nil and why
-// the block is dropped.
-func certificateDER(n int, block *pem.Block) ([]byte, *finding) {
-	switch {
-	case block.Type == "CERTIFICATE":
-		return block.Bytes, nil
-	case block.Type == "TRUSTED CERTIFICATE":
+// certificateDER returns the certificate a CERTIFICATE block holds, or the
+// one of a TRUSTED CERTIFICATE block (OpenSSL's, the certificate followed
+// by trust settings); nil for any other block.
+func certificateDER(block *pem.Block) []byte {
+	switch block.Type {
+	case "CERTIFICATE":
+		return block.Bytes
+	case "TRUSTED CERTIFICATE":
 		var cert asn1.RawValue
 		if _, err := asn1.Unmarshal(block.Bytes, &cert); err != nil {
-			return nil, &finding{kind: findUnparsable, block: n, detail: "dropped a TRUSTED CERTIFICATE block that does not parse"}
+			return nil
 		}
-		return cert.FullBytes, &finding{kind: findTrustedCertificate, block: n,
-			detail: "a TRUSTED CERTIFICATE block: its certificate is injected, its OpenSSL trust settings are not (and .NET ignores such blocks)"}
-	case strings.Contains(block.Type, "PRIVATE KEY"):
-		return nil, &finding{kind: findPrivateKey, block: n,
-			detail: "dropped a " + block.Type + " block: a CA bundle must never hold a private key; it is not staged and never reaches a container"}
-	default:
-		return nil, &finding{kind: findOtherBlock, block: n, detail: fmt.Sprintf("dropped a %q block: only certificates are injected", block.Type)}
+		return cert.FullBytes
 	}
+	return nil
 }
 
 // countCerts counts the certificate blocks of a bundle file.
@@ -121,30 +111,46 @@ func countCerts(data []byte) int {
 	return bytes.Count(data, []byte("-----BEGIN CERTIFICATE-----")) + bytes.Count(data, []byte("-----BEGIN TRUSTED CERTIFICATE-----"))
 }
 
-// holds reports whether a PEM bundle holds certificate c. Decoding a whole
-// bundle of 150 roots to find out takes a millisecond; instead it looks for
-// the start of c's base64 text, which every PEM encoder writes the same way
-// up to its first line break (64 characters for OpenSSL and Go), and
-// confirms each find by decoding that one block. A bundle wrapped at fewer
-// than 48 characters defeats the quick look and gets c a second time:
-// harmless to every runtime, and never a loss.
-func holds(bundle []byte, c caCert) bool {
-	for rest, off := bundle, 0; ; {
-		i := bytes.Index(rest, c.b64Start)
+// b64Start is how a certificate's base64 text begins: its first 48
+// characters, which every PEM encoder writes the same way before its first
+// line break (64 characters for OpenSSL and Go).
+func b64Start(der []byte) []byte {
+	return []byte(base64.StdEncoding.EncodeToString(der[:min(36, len(der))]))
+}
+
+// present says which of certs a PEM bundle holds. Decoding a whole bundle
+// of 150 roots to find out takes a millisecond; instead it walks from one
+// BEGIN line to the next, compares how each block's text begins with how
+// each of certs begins, and decodes only a block that begins alike. A
+// bundle wrapped at fewer than 48 characters defeats the comparison and
+// gets a certificate a second time: harmless to every runtime, never a loss.
+func present(bundle []byte, certs []caCert) map[[sha256.Size]byte]bool {
+	found := map[[sha256.Size]byte]bool{}
+	begin := []byte("-----BEGIN ")
+	for off := 0; len(found) < len(certs); {
+		i := bytes.Index(bundle[off:], begin)
 		if i < 0 {
-			return false
+			break
 		}
-		begin := bytes.LastIndex(bundle[:off+i], []byte("-----BEGIN "))
-		if begin >= 0 {
-			if block, _ := pem.Decode(bundle[begin:]); block != nil {
-				if der, _ := certificateDER(0, block); bytes.Equal(der, c.der) {
-					return true
+		start := off + i
+		off = start + len(begin)
+		nl := bytes.IndexByte(bundle[off:], '\n')
+		if nl < 0 {
+			break
+		}
+		text := bundle[off+nl+1:]
+		for _, c := range certs {
+			if found[c.sum] || !bytes.HasPrefix(text, c.b64Start) {
+				continue
+			}
+			if block, _ := pem.Decode(bundle[start:]); block != nil {
+				if bytes.Equal(certificateDER(block), c.der) {
+					found[c.sum] = true
 				}
 			}
 		}
-		off += i + len(c.b64Start)
-		rest = bundle[off:]
 	}
+	return found
 }
 
 // mergeBundle returns image, byte for byte, followed by the certificates of
@@ -158,8 +164,9 @@ func mergeBundle(image []byte, ours *caBundle) ([]byte, int) {
 		merged = append(merged, '\n')
 	}
 	added := 0
+	have := present(image, ours.certs)
 	for _, c := range ours.certs {
-		if holds(image, c) {
+		if have[c.sum] {
 			continue
 		}
 		merged = append(merged, certPEM(c)...)

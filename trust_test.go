@@ -40,6 +40,28 @@ func publicBundle(t testing.TB) []byte {
 	return b
 }
 
+func TestParseStagedCAsTakesCertificatesOnly(t *testing.T) {
+	ours := corpBundle(t)
+	b, err := parseStagedCAs(append(slices.Clone(ours.pem), ours.pem...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.certs) != len(ours.certs) || !bytes.Equal(b.pem, ours.pem) || b.certs[0].sum != ours.certs[0].sum {
+		t.Errorf("staged CAs read back as %d certificates, want the %d staged, once each", len(b.certs), len(ours.certs))
+	}
+	key := readTestdata(t, "bundles/with-private-key.pem")
+	for name, data := range map[string][]byte{
+		"a private key":   key,
+		"a trailing text": append(slices.Clone(ours.pem), "garbage\n"...),
+		"headers":         []byte("-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n\nAAAA\n-----END CERTIFICATE-----\n"),
+		"nothing":         []byte("\n"),
+	} {
+		if _, err := parseStagedCAs(data); err == nil {
+			t.Errorf("staged CAs with %s were accepted", name)
+		}
+	}
+}
+
 func TestParseCABundleDropsAllButCertificates(t *testing.T) {
 	b, findings, err := parseCABundle(readTestdata(t, "bundles/with-private-key.pem"))
 	if err != nil {
@@ -141,13 +163,15 @@ func bundleSums(data []byte) map[[sha256.Size]byte]bool {
 		if block == nil {
 			return sums
 		}
-		if der, _ := certificateDER(0, block); der != nil {
+		if der := certificateDER(block); der != nil {
 			sums[sha256.Sum256(der)] = true
 		}
 	}
 }
 
-func TestHoldsFindsCertificatesHoweverWrapped(t *testing.T) {
+func holds(bundle []byte, c caCert) bool { return present(bundle, []caCert{c})[c.sum] }
+
+func TestPresentFindsCertificatesHoweverWrapped(t *testing.T) {
 	ours := corpBundle(t)
 	c := ours.certs[0]
 	wrapped := func(width int) []byte {
