@@ -270,7 +270,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(env) == 0 {
-		env = envFlag{hookEnv[0]}
+		env = envFlag{hookPATH}
 	}
 	root, err := openImageRoot(unix.AT_FDCWD, filepath.Clean(fs.Arg(0)))
 	if err != nil {

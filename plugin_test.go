@@ -70,7 +70,8 @@ func TestCreateContainerAdjustsAnOptedInContainer(t *testing.T) {
 		t.Errorf("mounts\n%v\nwant\n%v", mounts, want)
 	}
 	hooks := adj.GetHooks().GetCreateRuntime()
-	if len(hooks) != 1 || hooks[0].Path != "/opt/cainjekt/bin/cainjekt" || hooks[0].Args[1] != "hook" || hooks[0].Timeout.GetValue() != 5 {
+	if len(hooks) != 1 || hooks[0].Path != "/opt/cainjekt/bin/cainjekt" || hooks[0].Args[1] != "hook" || hooks[0].Timeout.GetValue() != 5 ||
+		!slices.Equal(hooks[0].Env, []string{hookPATH, "GOMAXPROCS=1"}) {
 		t.Errorf("hooks %v", hooks)
 	}
 	if got := adj.GetArgs(); !slices.Equal(got, []string{"/.cainjekt/cainjekt", "wrap", "--", "/app", "--serve"}) {
