@@ -9,8 +9,9 @@ RUN go mod download
 COPY *.go ./
 ARG VERSION=dev
 # cainjekt: the plugin and the commands; cainjekt-hook: the hook and the
-# wrapper alone, which runc starts for every injected container.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /cainjekt . && \
+# wrapper alone, which runc starts for every injected container. The plugin
+# speaks HTTP/1.1 only (nethttpomithttp2: 0.6 MB less), as `make build` does.
+RUN CGO_ENABLED=0 go build -trimpath -tags nethttpomithttp2 -ldflags "-s -w -X main.version=${VERSION}" -o /cainjekt . && \
     CGO_ENABLED=0 go build -trimpath -tags hookonly -ldflags "-s -w -X main.version=${VERSION}" -o /cainjekt-hook .
 
 # distroless/static: no shell, no package manager, CA certificates and

@@ -5,6 +5,9 @@ GO      ?= go
 BIN     := bin/cainjekt
 HOOKBIN := bin/cainjekt-hook
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# The plugin serves /metrics and asks the API server over HTTP/1.1: leaving
+# net/http's bundled HTTP/2 out takes 0.6 MB off the binary.
+PLUGIN_TAGS := nethttpomithttp2
 E2E_TIMEOUT ?= 60m
 
 FUZZTIME ?= 30s
@@ -17,7 +20,7 @@ all: build
 # Two binaries of one package: cainjekt (plugin and commands) and
 # cainjekt-hook (the hook and the wrapper only, quick to start).
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(PLUGIN_TAGS) -ldflags '$(LDFLAGS)' -o $(BIN) .
 	CGO_ENABLED=0 $(GO) build -trimpath -tags hookonly -ldflags '$(LDFLAGS)' -o $(HOOKBIN) .
 
 deps:
@@ -27,17 +30,19 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>&1); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) build -tags hookonly -o /dev/null .
+	@bad=$$($(GO) list -tags hookonly -deps . | grep -E '^(crypto/x509|crypto/tls|net/http|github.com/containerd/)'); \
+	if [ -n "$$bad" ]; then echo "cainjekt-hook starts with every container and must not link:"; echo "$$bad"; exit 1; fi
 	cd e2e && $(GO) vet ./...
 
 unit: deps
-	CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./...
+	CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 -tags $(PLUGIN_TAGS) ./...
 	cd e2e && CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./deploytest
 
 # Air-gapped builds vendor the module: prove that works, in a scratch copy.
 vendor-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	git ls-files -z | xargs -0 cp -P --parents -t $$tmp && \
-	cd $$tmp && $(GO) mod vendor && CGO_ENABLED=0 $(GO) build -mod=vendor -o /dev/null . && \
+	cd $$tmp && $(GO) mod vendor && CGO_ENABLED=0 $(GO) build -mod=vendor -tags $(PLUGIN_TAGS) -o /dev/null . && \
 	CGO_ENABLED=0 $(GO) build -mod=vendor -tags hookonly -o /dev/null . && \
 	echo "vendor-check: go mod vendor && go build -mod=vendor: ok"
 
