@@ -13,7 +13,7 @@ E2E_TIMEOUT ?= 60m
 FUZZTIME ?= 30s
 FUZZ_TARGETS = $(shell grep -ho '^func Fuzz[A-Za-z]*' *_test.go | cut -d' ' -f2)
 
-.PHONY: all build deps lint unit vendor-check e2e test demo fuzz clean
+.PHONY: all build deps lint unit vendor-check e2e test demo bench fuzz clean
 
 all: build
 
@@ -60,6 +60,14 @@ test: lint unit vendor-check e2e
 demo: deps build
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo needs root (it runs containerd)"; exit 1; }
 	cd e2e && $(GO) run ./cmd/demo --cainjekt $(abspath $(BIN))
+
+# The hot paths in go benchmarks, then the cost on a real node: pod start
+# latency without and with the plugin, hook and wrapper time, the plugin's
+# footprint after a churn, binary sizes, each against the budget.
+bench: deps build
+	@[ "$$(id -u)" -eq 0 ] || { echo "make bench needs root (it runs containerd)"; exit 1; }
+	$(GO) test -run '^$$' -bench . -benchmem .
+	cd e2e && $(GO) run ./cmd/bench --cainjekt $(abspath $(BIN))
 
 # Each fuzz target for FUZZTIME; their seed corpora (testdata/fuzz) also run in make unit.
 fuzz:

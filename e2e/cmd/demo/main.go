@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -38,7 +40,10 @@ func demo(bin string) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the demo runs containerd: it needs root")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+	// Ctrl-C cancels: the node is stopped and removed on the way out, not left running.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Minute)
 	defer cancel()
 
 	say("Setting up a private node (containerd, runc and images are built once and cached in %s)", testbed.CacheDir())

@@ -1,0 +1,395 @@
+// Command bench measures what cainjekt costs on a real node: pod start
+// latency without the plugin, with the plugin and an unannotated pod, with
+// an injected pod, and with a plugin whose hook and wrapper do nothing (what
+// running any hook costs), interleaved on three private nodes so that
+// machine noise hits all variants alike; the hook's and the wrapper's own
+// time; the plugin's footprint after a churn of injected containers; the
+// binaries' sizes. It prints a table and each budget line with its verdict.
+// Run it with `make bench` (root).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cainjekt/cainjekt/e2e/testbed"
+)
+
+var (
+	bin    = flag.String("cainjekt", "", "the cainjekt binary (cainjekt-hook beside it)")
+	rounds = flag.Int("pods", 100, "pods per variant")
+	churn  = flag.Int("churn", 500, "injected containers created and removed before the footprint is read")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
+
+// bench is the set-up: three nodes, one without a plugin, one with the
+// plugin and one with the plugin running a no-op hook and wrapper. The roles
+// rotate twice, so whatever differs between the nodes weighs on all
+// variants alike.
+type bench struct {
+	nodes         [3]*testbed.Node
+	rotation      int
+	plugin, noop  *testbed.Plugin
+	image         *testbed.Image
+	dir, caFile   string
+	staging       string // the plugin's
+	stagingRounds int    // for unique staging directory names
+}
+
+func (b *bench) plain() *testbed.Node      { return b.nodes[b.rotation%3] }
+func (b *bench) withPlugin() *testbed.Node { return b.nodes[(b.rotation+1)%3] }
+func (b *bench) withNoop() *testbed.Node   { return b.nodes[(b.rotation+2)%3] }
+
+func run() error {
+	if *bin == "" || os.Geteuid() != 0 {
+		return fmt.Errorf("needs --cainjekt and root")
+	}
+	// Ctrl-C cancels: the nodes are stopped and removed on the way out, not left running.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Minute)
+	defer cancel()
+	b, cleanup, err := setUp(ctx)
+	defer cleanup()
+	if err != nil {
+		return err
+	}
+	var r report
+	if err := b.podStarts(ctx, &r); err != nil {
+		return err
+	}
+	if err := b.wrapperCost(ctx, &r); err != nil {
+		return err
+	}
+	if err := b.footprint(ctx, &r); err != nil {
+		return err
+	}
+	r.sizes()
+	r.print()
+	return nil
+}
+
+func setUp(ctx context.Context) (*bench, func(), error) {
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	b := &bench{}
+	bins, err := testbed.EnsureBinaries(ctx, logf)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	pause, err := testbed.BuildPauseImage(ctx, logf)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	if b.image, err = testbed.BuildDebianImage(ctx, testbed.DebianTestImage(), logf); err != nil {
+		return nil, cleanup, err
+	}
+	for i := range b.nodes {
+		node, err := testbed.StartNode(ctx, testbed.NodeOptions{Bins: bins, PauseImage: pause})
+		if err != nil {
+			return nil, cleanup, err
+		}
+		cleanups = append(cleanups, func() { node.Close() })
+		if err := node.ImportImage(ctx, b.image); err != nil {
+			return nil, cleanup, err
+		}
+		b.nodes[i] = node
+	}
+	// The staging directory on tmpfs, as /run is on a node.
+	dir, err := os.MkdirTemp("/dev/shm", "cainjekt-bench-")
+	if err != nil {
+		return nil, cleanup, err
+	}
+	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
+	ca, err := testbed.NewCA("cainjekt bench CA")
+	if err != nil {
+		return nil, cleanup, err
+	}
+	b.dir, b.caFile = dir, filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(b.caFile, ca.CertPEM, 0o644); err != nil {
+		return nil, cleanup, err
+	}
+	cleanups = append(cleanups, b.stopPlugins)
+	return b, cleanup, b.startPlugins(ctx)
+}
+
+// noopBinary stands in for cainjekt-hook in the no-op variant: as the hook
+// it exits at once, as the wrapper (`/bin/true wrap -- /bin/true`, with
+// the Debian image's own libc) it is the pod's command. What remains is
+// what mounting the staging and the wrapper and running a hook cost.
+const noopBinary = "/bin/true"
+
+// startPlugins starts the plugin, and the no-op one, on their nodes.
+func (b *bench) startPlugins(ctx context.Context) error {
+	b.stagingRounds++
+	b.staging = filepath.Join(b.dir, fmt.Sprintf("staging-%d", b.stagingRounds))
+	var err error
+	b.plugin, err = testbed.StartPlugin(testbed.PluginOptions{Bin: *bin, Socket: b.withPlugin().NRISocket, CAFile: b.caFile,
+		DynamicCARoot: b.staging, Args: []string{"--log-level", "warn"}})
+	if err != nil {
+		return err
+	}
+	b.noop, err = testbed.StartPlugin(testbed.PluginOptions{Bin: *bin, Socket: b.withNoop().NRISocket, CAFile: b.caFile,
+		DynamicCARoot: filepath.Join(b.dir, fmt.Sprintf("noop-%d", b.stagingRounds)),
+		Args:          []string{"--log-level", "warn", "--host-binary", noopBinary}})
+	if err != nil {
+		return err
+	}
+	if err := b.plugin.WaitReady(ctx); err != nil {
+		return err
+	}
+	return b.noop.WaitReady(ctx)
+}
+
+func (b *bench) stopPlugins() {
+	for _, p := range []*testbed.Plugin{b.plugin, b.noop} {
+		if p != nil {
+			p.Stop()
+		}
+	}
+}
+
+// rotate moves each role to the next node.
+func (b *bench) rotate(ctx context.Context) error {
+	b.stopPlugins()
+	b.rotation++
+	return b.startPlugins(ctx)
+}
+
+// variant is one of the ways a pod starts.
+type variant struct {
+	name     string
+	node     *testbed.Node
+	injected bool // annotated
+	reports  bool // its hook writes status.json
+}
+
+// sample is one pod start, by CRI call.
+type sample struct{ run, create, start time.Duration }
+
+func (s sample) total() time.Duration { return s.run + s.create + s.start }
+
+// hookReport is what the bench reads of status.json.
+type hookReport struct {
+	Result     string             `json:"result"`
+	DurationMS float64            `json:"duration_ms"`
+	TimingsMS  map[string]float64 `json:"timings_ms"`
+}
+
+// startPod starts one pod running /bin/true and removes it; for an
+// injected pod it also returns the hook's report.
+func startPod(ctx context.Context, v variant, staging string, i int) (sample, hookReport, error) {
+	var ann map[string]string
+	if v.injected {
+		ann = map[string]string{"cainjekt.natron.io/enabled": "true"}
+	}
+	var s sample
+	var st hookReport
+	t := time.Now()
+	pod, err := v.node.RunPod(ctx, testbed.PodSpec{Name: fmt.Sprintf("%s-%d", v.name, i), Namespace: "bench", Annotations: ann})
+	if err != nil {
+		return s, st, err
+	}
+	defer pod.Remove(context.Background())
+	s.run = time.Since(t)
+	t = time.Now()
+	id, err := pod.Create(ctx, testbed.ContainerSpec{Name: "app", Image: benchImage, Command: []string{"/bin/true"}})
+	if err != nil {
+		return s, st, err
+	}
+	s.create = time.Since(t)
+	t = time.Now()
+	if err := pod.Start(ctx, id); err != nil {
+		return s, st, err
+	}
+	s.start = time.Since(t)
+	if !v.reports {
+		return s, st, nil
+	}
+	data, err := os.ReadFile(filepath.Join(staging, id, "status.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &st)
+	}
+	if err == nil && st.Result != "ok" {
+		err = fmt.Errorf("hook result %q", st.Result)
+	}
+	return s, st, err
+}
+
+// benchImage is the image every measured pod runs.
+var benchImage string
+
+// podStarts runs the variants interleaved, in a shuffled order each round,
+// after a warm-up.
+func (b *bench) podStarts(ctx context.Context, r *report) error {
+	benchImage = b.image.Ref
+	r.samples, r.hookPhases = map[string][]sample{}, map[string][]float64{}
+	for i := -3; i < *rounds; i++ {
+		if i > 0 && (i == *rounds/3 || i == 2**rounds/3) {
+			if err := b.rotate(ctx); err != nil {
+				return err
+			}
+		}
+		variants := []variant{
+			{"no-plugin", b.plain(), false, false},
+			{"plugin-unannotated", b.withPlugin(), false, false},
+			{"plugin-injected", b.withPlugin(), true, true},
+			{"noop-injected", b.withNoop(), true, false},
+		}
+		order := slices.Clone(variants)
+		rand.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
+		for _, v := range order {
+			s, hook, err := startPod(ctx, v, b.staging, i+3)
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+			if i < 0 {
+				continue // warm-up
+			}
+			r.samples[v.name] = append(r.samples[v.name], s)
+			if v.reports {
+				r.hookMS = append(r.hookMS, hook.DurationMS)
+				for phase, t := range hook.TimingsMS {
+					r.hookPhases[phase] = append(r.hookPhases[phase], t)
+				}
+			}
+		}
+		if i >= 0 && (i+1)%10 == 0 {
+			logf("%d/%d rounds", i+1, *rounds)
+		}
+	}
+	return nil
+}
+
+// wrapperCost times, inside an injected container, exec of /bin/true
+// through the wrapper against exec of /bin/true, alternating batches; and
+// the same binary starting and exiting (`version`), the floor of any Go
+// program.
+func (b *bench) wrapperCost(ctx context.Context, r *report) error {
+	pod, err := b.withPlugin().RunPod(ctx, testbed.PodSpec{Name: "wrapper", Namespace: "bench",
+		Annotations: map[string]string{"cainjekt.natron.io/enabled": "true"}})
+	if err != nil {
+		return err
+	}
+	defer pod.Remove(context.Background())
+	id, err := pod.Run(ctx, testbed.ContainerSpec{Name: "app", Image: b.image.Ref, Command: []string{"sleep", "3600"}})
+	if err != nil {
+		return err
+	}
+	const perBatch = 50
+	loop := func(cmd string) string {
+		return fmt.Sprintf(`s=$(date +%%s%%N); i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done; e=$(date +%%s%%N); echo $(( (e-s)/%d ))`, perBatch, cmd, perBatch)
+	}
+	for batch := 0; batch < 20; batch++ {
+		for _, c := range []struct {
+			cmd string
+			dst *[]float64
+		}{{"/bin/true", &r.directNS}, {"/.cainjekt/cainjekt wrap -- /bin/true 2>/dev/null", &r.wrappedNS},
+			{"/.cainjekt/cainjekt version >/dev/null", &r.startNS}} {
+			out, _, code, err := b.withPlugin().Exec(ctx, id, []string{"sh", "-c", loop(c.cmd)}, time.Minute)
+			if err != nil || code != 0 {
+				return fmt.Errorf("wrapper timing: exit %d, %v", code, err)
+			}
+			ns, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+			if err != nil {
+				return fmt.Errorf("wrapper timing: %q: %w", out, err)
+			}
+			*c.dst = append(*c.dst, ns)
+		}
+	}
+	return nil
+}
+
+// footprint churns injected containers through the plugin and reads its
+// memory, descriptors and goroutines before and after, and what is left in
+// its staging directory.
+func (b *bench) footprint(ctx context.Context, r *report) error {
+	before, err := b.processMetrics()
+	if err != nil {
+		return err
+	}
+	const perPod = 5
+	for made := 0; made < *churn; {
+		pod, err := b.withPlugin().RunPod(ctx, testbed.PodSpec{Name: fmt.Sprintf("churn-%d", made), Namespace: "bench",
+			Annotations: map[string]string{"cainjekt.natron.io/enabled": "true"}})
+		if err != nil {
+			return err
+		}
+		for c := 0; c < perPod && made < *churn; c++ {
+			if _, err := pod.Run(ctx, testbed.ContainerSpec{Name: fmt.Sprintf("c%d", c), Image: b.image.Ref, Command: []string{"/bin/true"}}); err != nil {
+				return err
+			}
+			made++
+		}
+		if err := pod.Remove(ctx); err != nil {
+			return err
+		}
+		if made%100 == 0 {
+			logf("churn: %d/%d injected containers", made, *churn)
+		}
+	}
+	time.Sleep(time.Second) // let the last removals settle
+	after, err := b.processMetrics()
+	if err != nil {
+		return err
+	}
+	r.before, r.after = before, after
+	entries, err := os.ReadDir(b.staging)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			r.stagingLeft++
+		}
+	}
+	return nil
+}
+
+func (b *bench) processMetrics() (map[string]float64, error) {
+	out := map[string]float64{}
+	// The resident set in its two parts: anonymous memory (heap, stacks)
+	// and file-backed pages of the binary, shared through the page cache.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.plugin.Pid()))
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "RssAnon" || k == "RssFile") {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			out[k] = kb * 1024
+		}
+	}
+	for _, name := range []string{"process_resident_memory_bytes", "process_open_fds", "go_goroutines", "cainjekt_active_containers"} {
+		v, err := b.plugin.Metric(name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = v
+	}
+	return out, nil
+}

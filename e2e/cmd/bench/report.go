@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cainjekt/cainjekt/e2e/testbed"
+)
+
+// report collects the measurements.
+type report struct {
+	samples             map[string][]sample
+	hookMS              []float64
+	hookPhases          map[string][]float64
+	directNS, wrappedNS []float64 // per exec, one value per batch
+	startNS             []float64 // per exec of `cainjekt-hook version`, one value per batch
+	before, after       map[string]float64
+	stagingLeft         int
+	binSizes            map[string]int64
+}
+
+// quantile of sorted-on-the-fly values, by nearest rank.
+func quantile(v []float64, q float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d []time.Duration) []float64 {
+	out := make([]float64, len(d))
+	for i, x := range d {
+		out[i] = float64(x.Microseconds()) / 1000
+	}
+	return out
+}
+
+// phase picks one CRI call (or the total) of a variant's samples.
+func (r *report) phase(variant string, f func(sample) time.Duration) []float64 {
+	var d []time.Duration
+	for _, s := range r.samples[variant] {
+		d = append(d, f(s))
+	}
+	return ms(d)
+}
+
+var phases = []struct {
+	name string
+	f    func(sample) time.Duration
+}{
+	{"RunPodSandbox", func(s sample) time.Duration { return s.run }},
+	{"CreateContainer", func(s sample) time.Duration { return s.create }},
+	{"StartContainer", func(s sample) time.Duration { return s.start }},
+	{"total", sample.total},
+}
+
+var variantNames = []struct{ key, label string }{
+	{"no-plugin", "(a) no plugin"},
+	{"plugin-unannotated", "(b) plugin, pod not annotated"},
+	{"plugin-injected", "(c) plugin, pod injected"},
+	{"noop-injected", "(d) as (c), no-op hook and wrapper"},
+}
+
+func (r *report) sizes() {
+	r.binSizes = map[string]int64{}
+	for _, name := range []string{filepath.Base(*bin), "cainjekt-hook"} {
+		if st, err := os.Stat(filepath.Join(filepath.Dir(*bin), name)); err == nil {
+			r.binSizes[name] = st.Size()
+		}
+	}
+}
+
+// median of one CRI call (or the total) of a variant, in ms.
+func (r *report) median(variant, phase string) float64 {
+	for _, p := range phases {
+		if p.name == phase {
+			return quantile(r.phase(variant, p.f), 0.5)
+		}
+	}
+	return 0
+}
+
+func (r *report) ratio(variant, phase string) float64 {
+	return r.median(variant, phase) / r.median("no-plugin", phase)
+}
+
+func (r *report) print() {
+	n := len(r.samples["no-plugin"])
+	fmt.Printf("\ncainjekt bench: %d pods per variant, interleaved in shuffled rounds; containerd %s, runc %s; %d CPUs, %s, %s\n\n",
+		n, testbed.ContainerdVersion, testbed.RuncVersion, runtime.NumCPU(), kernel(), runtime.Version())
+	fmt.Printf("%-38s", "pod start, ms (median / p90)")
+	for _, p := range phases {
+		fmt.Printf("%-20s", p.name)
+	}
+	fmt.Println()
+	for _, v := range variantNames {
+		fmt.Printf("%-38s", v.label)
+		for _, p := range phases {
+			x := r.phase(v.key, p.f)
+			fmt.Printf("%-20s", fmt.Sprintf("%.1f / %.1f", quantile(x, 0.5), quantile(x, 0.9)))
+		}
+		fmt.Println()
+	}
+	wrapped, started := make([]float64, len(r.wrappedNS)), make([]float64, len(r.startNS))
+	for i := range r.wrappedNS {
+		wrapped[i] = (r.wrappedNS[i] - r.directNS[i]) / 1e6
+		started[i] = (r.startNS[i] - r.directNS[i]) / 1e6
+	}
+	rss := r.after["process_resident_memory_bytes"] / (1 << 20)
+	fmt.Printf("\nratios of medians: (b)/(a) total %.3f, StartContainer %.3f; (c)/(a) total %.3f, StartContainer %.3f; (d)/(a) total %.3f, StartContainer %.3f\n",
+		r.ratio("plugin-unannotated", "total"), r.ratio("plugin-unannotated", "StartContainer"),
+		r.ratio("plugin-injected", "total"), r.ratio("plugin-injected", "StartContainer"),
+		r.ratio("noop-injected", "total"), r.ratio("noop-injected", "StartContainer"))
+	start := func(v string) float64 { return r.median(v, "StartContainer") }
+	injected, runtimeShare := start("plugin-injected")-start("no-plugin"), start("noop-injected")-start("no-plugin")
+	fmt.Printf("StartContainer, injected: %+.1f ms over (a) = %+.1f ms mounting and running any hook ((d)-(a)) %+.1f ms cainjekt's hook process ((c)-(d)), of which its own work %.1f ms\n",
+		injected, runtimeShare, injected-runtimeShare, quantile(r.hookMS, 0.5))
+	fmt.Printf("hook, its own wall time (status.json): median %.2f ms, p90 %.2f ms; by phase (medians):", quantile(r.hookMS, 0.5), quantile(r.hookMS, 0.9))
+	for _, phase := range slices.Sorted(maps.Keys(r.hookPhases)) {
+		fmt.Printf(" %s %.2f", phase, quantile(r.hookPhases[phase], 0.5))
+	}
+	fmt.Println()
+	fmt.Printf("wrapper, added to an exec (in an injected container, %d batches): median %.2f ms, p90 %.2f ms; the same binary only starting and exiting (version): %.2f ms\n",
+		len(wrapped), quantile(wrapped, 0.5), quantile(wrapped, 0.9), quantile(started, 0.5))
+	fmt.Printf("plugin after %d injected containers came and went: RSS %.1f -> %.1f MiB (anonymous %.1f -> %.1f, the binary's file pages %.1f -> %.1f), open fds %.0f -> %.0f, goroutines %.0f -> %.0f, injected containers tracked %.0f; staging directories left: %d\n",
+		*churn, r.before["process_resident_memory_bytes"]/(1<<20), rss,
+		r.before["RssAnon"]/(1<<20), r.after["RssAnon"]/(1<<20), r.before["RssFile"]/(1<<20), r.after["RssFile"]/(1<<20),
+		r.before["process_open_fds"], r.after["process_open_fds"],
+		r.before["go_goroutines"], r.after["go_goroutines"], r.after["cainjekt_active_containers"], r.stagingLeft)
+	var sizes []string
+	for _, name := range slices.Sorted(maps.Keys(r.binSizes)) {
+		sizes = append(sizes, fmt.Sprintf("%s %.1f MiB", name, float64(r.binSizes[name])/(1<<20)))
+	}
+	fmt.Printf("stripped static binaries: %s\n\nbudget:\n", strings.Join(sizes, ", "))
+
+	verdict := func(name string, ok bool, got string) {
+		mark := "ok  "
+		if !ok {
+			mark = "MISS"
+		}
+		fmt.Printf("  %s %-52s %s\n", mark, name, got)
+	}
+	verdict("(b)/(a) total pod start <= 1.02", r.ratio("plugin-unannotated", "total") <= 1.02, fmt.Sprintf("%.3f", r.ratio("plugin-unannotated", "total")))
+	verdict("(c)/(a) total pod start <= 1.05", r.ratio("plugin-injected", "total") <= 1.05, fmt.Sprintf("%.3f", r.ratio("plugin-injected", "total")))
+	verdict("hook wall time median <= 5 ms", quantile(r.hookMS, 0.5) <= 5, fmt.Sprintf("%.2f ms", quantile(r.hookMS, 0.5)))
+	verdict("wrapper added time median <= 2 ms", quantile(wrapped, 0.5) <= 2, fmt.Sprintf("%.2f ms", quantile(wrapped, 0.5)))
+	verdict("plugin RSS <= 12 MiB after the churn", rss <= 12, fmt.Sprintf("%.1f MiB", rss))
+	verdict("no growth in open fds", r.after["process_open_fds"] <= r.before["process_open_fds"], fmt.Sprintf("%.0f -> %.0f", r.before["process_open_fds"], r.after["process_open_fds"]))
+	verdict("no growth in goroutines", r.after["go_goroutines"] <= r.before["go_goroutines"], fmt.Sprintf("%.0f -> %.0f", r.before["go_goroutines"], r.after["go_goroutines"]))
+	verdict("zero staging directories after the churn", r.stagingLeft == 0 && r.after["cainjekt_active_containers"] == 0, fmt.Sprintf("%d", r.stagingLeft))
+	for _, name := range slices.Sorted(maps.Keys(r.binSizes)) {
+		verdict("stripped binary <= 8 MiB: "+name, r.binSizes[name] <= 8<<20, fmt.Sprintf("%.1f MiB", float64(r.binSizes[name])/(1<<20)))
+	}
+}
+
+func kernel() string {
+	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "linux"
+	}
+	return "Linux " + strings.TrimSpace(string(data))
+}
