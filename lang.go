@@ -121,13 +121,15 @@ func isRegular(root *safeDir, p string) bool {
 	return err == nil && typ == unix.S_IFREG
 }
 
-// uniqueFiles canonicalises candidate files and keeps those that exist,
-// each real file once.
+// uniqueFiles keeps the candidate files that exist, canonicalised, each
+// real file once. Most candidates do not exist: one lookup says so.
 func uniqueFiles(root *safeDir, candidates []string) []string {
 	var out []string
 	for _, c := range candidates {
-		canon, err := root.canonical(c)
-		if err == nil && !slices.Contains(out, canon) && isRegular(root, canon) {
+		if !isRegular(root, c) {
+			continue
+		}
+		if canon, err := root.canonical(c); err == nil && !slices.Contains(out, canon) {
 			out = append(out, canon)
 		}
 	}
@@ -160,7 +162,7 @@ func certifiBundles(root *safeDir, env []string) []string {
 			for _, site := range []string{"site-packages", "dist-packages"} {
 				dir := path.Join(prefix, "lib", lib, site)
 				for _, pkg := range []string{dir + "/certifi", dir + "/pip/_vendor/certifi"} {
-					if certifiUsesItsBundle(root, pkg) {
+					if isRegular(root, pkg+"/cacert.pem") && certifiUsesItsBundle(root, pkg) {
 						candidates = append(candidates, pkg+"/cacert.pem")
 					}
 				}
@@ -190,7 +192,10 @@ func javaStores(root *safeDir, env []string) []string {
 		homes = append(homes, path.Clean(home))
 	}
 	for _, dir := range searchPath(envValue(env, "PATH")) {
-		if java, err := root.canonical(dir + "/java"); err == nil && isRegular(root, java) {
+		if !isRegular(root, dir+"/java") {
+			continue
+		}
+		if java, err := root.canonical(dir + "/java"); err == nil {
 			homes = append(homes, path.Dir(path.Dir(java)))
 		}
 	}
