@@ -240,9 +240,14 @@ func (p *plugin) adopt(id string) *injectedContainer {
 }
 
 // CreateContainer decides, stages and adjusts. It is on the critical path of
-// every container start: an unannotated pod costs a map lookup.
+// every container start: an unannotated pod costs a look at its annotations
+// and a counter, not even a logger.
 func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	d := p.policy.decide(pod, ctr)
+	if !d.inject && d.skipReason == skipNotEnabled && len(d.warnings) == 0 {
+		p.metrics.skips.inc(d.skipReason)
+		return nil, nil, nil
+	}
 	log := p.log.With("namespace", pod.GetNamespace(), "pod", pod.GetName(), "container", ctr.GetName(), "container_id", ctr.GetId())
 	for _, w := range d.warnings {
 		p.metrics.annotationWarnings.inc(w.kind)
