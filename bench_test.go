@@ -62,7 +62,7 @@ func BenchmarkDetect(b *testing.B) {
 		if err != nil || fam.name != "debian" {
 			b.Fatal(fam.name, err)
 		}
-		readImageStore(root, fam)
+		readImageStore(root, fam, nil)
 		certifiBundles(root, env)
 		javaStores(root, env)
 	}

@@ -190,11 +190,11 @@ func TestOSTrustStoreLayouts(t *testing.T) {
 			if err != nil || fam.name != tc.family {
 				t.Fatalf("detected family %q (%v), want %q", fam.name, err, tc.family)
 			}
-			store := readImageStore(root, fam)
+			store := readImageStore(root, fam, ours)
 			if got := countCerts(store.trust()); got != 3 {
 				t.Errorf("the image's trust holds %d certificates, want the fixture's 3", got)
 			}
-			if _, err := store.write(root, fam, ours, ours.pem); err != nil {
+			if _, err := store.write(root, fam, ours.pem); err != nil {
 				t.Fatal(err)
 			}
 
@@ -233,12 +233,12 @@ func TestScratchImageGetsATrustStore(t *testing.T) {
 	if err != nil || fam.name != "fallback" {
 		t.Fatalf("family %q, %v", fam.name, err)
 	}
-	store := readImageStore(root, fam)
+	store := readImageStore(root, fam, ours)
 	noTrust := append(publicBundle(t), ours.pem...) // as with CAINJEKT_BASE_BUNDLE
-	if got := store.mergedTrust(ours, noTrust); string(got) != string(noTrust) {
+	if got := store.mergedTrust(noTrust); string(got) != string(noTrust) {
 		t.Error("an image without trust must get the no-trust bundle for SSL_CERT_FILE")
 	}
-	changes, err := store.write(root, fam, ours, noTrust)
+	changes, err := store.write(root, fam, noTrust)
 	if err != nil {
 		t.Fatal(err)
 	}

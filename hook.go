@@ -259,7 +259,7 @@ func (h *hook) run(stdin io.Reader) error {
 // into the trust files of the language runtimes the image has.
 func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, prefill []byte) error {
 	rel, fam, detectErr := detectDistro(root)
-	store := readImageStore(root, fam)
+	store := readImageStore(root, fam, ours)
 	h.lap("detect")
 	h.note(func(s *hookStatus) { s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust()) })
 	if detectErr != nil {
@@ -267,7 +267,7 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 	}
 	// The staged bundle first: it is what SSL_CERT_FILE names, and must
 	// hold the image's trust even if the OS store cannot be written.
-	merged := store.mergedTrust(ours, prefill)
+	merged := store.mergedTrust(prefill)
 	if string(merged) != string(prefill) {
 		if _, err := staging.writeFile(stagedBundle, merged, 0o644); err != nil {
 			return fmt.Errorf("write staged bundle: %w", err)
@@ -279,14 +279,12 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 	var done []string // the real files merged already
 	if slices.Contains(h.opts.processors, fam.processor()) {
 		var changes []fileChange
-		changes, osErr = store.write(root, fam, ours, prefill)
+		changes, osErr = store.write(root, fam, prefill)
 		h.note(func(s *hookStatus) { s.Files = append(s.Files, changes...) })
 		if osErr != nil {
 			osErr = fmt.Errorf("update OS trust store (%s): %w", fam.processor(), osErr)
 		}
-		for _, c := range changes {
-			done = append(done, cmp.Or(c.Resolved, c.Path))
-		}
+		done = mergedPaths(changes)
 		h.lap("os_store")
 	}
 	lang, langErr := injectLanguages(root, staging, h.opts.processors, env, ours, merged, done)

@@ -272,6 +272,14 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	if len(env) == 0 {
 		env = envFlag{hookPATH}
 	}
+	var set *trustSet
+	if *caFile != "" {
+		var err error
+		if set, _, err = loadTrustSet(*caFile, "", time.Now()); err != nil {
+			fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
+			return 1
+		}
+	}
 	root, err := openImageRoot(unix.AT_FDCWD, filepath.Clean(fs.Arg(0)))
 	if err != nil {
 		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
@@ -284,7 +292,11 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	if detectErr != nil {
 		fmt.Fprintf(stdout, "os-release: %v\n", detectErr)
 	}
-	store := readImageStore(root, fam)
+	var ours *caBundle
+	if set != nil {
+		ours = set.ours
+	}
+	store := readImageStore(root, fam, ours)
 	for _, b := range store.bundles {
 		fmt.Fprintf(stdout, "trust store: %s (%s): %d certificates\n", b.path, b.canon, countCerts(b.data))
 	}
@@ -294,19 +306,14 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	for _, p := range javaStores(root, env) {
 		fmt.Fprintf(stdout, "JVM truststore: %s\n", p)
 	}
-	if *caFile == "" {
+	if set == nil {
 		return 0
 	}
-	return inspectChanges(root, store, fam, env, *caFile, stdout, stderr)
+	return inspectChanges(root, store, fam, env, set, stdout, stderr)
 }
 
 // inspectChanges runs the hook's writers with root in dry-run mode.
-func inspectChanges(root *safeDir, store *imageStore, fam distroFamily, env []string, caFile string, stdout, stderr io.Writer) int {
-	set, _, err := loadTrustSet(caFile, "", time.Now())
-	if err != nil {
-		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
-		return 1
-	}
+func inspectChanges(root *safeDir, store *imageStore, fam distroFamily, env []string, set *trustSet, stdout, stderr io.Writer) int {
 	staging, err := openOwnDir(os.TempDir())
 	if err != nil {
 		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
@@ -314,8 +321,8 @@ func inspectChanges(root *safeDir, store *imageStore, fam distroFamily, env []st
 	}
 	defer staging.Close()
 	staging.dryRun = true
-	changes, osErr := store.write(root, fam, set.ours, set.noTrust)
-	lang, langErr := injectLanguages(root, staging, processorNames, env, set.ours, store.mergedTrust(set.ours, set.noTrust), nil)
+	changes, osErr := store.write(root, fam, set.noTrust)
+	lang, langErr := injectLanguages(root, staging, processorNames, env, set.ours, store.mergedTrust(set.noTrust), mergedPaths(changes))
 	for _, c := range append(changes, lang.changes...) {
 		line := fmt.Sprintf("would %s %s", verbOf(c.Action), c.Path)
 		if c.Resolved != "" {

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/asn1"
 	"encoding/base64"
@@ -207,10 +208,15 @@ type fileChange struct {
 type foundBundle struct {
 	path, canon string
 	data        []byte
+	merged      []byte // data with ours merged in
+	added       int    // how many of ours that added
 }
 
-// imageStore is an image's OS trust store as the hook found it.
+// imageStore is an image's OS trust store as the hook found it, and our
+// CAs merged into each of its bundles: once, for the staged bundle and the
+// OS store alike.
 type imageStore struct {
+	ours    *caBundle // nil: detection only
 	bundles []foundBundle
 	// failed lists candidate paths that exist but could not be read (a FIFO,
 	// a directory, a file too large): they are reported and left alone.
@@ -218,9 +224,10 @@ type imageStore struct {
 }
 
 // readImageStore reads every bundle of the family's candidates that exists,
-// once per real file: RHEL's three names for one bundle are read once.
-func readImageStore(root *safeDir, fam distroFamily) *imageStore {
-	s := &imageStore{}
+// once per real file (RHEL's three names for one bundle are read once), and
+// merges ours into each unless ours is nil.
+func readImageStore(root *safeDir, fam distroFamily, ours *caBundle) *imageStore {
+	s := &imageStore{ours: ours}
 	seen := map[string]bool{}
 	for _, p := range bundleCandidates(fam) {
 		canon, err := root.canonical(p)
@@ -238,7 +245,11 @@ func readImageStore(root *safeDir, fam distroFamily) *imageStore {
 		case err != nil:
 			s.failed = append(s.failed, fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "failed", Error: err.Error()})
 		default:
-			s.bundles = append(s.bundles, foundBundle{path: p, canon: canon, data: data})
+			b := foundBundle{path: p, canon: canon, data: data}
+			if ours != nil {
+				b.merged, b.added = mergeBundle(data, ours)
+			}
+			s.bundles = append(s.bundles, b)
 		}
 	}
 	return s
@@ -255,8 +266,11 @@ func (s *imageStore) trust() []byte {
 // mergedTrust is the bundle a replacing variable such as SSL_CERT_FILE must
 // name: the image's own trust plus ours. An image without any trust gets
 // noTrust instead (our CAs, and the node's base bundle if one is configured).
-func (s *imageStore) mergedTrust(ours *caBundle, noTrust []byte) []byte {
-	return trustFor(s.trust(), ours, noTrust)
+func (s *imageStore) mergedTrust(noTrust []byte) []byte {
+	if len(s.bundles) == 0 {
+		return noTrust
+	}
+	return s.bundles[0].merged
 }
 
 // trustFor merges ours into an image's trust, or gives noTrust to an image
@@ -285,7 +299,7 @@ func imagePartLen(image []byte) int {
 // tool, run later inside the container, keeps it. A bundle that could not
 // be read is an error too: the image's store is then only partly ours. The
 // first error is returned; the changes record every path.
-func (s *imageStore) write(root *safeDir, fam distroFamily, ours *caBundle, noTrust []byte) ([]fileChange, error) {
+func (s *imageStore) write(root *safeDir, fam distroFamily, noTrust []byte) ([]fileChange, error) {
 	var changes []fileChange
 	var firstErr error
 	for _, c := range s.failed {
@@ -304,12 +318,11 @@ func (s *imageStore) write(root *safeDir, fam distroFamily, ours *caBundle, noTr
 		changes = append(changes, c)
 	}
 	for _, b := range s.bundles {
-		merged, added := mergeBundle(b.data, ours)
-		c := fileChange{Path: b.path, Resolved: resolvedIfDifferent(b.path, b.canon), Action: "unchanged", Added: added}
+		c := fileChange{Path: b.path, Resolved: resolvedIfDifferent(b.path, b.canon), Action: "unchanged", Added: b.added}
 		var err error
-		if added > 0 {
+		if b.added > 0 {
 			c.Action = "merged"
-			_, err = root.writeFile(b.canon, merged, 0o644)
+			_, err = root.writeFile(b.canon, b.merged, 0o644)
 		}
 		note(c, err)
 	}
@@ -322,10 +335,20 @@ func (s *imageStore) write(root *safeDir, fam distroFamily, ours *caBundle, noTr
 		// One file for all our CAs: every distribution's update tool takes
 		// a PEM file of several certificates.
 		p := fam.anchorDir + "/cainjekt" + fam.anchorExt
-		canon, err := createFile(root, p, ours.pem)
-		note(fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "anchor", Added: len(ours.certs)}, err)
+		canon, err := createFile(root, p, s.ours.pem)
+		note(fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "anchor", Added: len(s.ours.certs)}, err)
 	}
 	return changes, firstErr
+}
+
+// mergedPaths lists the real files the changes were about: the language
+// runtimes' files that are the same file are not merged a second time.
+func mergedPaths(changes []fileChange) []string {
+	paths := make([]string, len(changes))
+	for i, c := range changes {
+		paths[i] = cmp.Or(c.Resolved, c.Path)
+	}
+	return paths
 }
 
 // createFile writes a file of ours into the image, creating its directory.
