@@ -327,8 +327,8 @@ func writeFallbackStore(staging *safeDir, trust []byte) error {
 		if block, rest = pem.Decode(rest); block == nil {
 			break
 		}
-		if block.Type == "CERTIFICATE" {
-			entries = append(entries, storeEntry{alias: fmt.Sprintf("cert-%d", len(entries)), der: block.Bytes})
+		if der := certificateDER(block); der != nil {
+			entries = append(entries, storeEntry{alias: fmt.Sprintf("cert-%d", len(entries)), der: der})
 		}
 	}
 	data, err := marshalJKS(entries, "changeit")

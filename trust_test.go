@@ -151,6 +151,19 @@ func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 	if !bundleSums(trusted)[sha256.Sum256(block.Bytes)] {
 		t.Error("bundleSums missed the certificate inside a TRUSTED CERTIFICATE block")
 	}
+	// The JVM fallback store, built from the image's trust, keeps it too.
+	staging := imageRoot(t, t.TempDir())
+	if err := writeFallbackStore(staging, trusted); err != nil {
+		t.Fatal(err)
+	}
+	data, _, err := staging.readFile(javaFallbackStore, maxStoreSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := parseJavaStore(data)
+	if err != nil || len(store.entries) != 1 || !bytes.Equal(store.entries[0].der, block.Bytes) {
+		t.Errorf("fallback store from a TRUSTED CERTIFICATE: %v %+v", err, store)
+	}
 }
 
 // bundleSums returns the certificates a bundle holds, by the SHA-256 of
