@@ -77,7 +77,7 @@ var settings = []setting{
 	{"http-addr", "CAINJEKT_HTTP_ADDR", ":9443", "listen address of /metrics, /healthz and /readyz"},
 	{"host-binary", "CAINJEKT_HOST_BINARY", "", "host path of the binary run as the hook and mounted as the wrapper (default: cainjekt-hook beside this executable, else this executable)"},
 	{"injection-policy", "CAINJEKT_INJECTION_POLICY", policyOptIn, "opt-in: inject pods (or namespaces) that ask; opt-out: inject every pod that does not say no"},
-	{"exclude-namespaces", "CAINJEKT_EXCLUDE_NAMESPACES", "kube-system", "namespaces never injected in opt-out mode, comma-separated"},
+	{"exclude-namespaces", "CAINJEKT_EXCLUDE_NAMESPACES", "kube-system", "namespaces not injected in opt-out mode unless a pod or the namespace opts in, comma-separated"},
 	{"bundles-dir", "CAINJEKT_BUNDLES_DIR", "", "directory of named CA bundles (NAME, NAME.pem or NAME.crt) that pods pick with <prefix>/bundle"},
 	{"kube-api", "CAINJEKT_KUBE_API", "", "API server for namespace labels (default: the in-cluster address; \"off\" disables lookups)"},
 	{"kube-ca-file", "CAINJEKT_KUBE_CA_FILE", serviceAccountDir + "/ca.crt", "CA of the API server"},

@@ -3,14 +3,16 @@
 // Command cainjekt makes containers trust an organisation's own CA
 // certificates, through containerd's Node Resource Interface.
 //
-// One static binary plays three parts:
+// It plays three parts:
 //
 //	cainjekt plugin   the NRI plugin, a DaemonSet pod on every node
 //	cainjekt hook     the OCI createRuntime hook runc runs on the host
 //	cainjekt wrap     the entrypoint wrapper, PID 1 in the container
 //
-// and for operators: lint (a CA bundle), install (the binary onto the node),
-// doctor (a node's set-up) and inspect (the hook, dry-run, on a directory).
+// and for operators: lint (a CA bundle), install (the hook binary onto the
+// node), doctor (a node's set-up) and inspect (the hook, dry-run, on a
+// directory). runc runs the hook and the wrapper from cainjekt-hook, the
+// same package built with -tags hookonly (main_hook.go).
 package main
 
 import (
@@ -76,7 +78,8 @@ commands:
   hook      the OCI hook, run by the container runtime
   wrap      the entrypoint wrapper, run inside the container
   lint      check a CA bundle as the plugin would load it: cainjekt lint [--strict] FILE
-  install   copy this binary to the node: cainjekt install --dest /opt/cainjekt/bin/cainjekt
+  install   copy the hook binary to the node: cainjekt install [--src F] --dest /opt/cainjekt/bin/cainjekt-hook
+            (default --src: cainjekt-hook beside this executable, else this executable)
   doctor    check this node's set-up with the plugin's configuration (flags: as plugin)
   inspect   dry-run the hook on a directory: cainjekt inspect [--ca-file F] [--env K=V] ROOTFS
   version   print the version

@@ -46,7 +46,7 @@ const (
 	lockName     = ".lock"
 )
 
-// maxStatusSize bounds status.json and context.json.
+// maxStatusSize bounds status.json.
 const maxStatusSize = 1 << 20
 
 // validContainerID accepts what containerd's CRI generates: 64 lower-case hex
