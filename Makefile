@@ -50,7 +50,7 @@ vendor-check:
 # Needs root. Builds and caches containerd, runc and the images on first run.
 e2e: deps build
 	@[ "$$(id -u)" -eq 0 ] || { echo "make e2e needs root (it runs containerd)"; exit 1; }
-	cd e2e && CAINJEKT_E2E=1 $(GO) test -count=1 ./testbed
+	cd e2e && CAINJEKT_E2E=1 $(GO) test -count=1 -timeout 40m ./testbed
 	cd e2e && $(GO) test -c -o bin/e2e.test .
 	cd e2e && CAINJEKT_BIN=$(abspath $(BIN)) ./bin/e2e.test -test.v -test.timeout $(E2E_TIMEOUT)
 

@@ -13,7 +13,6 @@ import (
 // never touch the host's /run/containerd, /var/lib/containerd or /var/run/nri, and
 // removing Dir removes the node.
 type nodeLayout struct {
-	Dir        string
 	Config     string
 	Root       string
 	State      string
@@ -39,7 +38,6 @@ type nodeLayout struct {
 func newLayout(dir, runc, pauseRef string) nodeLayout {
 	p := func(name string) string { return filepath.Join(dir, name) }
 	return nodeLayout{
-		Dir:        dir,
 		Config:     p("config.toml"),
 		Root:       p("root"),
 		State:      p("state"),

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,6 +60,8 @@ type Node struct {
 	conn         *grpc.ClientConn
 	logPaths     sync.Map // container ID -> CRI log file
 
+	owner *os.File // the node directory, flocked while this process owns the node
+
 	mu      sync.Mutex // serialises Restart and Close
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed once cmd has been waited for
@@ -71,14 +75,18 @@ func StartNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	if opts.PauseImage == nil || opts.Bins.Containerd == "" || opts.Bins.Runc == "" {
 		return nil, errors.New("node options need Bins and a PauseImage")
 	}
-	dir, err := createNodeDir(opts.Dir)
+	if opts.Dir == "" {
+		reclaimStaleNodes()
+	}
+	dir, owner, err := createNodeDir(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
 	n, err := newNode(dir, opts)
 	if err != nil {
-		return nil, errors.Join(err, removeTree(dir))
+		return nil, errors.Join(err, removeTree(dir), owner.Close())
 	}
+	n.owner = owner
 	if err := n.boot(ctx); err != nil {
 		return nil, errors.Join(err, n.Close())
 	}
@@ -96,26 +104,80 @@ func (n *Node) boot(ctx context.Context) error {
 	return n.ImportImage(ctx, n.pauseImage)
 }
 
-// createNodeDir creates dir, or a random one under nodesDir when dir is empty. An
-// existing directory is refused: Close removes it.
-func createNodeDir(dir string) (string, error) {
+// createNodeDir creates dir, or a random one under nodesDir when dir is empty,
+// and returns it open and flocked: the lock says a live process owns the node,
+// and goes with that process however it ends. The directory is created under a
+// dot name and renamed once locked, so that reclaimStaleNodes never takes a
+// node being born for one whose owner died. An existing directory is refused:
+// Close removes it.
+func createNodeDir(dir string) (string, *os.File, error) {
 	if dir == "" {
-		var b [4]byte
-		rand.Read(b[:]) // never fails since Go 1.24
-		dir = filepath.Join(nodesDir, hex.EncodeToString(b[:]))
+		dir = filepath.Join(nodesDir, randomHex(4))
 	}
 	dir = filepath.Clean(dir)
 	if !filepath.IsAbs(dir) || len(dir) > maxDirLen {
-		return "", fmt.Errorf("node dir %q must be absolute and at most %d bytes (unix socket paths)", dir, maxDirLen)
+		return "", nil, fmt.Errorf("node dir %q must be absolute and at most %d bytes (unix socket paths)", dir, maxDirLen)
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", fmt.Errorf("create node dir parent: %w", err)
+		return "", nil, fmt.Errorf("create node dir parent: %w", err)
 	}
-	if err := os.Mkdir(dir, 0o711); err != nil {
-		return "", fmt.Errorf("create node dir: %w", err)
+	if _, err := os.Lstat(dir); err == nil {
+		return "", nil, fmt.Errorf("create node dir: %w", fs.ErrExist)
 	}
-	return dir, nil
+	birth := filepath.Join(filepath.Dir(dir), ".new-"+randomHex(8))
+	if err := os.Mkdir(birth, 0o711); err != nil {
+		return "", nil, fmt.Errorf("create node dir: %w", err)
+	}
+	owner, err := os.Open(birth) // O_CLOEXEC: containerd does not inherit the lock
+	if err == nil {
+		err = syscall.Flock(int(owner.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err == nil {
+		err = os.Rename(birth, dir)
+	}
+	if err != nil {
+		if owner != nil {
+			owner.Close()
+		}
+		return "", nil, errors.Join(fmt.Errorf("create node dir: %w", err), os.Remove(birth))
+	}
+	return dir, owner, nil
 }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails since Go 1.24
+	return hex.EncodeToString(b)
+}
+
+// reclaimStaleNodes tears down the nodes under nodesDir whose owner died
+// without Close (a test binary killed by its timeout, ^C on a command):
+// their containerd, shims and containers, mounts, directories and cgroups.
+// Nodes of live processes, in this process or another, hold their lock and
+// are left alone. It is best effort: what it cannot remove stays for the next.
+func reclaimStaleNodes() {
+	entries, _ := os.ReadDir(nodesDir)
+	for _, e := range entries {
+		dir := filepath.Join(nodesDir, e.Name())
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		f, err := os.Open(dir)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			cg := cgroupParentOf(dir)
+			killUntilGone(func() ([]int, error) { return nodeProcs(dir, cg) }, 10*time.Second)
+			removeTree(dir)
+			removeCgroups(cg)
+		}
+		f.Close()
+	}
+}
+
+// cgroupParentOf is the cgroup a node's pods run under.
+func cgroupParentOf(dir string) string { return "/cainjekt-e2e-" + contentKey([]byte(dir))[:8] }
 
 func newNode(dir string, opts NodeOptions) (*Node, error) {
 	l := newLayout(dir, opts.Bins.Runc, opts.PauseImage.Ref)
@@ -139,7 +201,7 @@ func newNode(dir string, opts NodeOptions) (*Node, error) {
 		bins:         opts.Bins,
 		log:          opts.Log,
 		pauseImage:   opts.PauseImage,
-		cgroupParent: "/cainjekt-e2e-" + contentKey([]byte(dir))[:8],
+		cgroupParent: cgroupParentOf(dir),
 		conn:         conn,
 	}, nil
 }
@@ -252,8 +314,8 @@ func (n *Node) Close() error {
 		errs = append(errs, n.removeAllPods())
 	}
 	errs = append(errs, n.stop(), n.conn.Close())
-	errs = append(errs, killUntilGone(n.leftoverProcs, 10*time.Second))
-	errs = append(errs, removeTree(n.Dir), removeCgroups(n.cgroupParent))
+	errs = append(errs, killUntilGone(func() ([]int, error) { return nodeProcs(n.Dir, n.cgroupParent) }, 10*time.Second))
+	errs = append(errs, removeTree(n.Dir), removeCgroups(n.cgroupParent), n.owner.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close node %s: %w", n.Dir, err)
 	}
@@ -298,14 +360,14 @@ func (n *Node) removePod(ctx context.Context, id string) error {
 	return nil
 }
 
-// leftoverProcs are the node's processes that survived containerd: shims and runc carry
-// Dir in their command line, container processes sit in the node's cgroups.
-func (n *Node) leftoverProcs() ([]int, error) {
-	pids, err := procsMentioning(n.Dir + "/")
+// nodeProcs are a node's processes: containerd, shims and runc carry its
+// directory in their command line, container processes sit in its cgroups.
+func nodeProcs(dir, cgroupParent string) ([]int, error) {
+	pids, err := procsMentioning(dir + "/")
 	if err != nil {
 		return nil, err
 	}
-	inCgroups, err := cgroupProcs(n.cgroupParent)
+	inCgroups, err := cgroupProcs(cgroupParent)
 	if err != nil {
 		return nil, err
 	}

@@ -6,8 +6,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // requireE2E skips tests that need a real node unless explicitly asked for as root.
@@ -134,6 +137,12 @@ func assertGoneAfterClose(t *testing.T, node *Node) {
 	t.Helper()
 	must(t, node.Close())
 	must(t, node.Close()) // a second Close is a no-op
+	assertGone(t, node)
+}
+
+// assertGone checks that nothing of node remains.
+func assertGone(t *testing.T, node *Node) {
+	t.Helper()
 	if points, err := mountsUnder(node.Dir); err != nil || len(points) > 0 {
 		t.Errorf("mounts remain under %s: %v %v", node.Dir, points, err)
 	}
@@ -145,6 +154,39 @@ func assertGoneAfterClose(t *testing.T, node *Node) {
 	}
 	if _, err := os.Stat(node.Dir); !os.IsNotExist(err) {
 		t.Errorf("%s still exists: %v", node.Dir, err)
+	}
+}
+
+// A node whose owner died without Close (here: its lock released) is torn
+// down by the next StartNode; a node whose owner lives is left alone.
+func TestStaleNodeIsReclaimed(t *testing.T) {
+	requireE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bins, err := EnsureBinaries(ctx, t.Logf)
+	must(t, err)
+	pause, err := BuildPauseImage(ctx, t.Logf)
+	must(t, err)
+	img, err := BuildDebianImage(ctx, DebianTestImage(), t.Logf)
+	must(t, err)
+	start := func() *Node {
+		node, err := StartNode(ctx, NodeOptions{Bins: bins, PauseImage: pause})
+		must(t, err)
+		t.Cleanup(func() { node.Close() })
+		return node
+	}
+	stale, live := start(), start()
+	must(t, stale.ImportImage(ctx, img))
+	pod, err := stale.RunPod(ctx, PodSpec{Name: "orphan"})
+	must(t, err)
+	_, err = pod.Run(ctx, ContainerSpec{Name: "sleeper", Image: img.Ref, Command: []string{"sleep", "infinity"}})
+	must(t, err)
+	must(t, syscall.Flock(int(stale.owner.Fd()), syscall.LOCK_UN)) // as if its process had died
+
+	start() // reclaims
+	assertGone(t, stale)
+	if _, err := live.Runtime.Version(ctx, &runtimeapi.VersionRequest{}); err != nil {
+		t.Errorf("a live node was reclaimed too: %v", err)
 	}
 }
 
