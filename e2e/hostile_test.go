@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,14 +39,10 @@ func TestHostileImageOnTheNode(t *testing.T) {
 		t.Errorf("fail-open: hook result %q, want failed", st.Result)
 	}
 
+	restoreMainPlugin(t)
 	if _, err := startPlugin(ctx, bed.caFile, "--fail-policy", "fail-closed"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := startMainPlugin(context.Background()); err != nil {
-			t.Errorf("restore plugin: %v", err)
-		}
-	})
 	closed := pod(t, ctx, "hostile-fail-closed", optIn())
 	_, err = closed.Run(ctx, testbed.ContainerSpec{Name: "app", Image: bed.hostile.Ref, Command: []string{"/tlsget", bed.server.URL}})
 	if err == nil || !strings.Contains(err.Error(), "createRuntime hook") {

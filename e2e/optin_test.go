@@ -4,7 +4,6 @@ package e2e
 // commands, on the real node.
 
 import (
-	"context"
 	"encoding/pem"
 	"fmt"
 	"net/http"
@@ -13,11 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
-
-	"github.com/cainjekt/cainjekt/e2e/testbed"
 )
 
 // fakeAPIServer answers namespace GETs like the API server, for one token.
@@ -38,8 +33,12 @@ func fakeAPIServer(t *testing.T, namespaces map[string]string) (url, caFile, tok
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	caFile, tokenFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "token")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
-	os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600)
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("e2e-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return srv.URL, caFile, tokenFile
 }
 
@@ -49,17 +48,6 @@ func namespaceJSON(name string, labels map[string]string) string {
 		pairs = append(pairs, fmt.Sprintf("%q:%q", k, v))
 	}
 	return fmt.Sprintf(`{"kind":"Namespace","metadata":{"name":%q,"labels":{%s}}}`, name, strings.Join(pairs, ","))
-}
-
-// podIn runs a pod in a namespace and removes it when the test ends.
-func podIn(t *testing.T, ctx context.Context, namespace, name string, annotations map[string]string) *testbed.Pod {
-	t.Helper()
-	p, err := bed.node.RunPod(ctx, testbed.PodSpec{Name: name, Namespace: namespace, Annotations: annotations})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Remove(context.Background()) })
-	return p
 }
 
 // Namespaces opt in and pick bundles through their labels; a pod's "false"
@@ -82,14 +70,10 @@ func TestNamespaceOptInAndOptOut(t *testing.T) {
 		"legacy": namespaceJSON("legacy", map[string]string{prefix + "/enabled": "false"}),
 	})
 	kube := []string{"--kube-api", api, "--kube-ca-file", caFile, "--kube-token-file", tokenFile, "--bundles-dir", bundles}
+	restoreMainPlugin(t)
 	if _, err := startPlugin(ctx, bed.caFile, kube...); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := startMainPlugin(context.Background()); err != nil {
-			t.Errorf("restore plugin: %v", err)
-		}
-	})
 	off := map[string]string{prefix + "/enabled": "false"}
 	injected := func(id string) bool {
 		_, err := os.Stat(filepath.Join(bed.staging, id))
@@ -97,6 +81,9 @@ func TestNamespaceOptInAndOptOut(t *testing.T) {
 	}
 
 	teamA := sleeper(t, ctx, podIn(t, ctx, "team-a", "by-namespace", nil), "app", false)
+	if !injected(teamA) {
+		t.Fatal("no staging for a pod of a namespace that opts in: the checks below would prove nothing")
+	}
 	expectTLS(t, ctx, teamA, "namespace opt-in", curlProbe(bed.server.URL), true)
 	if no := sleeper(t, ctx, podIn(t, ctx, "team-a", "pod-says-no", off), "app", false); injected(no) {
 		t.Error("a pod's \"false\" must win over its namespace's label")
@@ -130,21 +117,21 @@ func TestPodPicksANamedBundle(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	bundles := filepath.Join(bed.dir, "named")
-	os.MkdirAll(bundles, 0o755)
-	os.WriteFile(filepath.Join(bundles, "tenant.pem"), bed.otherCA.CertPEM, 0o644)
+	if err := os.MkdirAll(bundles, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundles, "tenant.pem"), bed.otherCA.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	restoreMainPlugin(t)
 	if _, err := startPlugin(ctx, bed.caFile, "--bundles-dir", bundles, "--fail-policy", "fail-closed"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := startMainPlugin(context.Background()); err != nil {
-			t.Errorf("restore plugin: %v", err)
-		}
-	})
 	id := sleeper(t, ctx, pod(t, ctx, "tenant", optIn("bundle", "tenant")), "app", false)
 	expectTLS(t, ctx, id, "the tenant's bundle", curlProbe(bed.otherServer.URL), true)
 	expectTLS(t, ctx, id, "not the default bundle", curlProbe(bed.server.URL), false)
 	_, err := pod(t, ctx, "no-such-tenant", optIn("bundle", "nobody")).Create(ctx,
-		testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sleep", "3600"}})
+		sleepIn(bed.image))
 	if err == nil || !strings.Contains(err.Error(), `no CA bundle named "nobody"`) {
 		t.Errorf("fail-closed, unknown bundle: %v", err)
 	}
@@ -158,18 +145,15 @@ func TestRequiredPluginsAnnotation(t *testing.T) {
 	ctx := testContext(t)
 	required := optIn()
 	required["required-plugins.noderesource.dev/pod"] = `["cainjekt"]`
+	restoreMainPlugin(t)
 	bed.mu.Lock()
-	if err := bed.plugin.Stop(); err != nil {
+	err := bed.plugin.Stop()
+	bed.mu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
-	bed.mu.Unlock()
-	t.Cleanup(func() {
-		if err := startMainPlugin(context.Background()); err != nil {
-			t.Errorf("restore plugin: %v", err)
-		}
-	})
-	_, err := pod(t, ctx, "required-absent", required).Create(ctx,
-		testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sleep", "3600"}})
+	_, err = pod(t, ctx, "required-absent", required).Create(ctx,
+		sleepIn(bed.image))
 	if err == nil || !strings.Contains(err.Error(), `required plugin "cainjekt" not present`) {
 		t.Errorf("without cainjekt: %v", err)
 	}
@@ -193,22 +177,11 @@ func TestDoctorAndGracefulShutdown(t *testing.T) {
 	}
 
 	plugin := currentPlugin()
-	if err := syscall.Kill(plugin.Pid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := plugin.Stop(); err != nil { // SIGTERM, then SIGKILL after a grace period
+		t.Fatalf("the plugin did not stop on SIGTERM: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		exited, exitErr := plugin.Exited()
-		if exited {
-			if exitErr != nil {
-				t.Errorf("SIGTERM: the plugin exited with %v", exitErr)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the plugin did not stop on SIGTERM")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if _, exitErr := plugin.Exited(); exitErr != nil {
+		t.Errorf("SIGTERM: the plugin exited with %v", exitErr)
 	}
 	if _, err := os.Stat(filepath.Join(bed.staging, id, "bundle.pem")); err != nil {
 		t.Errorf("a running container lost its staging when the plugin stopped: %v", err)

@@ -8,6 +8,7 @@ package deploytest
 import (
 	"bytes"
 	"cmp"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -205,10 +206,13 @@ func checkDaemonSet(t *testing.T, ds object) {
 		t.Errorf("the installer writes %q, the plugin runs %q", installed, env["CAINJEKT_HOST_BINARY"])
 	}
 
-	_, port, _ := net.SplitHostPort(env["CAINJEKT_HTTP_ADDR"])
+	_, port, err := net.SplitHostPort(env["CAINJEKT_HTTP_ADDR"])
+	if err != nil || port == "" {
+		t.Fatalf("CAINJEKT_HTTP_ADDR %q names no port (%v): the probes cannot be checked", env["CAINJEKT_HTTP_ADDR"], err)
+	}
 	ports := map[string]string{}
 	for _, p := range list(plugin, "ports") {
-		ports[str(p, "name")] = strings.TrimSuffix(strings.TrimSuffix(string(mustJSON(get(p, "containerPort"))), ".0"), "\n")
+		ports[str(p, "name")] = fmt.Sprint(get(p, "containerPort"))
 	}
 	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
 		if got := str(plugin, probe, "httpGet", "path"); got != path {
@@ -221,11 +225,6 @@ func checkDaemonSet(t *testing.T, ds object) {
 	if str(plugin, "resources", "limits", "memory") == "" || str(plugin, "resources", "requests", "cpu") == "" {
 		t.Error("the plugin has no requests and limits")
 	}
-}
-
-func mustJSON(v any) []byte {
-	b, _ := yaml.Marshal(v)
-	return bytes.TrimSpace(b)
 }
 
 func checkContainerSecurity(t *testing.T, c any) {
@@ -314,8 +313,10 @@ func TestAlertRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	alerts := 0
 	for _, g := range list(rule, "spec", "groups") {
 		for _, r := range list(g, "rules") {
+			alerts++
 			for _, word := range strings.FieldsFunc(str(r, "expr"), func(c rune) bool {
 				return !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9')
 			}) {
@@ -324,6 +325,9 @@ func TestAlertRules(t *testing.T) {
 				}
 			}
 		}
+	}
+	if alerts == 0 {
+		t.Error("the PrometheusRule has no rules")
 	}
 }
 
@@ -340,6 +344,9 @@ func TestKyvernoPolicyCoversTheDaemonSet(t *testing.T) {
 	}
 	objs := render(t, deployDir)
 	ds := find(objs, "DaemonSet", "cainjekt")
+	if ds == nil {
+		t.Fatal("no DaemonSet")
+	}
 	rule := list(policy, "spec", "rules")[0]
 	if ns := list(rule, "exclude", "any")[0]; !slices.Contains(list(ns, "resources", "namespaces"), any(str(ds, "metadata", "namespace"))) {
 		t.Errorf("the policy does not spare the DaemonSet's namespace %s", str(ds, "metadata", "namespace"))
@@ -348,11 +355,13 @@ func TestKyvernoPolicyCoversTheDaemonSet(t *testing.T) {
 	for _, p := range list(list(rule, "validate", "deny", "conditions", "any")[0], "value") {
 		patterns = append(patterns, p.(string))
 	}
+	hostPaths := 0
 	for _, v := range list(ds, "spec", "template", "spec", "volumes") {
 		hp := str(v, "hostPath", "path")
 		if hp == "" {
 			continue
 		}
+		hostPaths++
 		covered := false
 		for _, p := range patterns {
 			if ok, _ := path.Match(p, hp); ok || strings.HasSuffix(p, "*") && strings.HasPrefix(hp, strings.TrimSuffix(p, "*")) {
@@ -362,5 +371,8 @@ func TestKyvernoPolicyCoversTheDaemonSet(t *testing.T) {
 		if !covered {
 			t.Errorf("host path %s is not denied to other pods by the policy", hp)
 		}
+	}
+	if hostPaths == 0 {
+		t.Error("the DaemonSet mounts no host path: nothing was checked")
 	}
 }
