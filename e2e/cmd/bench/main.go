@@ -47,13 +47,12 @@ func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+
 // rotate twice, so whatever differs between the nodes weighs on all
 // variants alike.
 type bench struct {
-	nodes         [3]*testbed.Node
-	rotation      int
-	plugin, noop  *testbed.Plugin
-	image         *testbed.Image
-	dir, caFile   string
-	staging       string // the plugin's
-	stagingRounds int    // for unique staging directory names
+	nodes        [3]*testbed.Node
+	rotation     int
+	plugin, noop *testbed.Plugin
+	image        *testbed.Image
+	dir, caFile  string
+	staging      string // the plugin's
 }
 
 func (b *bench) plain() *testbed.Node      { return b.nodes[b.rotation%3] }
@@ -145,8 +144,7 @@ const noopBinary = "/bin/true"
 
 // startPlugins starts the plugin, and the no-op one, on their nodes.
 func (b *bench) startPlugins(ctx context.Context) error {
-	b.stagingRounds++
-	b.staging = filepath.Join(b.dir, fmt.Sprintf("staging-%d", b.stagingRounds))
+	b.staging = filepath.Join(b.dir, fmt.Sprintf("staging-%d", b.rotation))
 	var err error
 	b.plugin, err = testbed.StartPlugin(testbed.PluginOptions{Bin: *bin, Socket: b.withPlugin().NRISocket, CAFile: b.caFile,
 		DynamicCARoot: b.staging, Args: []string{"--log-level", "warn"}})
@@ -154,7 +152,7 @@ func (b *bench) startPlugins(ctx context.Context) error {
 		return err
 	}
 	b.noop, err = testbed.StartPlugin(testbed.PluginOptions{Bin: *bin, Socket: b.withNoop().NRISocket, CAFile: b.caFile,
-		DynamicCARoot: filepath.Join(b.dir, fmt.Sprintf("noop-%d", b.stagingRounds)),
+		DynamicCARoot: filepath.Join(b.dir, fmt.Sprintf("noop-%d", b.rotation)),
 		Args:          []string{"--log-level", "warn", "--host-binary", noopBinary}})
 	if err != nil {
 		return err
@@ -202,7 +200,7 @@ type hookReport struct {
 
 // startPod starts one pod running /bin/true and removes it; for an
 // injected pod it also returns the hook's report.
-func startPod(ctx context.Context, v variant, staging string, i int) (sample, hookReport, error) {
+func (b *bench) startPod(ctx context.Context, v variant, i int) (sample, hookReport, error) {
 	var ann map[string]string
 	if v.injected {
 		ann = map[string]string{"cainjekt.natron.io/enabled": "true"}
@@ -217,7 +215,7 @@ func startPod(ctx context.Context, v variant, staging string, i int) (sample, ho
 	defer pod.Remove(context.Background())
 	s.run = time.Since(t)
 	t = time.Now()
-	id, err := pod.Create(ctx, testbed.ContainerSpec{Name: "app", Image: benchImage, Command: []string{"/bin/true"}})
+	id, err := pod.Create(ctx, testbed.ContainerSpec{Name: "app", Image: b.image.Ref, Command: []string{"/bin/true"}})
 	if err != nil {
 		return s, st, err
 	}
@@ -230,7 +228,7 @@ func startPod(ctx context.Context, v variant, staging string, i int) (sample, ho
 	if !v.reports {
 		return s, st, nil
 	}
-	data, err := os.ReadFile(filepath.Join(staging, id, "status.json"))
+	data, err := os.ReadFile(filepath.Join(b.staging, id, "status.json"))
 	if err == nil {
 		err = json.Unmarshal(data, &st)
 	}
@@ -240,13 +238,9 @@ func startPod(ctx context.Context, v variant, staging string, i int) (sample, ho
 	return s, st, err
 }
 
-// benchImage is the image every measured pod runs.
-var benchImage string
-
 // podStarts runs the variants interleaved, in a shuffled order each round,
 // after a warm-up.
 func (b *bench) podStarts(ctx context.Context, r *report) error {
-	benchImage = b.image.Ref
 	r.samples, r.hookPhases = map[string][]sample{}, map[string][]float64{}
 	for i := -3; i < *rounds; i++ {
 		if i > 0 && (i == *rounds/3 || i == 2**rounds/3) {
@@ -263,7 +257,7 @@ func (b *bench) podStarts(ctx context.Context, r *report) error {
 		order := slices.Clone(variants)
 		rand.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
 		for _, v := range order {
-			s, hook, err := startPod(ctx, v, b.staging, i+3)
+			s, hook, err := b.startPod(ctx, v, i+3)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
