@@ -304,19 +304,25 @@ func testContext(t *testing.T) context.Context {
 // test ends.
 func pod(t *testing.T, ctx context.Context, name string, annotations map[string]string) *testbed.Pod {
 	t.Helper()
-	return podIn(t, ctx, "e2e", name, annotations)
+	return podOf(t, ctx, testbed.PodSpec{Name: name, Namespace: "e2e", Annotations: annotations})
 }
 
 // podIn runs a host-network pod in a namespace and removes it when the test ends.
 func podIn(t *testing.T, ctx context.Context, namespace, name string, annotations map[string]string) *testbed.Pod {
 	t.Helper()
-	p, err := bed.node.RunPod(ctx, testbed.PodSpec{Name: name, Namespace: namespace, Annotations: annotations})
+	return podOf(t, ctx, testbed.PodSpec{Name: name, Namespace: namespace, Annotations: annotations})
+}
+
+// podOf runs a pod and removes it when the test ends.
+func podOf(t *testing.T, ctx context.Context, spec testbed.PodSpec) *testbed.Pod {
+	t.Helper()
+	p, err := bed.node.RunPod(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := p.Remove(context.Background()); err != nil {
-			t.Errorf("remove pod %s: %v", name, err)
+			t.Errorf("remove pod %s: %v", spec.Name, err)
 		}
 	})
 	return p
@@ -520,7 +526,8 @@ func TestMainProcessTrustsTheCA(t *testing.T) {
 	p := pod(t, ctx, "main-process", optIn())
 	script := fmt.Sprintf("%s && %s && echo TRUSTED", strings.Join(curlProbe(bed.server.URL), " "),
 		fmt.Sprintf(`python3 -c 'import requests; requests.get("%s", timeout=20)'`, bed.server.URL))
-	id, err := p.Run(ctx, testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sh", "-c", script}})
+	// Command and args apart, as kubelet sends them: the wrapper goes before both.
+	id, err := p.Run(ctx, testbed.ContainerSpec{Name: "app", Image: bed.image.Ref, Command: []string{"sh"}, Args: []string{"-c", script}})
 	if err != nil {
 		t.Fatal(err)
 	}

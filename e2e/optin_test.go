@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cainjekt/cainjekt/e2e/testbed"
 )
 
 // fakeAPIServer answers namespace GETs like the API server, for one token.
@@ -94,6 +96,8 @@ func TestNamespaceOptInAndOptOut(t *testing.T) {
 	if plain := sleeper(t, ctx, podIn(t, ctx, "plain", "plain", nil), "app", false); injected(plain) {
 		t.Error("opt-in: a pod of a namespace without the label was injected")
 	}
+	byLabel := podOf(t, ctx, testbed.PodSpec{Name: "pod-label", Namespace: "plain", Labels: optIn()})
+	expectTLS(t, ctx, sleeper(t, ctx, byLabel, "app", false), "a pod's own label", curlProbe(bed.server.URL), true)
 
 	if _, err := startPlugin(ctx, bed.caFile, append(kube, "--injection-policy", "opt-out", "--exclude-namespaces", "kube-system")...); err != nil {
 		t.Fatal(err)

@@ -25,20 +25,15 @@ import (
 const (
 	// criNamespace is the containerd namespace the CRI plugin (and so NRI) works in.
 	criNamespace = "k8s.io"
-	// nodesDir holds default node directories; it is short on purpose, see maxDirLen.
+	// nodesDir holds the node directories. Its name is short on purpose: the longest
+	// socket path, a shim's "<dir>/s/<64 hex>", must fit the 107 usable bytes of a
+	// unix socket address.
 	nodesDir = "/run/cje"
-	// maxDirLen keeps the longest socket path, a shim socket "<Dir>/s/<64 hex>", within
-	// the 107 usable bytes of a unix socket address.
-	maxDirLen = 107 - len("/s/") - 64
 )
 
 // NodeOptions configures StartNode.
 type NodeOptions struct {
-	Bins Bins
-	// Dir is the node's private directory: an absolute path of at most 40 bytes (unix
-	// socket paths below it must stay short) that does not exist yet. Empty picks
-	// /run/cje/<random>.
-	Dir        string
+	Bins       Bins
 	PauseImage *Image
 	Log        io.Writer // containerd's stdout and stderr; nil discards them
 }
@@ -75,10 +70,8 @@ func StartNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	if opts.PauseImage == nil || opts.Bins.Containerd == "" || opts.Bins.Runc == "" {
 		return nil, errors.New("node options need Bins and a PauseImage")
 	}
-	if opts.Dir == "" {
-		reclaimStaleNodes()
-	}
-	dir, owner, err := createNodeDir(opts.Dir)
+	reclaimStaleNodes()
+	dir, owner, err := createNodeDir()
 	if err != nil {
 		return nil, err
 	}
@@ -104,27 +97,20 @@ func (n *Node) boot(ctx context.Context) error {
 	return n.ImportImage(ctx, n.pauseImage)
 }
 
-// createNodeDir creates dir, or a random one under nodesDir when dir is empty,
-// and returns it open and flocked: the lock says a live process owns the node,
-// and goes with that process however it ends. The directory is created under a
-// dot name and renamed once locked, so that reclaimStaleNodes never takes a
-// node being born for one whose owner died. An existing directory is refused:
-// Close removes it.
-func createNodeDir(dir string) (string, *os.File, error) {
-	if dir == "" {
-		dir = filepath.Join(nodesDir, randomHex(4))
-	}
-	dir = filepath.Clean(dir)
-	if !filepath.IsAbs(dir) || len(dir) > maxDirLen {
-		return "", nil, fmt.Errorf("node dir %q must be absolute and at most %d bytes (unix socket paths)", dir, maxDirLen)
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", nil, fmt.Errorf("create node dir parent: %w", err)
+// createNodeDir creates a node directory /run/cje/<random> and returns it
+// open and flocked: the lock says a live process owns the node, and goes with
+// that process however it ends. The directory is created under a dot name
+// and renamed once locked, so that reclaimStaleNodes never takes a node being
+// born for one whose owner died.
+func createNodeDir() (string, *os.File, error) {
+	dir := filepath.Join(nodesDir, randomHex(4))
+	if err := os.MkdirAll(nodesDir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("create %s: %w", nodesDir, err)
 	}
 	if _, err := os.Lstat(dir); err == nil {
 		return "", nil, fmt.Errorf("create node dir: %w", fs.ErrExist)
 	}
-	birth := filepath.Join(filepath.Dir(dir), ".new-"+randomHex(8))
+	birth := filepath.Join(nodesDir, ".new-"+randomHex(8))
 	if err := os.Mkdir(birth, 0o711); err != nil {
 		return "", nil, fmt.Errorf("create node dir: %w", err)
 	}

@@ -30,13 +30,11 @@ type ContainerSpec struct {
 	Command, Args  []string
 	Env            map[string]string
 	ReadOnlyRootfs bool
-	Annotations    map[string]string
 }
 
 // Pod is a running pod sandbox.
 type Pod struct {
-	ID  string
-	UID string
+	ID string
 
 	node   *Node
 	config *runtimeapi.PodSandboxConfig
@@ -82,7 +80,7 @@ func (n *Node) RunPod(ctx context.Context, spec PodSpec) (*Pod, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run pod %s/%s: %w", ns, spec.Name, err)
 	}
-	return &Pod{ID: resp.GetPodSandboxId(), UID: uid, node: n, config: cfg}, nil
+	return &Pod{ID: resp.GetPodSandboxId(), node: n, config: cfg}, nil
 }
 
 // Create creates a container in the pod as kubelet does, logging to
@@ -96,14 +94,13 @@ func (p *Pod) Create(ctx context.Context, c ContainerSpec) (string, error) {
 	}
 	logPath := filepath.Join(c.Name, "0.log")
 	cfg := &runtimeapi.ContainerConfig{
-		Metadata:    &runtimeapi.ContainerMetadata{Name: c.Name},
-		Image:       &runtimeapi.ImageSpec{Image: c.Image},
-		Command:     c.Command,
-		Args:        c.Args,
-		Envs:        envs(c.Env),
-		Labels:      withLabels(p.config.GetLabels(), map[string]string{"io.kubernetes.container.name": c.Name}),
-		Annotations: c.Annotations,
-		LogPath:     logPath,
+		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name},
+		Image:    &runtimeapi.ImageSpec{Image: c.Image},
+		Command:  c.Command,
+		Args:     c.Args,
+		Envs:     envs(c.Env),
+		Labels:   withLabels(p.config.GetLabels(), map[string]string{"io.kubernetes.container.name": c.Name}),
+		LogPath:  logPath,
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources: &runtimeapi.LinuxContainerResources{},
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
