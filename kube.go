@@ -32,8 +32,11 @@ const (
 	namespaceStale = 10 * time.Minute
 	// namespaceTimeout keeps a lookup well inside NRI's request timeout.
 	namespaceTimeout = 1 * time.Second
-	maxAPIResponse   = 1 << 20
-	maxTokenSize     = 64 << 10
+	// namespaceRetry is how long a failed lookup is not tried again: while
+	// the API server is down, container starts must not each wait for it.
+	namespaceRetry = 5 * time.Second
+	maxAPIResponse = 1 << 20
+	maxTokenSize   = 64 << 10
 )
 
 // Namespace lookup results, as cainjekt_namespace_lookups_total labels them.
@@ -74,8 +77,10 @@ type kubeClient struct {
 }
 
 type namespaceEntry struct {
-	info    *namespaceInfo
+	info    *namespaceInfo // the last answer, nil if none
 	fetched time.Time
+	err     error // the last lookup's failure, until failed+namespaceRetry
+	failed  time.Time
 }
 
 // newKubeClient returns a client of the API server at api, trusting the CA
@@ -114,29 +119,48 @@ func (k *kubeClient) namespace(ctx context.Context, name string) (*namespaceInfo
 		return nil, fmt.Errorf("namespace name %q is not a DNS label", name)
 	}
 	k.mu.Lock()
-	entry, cached := k.cache[name]
+	entry := k.cache[name]
 	k.mu.Unlock()
 	now := k.now()
-	if cached && now.Sub(entry.fetched) < namespaceTTL {
+	switch {
+	case entry.info != nil && now.Sub(entry.fetched) < namespaceTTL:
 		k.metrics.namespaceLookups.inc(lookupCached)
 		return entry.info, nil
+	case entry.err != nil && now.Sub(entry.failed) < namespaceRetry:
+		return k.failed(entry, now) // logged when it failed
 	}
 	info, err := k.fetch(ctx, name)
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if err == nil {
-		k.mu.Lock()
 		k.cache[name] = namespaceEntry{info: info, fetched: now}
-		k.mu.Unlock()
 		k.metrics.namespaceLookups.inc(lookupOK)
 		return info, nil
 	}
-	if cached && now.Sub(entry.fetched) < namespaceStale {
-		k.metrics.namespaceLookups.inc(lookupStale)
+	entry.err, entry.failed = err, now
+	k.cache[name] = entry
+	if entry.usable(now) {
 		k.log.Warn("namespace lookup failed; using an older answer", "namespace", name, "error", err, "age", now.Sub(entry.fetched).Round(time.Second).String())
+	} else {
+		k.log.Error("namespace lookup failed", "namespace", name, "error", err)
+	}
+	return k.failed(entry, now)
+}
+
+// usable says whether an older answer may stand in for a failed lookup.
+func (e namespaceEntry) usable(now time.Time) bool {
+	return e.info != nil && now.Sub(e.fetched) < namespaceStale
+}
+
+// failed answers for a namespace whose last lookup failed: with the older
+// answer while it is usable, else with the failure.
+func (k *kubeClient) failed(entry namespaceEntry, now time.Time) (*namespaceInfo, error) {
+	if entry.usable(now) {
+		k.metrics.namespaceLookups.inc(lookupStale)
 		return entry.info, nil
 	}
 	k.metrics.namespaceLookups.inc(lookupError)
-	k.log.Error("namespace lookup failed", "namespace", name, "error", err)
-	return nil, err
+	return nil, entry.err
 }
 
 // fetch asks the API server for one namespace.

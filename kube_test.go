@@ -98,6 +98,8 @@ func TestNamespaceLookup(t *testing.T) {
 func TestNamespaceLookupRereadsTheRotatedToken(t *testing.T) {
 	f := newFakeAPIServer(t, map[string]string{"team-a": teamA})
 	k, tokenFile, _ := newTestKubeClient(t, f)
+	now := time.Now()
+	k.now = func() time.Time { return now }
 	f.token.Store("token-2")
 	if _, err := k.namespace(context.Background(), "team-a"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("with the old token: %v", err)
@@ -105,6 +107,7 @@ func TestNamespaceLookupRereadsTheRotatedToken(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("token-2"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	now = now.Add(namespaceRetry)
 	if _, err := k.namespace(context.Background(), "team-a"); err != nil {
 		t.Errorf("the rotated token was not read: %v", err)
 	}
@@ -129,5 +132,29 @@ func TestNamespaceLookupCachesAndFallsBackToStaleAnswers(t *testing.T) {
 	now = now.Add(namespaceStale)
 	if _, err := k.namespace(ctx, "team-a"); err == nil {
 		t.Error("an answer older than the stale limit was used")
+	}
+}
+
+// While the API server fails, a namespace is asked for again only every
+// namespaceRetry: container starts do not each wait for its timeout.
+func TestNamespaceLookupDoesNotRetryAFailureAtOnce(t *testing.T) {
+	f := newFakeAPIServer(t, map[string]string{"team-a": teamA})
+	k, _, m := newTestKubeClient(t, f)
+	now := time.Now()
+	k.now = func() time.Time { return now }
+	ctx := context.Background()
+	f.token.Store("revoked")
+	for range 3 {
+		if _, err := k.namespace(ctx, "team-a"); err == nil || !strings.Contains(err.Error(), "401") {
+			t.Fatalf("lookup with a refused token: %v", err)
+		}
+	}
+	if f.requests.Load() != 1 || m.namespaceLookups.get(lookupError) != 3 {
+		t.Errorf("requests %d, errors counted %d: a failure must be kept for %s", f.requests.Load(), m.namespaceLookups.get(lookupError), namespaceRetry)
+	}
+	f.token.Store("token-1")
+	now = now.Add(namespaceRetry)
+	if _, err := k.namespace(ctx, "team-a"); err != nil || f.requests.Load() != 2 {
+		t.Errorf("after %s the lookup must be tried again: %v, %d requests", namespaceRetry, err, f.requests.Load())
 	}
 }
