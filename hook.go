@@ -101,12 +101,13 @@ type hookOptions struct {
 	logLevel      slog.Level
 }
 
-// hookArgs renders the options as the hook's argv.
+// hookArgs renders the options as the hook's argv. The fail policy comes
+// first: a hook of another version that cannot read the rest still knows it.
 func hookArgs(o hookOptions) []string {
 	return []string{
 		"cainjekt", "hook",
-		"--dynamic-ca-root", o.dynamicCARoot,
 		"--fail-policy", o.failPolicy,
+		"--dynamic-ca-root", o.dynamicCARoot,
 		"--processors", strings.Join(o.processors, ","),
 		"--bundle", o.bundle,
 		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
@@ -124,7 +125,9 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	timeout := fs.Int("timeout", 5, "the runtime's timeout for this hook, in seconds")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
-		return hookOptions{}, err
+		// A flag of a newer plugin stops parsing; the fail policy, which
+		// hookArgs writes first, is known by then.
+		return hookOptions{failPolicy: *policy}, err
 	}
 	o := hookOptions{
 		dynamicCARoot: *root,
@@ -201,6 +204,7 @@ type hook struct {
 
 	mu      sync.Mutex // guards what finish reads against the watchdog
 	done    bool
+	code    int // the exit code, once done
 	status  hookStatus
 	staging *safeDir  // the container's staging directory, once known
 	lapped  time.Time // the end of the last timed phase
@@ -310,9 +314,10 @@ func (h *hook) finish(result string, err error) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.done {
-		return 0
+		return h.code // the watchdog fired as the main path finished
 	}
 	h.done = true
+	h.code = h.exitCode(err)
 	s := &h.status
 	s.Result = result
 	if err != nil {
@@ -326,10 +331,15 @@ func (h *hook) finish(result string, err error) int {
 		"result", result, "family", s.Family, "duration_ms", s.DurationMS}
 	if err == nil {
 		h.log.Info("injected", attrs...)
-		return 0
+	} else {
+		h.log.Error("injection failed", append(attrs, "error", err, "fail_policy", h.opts.failPolicy)...)
 	}
-	h.log.Error("injection failed", append(attrs, "error", err, "fail_policy", h.opts.failPolicy)...)
-	if h.opts.failPolicy == failClosed {
+	return h.code
+}
+
+// exitCode is what the fail policy makes of the outcome.
+func (h *hook) exitCode(err error) int {
+	if err != nil && h.opts.failPolicy == failClosed {
 		return 1
 	}
 	return 0

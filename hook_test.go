@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -158,6 +159,30 @@ func TestHookWithoutStaging(t *testing.T) {
 	}
 	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 1 {
 		t.Errorf("fail-closed exit %d", code)
+	}
+}
+
+// A plugin of a newer version may pass a flag this hook does not know: the
+// container still gets the fail policy it was created with.
+func TestHookKeepsTheFailPolicyWithAnUnknownFlag(t *testing.T) {
+	b := newHookBed(t, "debian")
+	for policy, want := range map[string]int{failOpen: 0, failClosed: 1} {
+		args := append(b.args(policy), "--from-the-future", "x")
+		if code := runHook(args, strings.NewReader(string(b.state())), io.Discard); code != want {
+			t.Errorf("%s with an unknown flag: exit %d, want %d", policy, code, want)
+		}
+	}
+}
+
+// The watchdog firing as the main path finishes must not change the exit
+// code the main path decided: finish answers a second time with the first.
+func TestHookFinishesOnce(t *testing.T) {
+	h := &hook{opts: hookOptions{failPolicy: failClosed}, start: time.Now(), log: newLogger(io.Discard, "json", 0)}
+	if code := h.finish(hookResultFailed, errors.New("refused")); code != 1 {
+		t.Fatalf("fail-closed failure: exit %d", code)
+	}
+	if code := h.finish(hookResultTimeout, errors.New("gave up")); code != 1 || h.status.Result != hookResultFailed {
+		t.Errorf("second finish: exit %d, result %s; want the first's 1 and %s", code, h.status.Result, hookResultFailed)
 	}
 }
 
