@@ -238,6 +238,11 @@ func TestScratchImageGetsATrustStore(t *testing.T) {
 	if got := store.mergedTrust(noTrust); string(got) != string(noTrust) {
 		t.Error("an image without trust must get the no-trust bundle for SSL_CERT_FILE")
 	}
+	// An empty bundle is no trust either, as a rotation's refresh (trustFor) sees it.
+	writeTree(t, dir, map[string]string{"/etc/ssl/certs/ca-certificates.crt": ""})
+	if got := readImageStore(root, fam, ours).mergedTrust(noTrust); string(got) != string(trustFor(nil, ours, noTrust)) {
+		t.Error("an image with an empty bundle must get the no-trust bundle for SSL_CERT_FILE")
+	}
 	changes, err := store.write(root, fam, noTrust)
 	if err != nil {
 		t.Fatal(err)

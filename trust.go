@@ -267,7 +267,7 @@ func (s *imageStore) trust() []byte {
 // name: the image's own trust plus ours. An image without any trust gets
 // noTrust instead (our CAs, and the node's base bundle if one is configured).
 func (s *imageStore) mergedTrust(noTrust []byte) []byte {
-	if len(s.bundles) == 0 {
+	if len(s.trust()) == 0 { // no bundle, or an empty one: as trustFor
 		return noTrust
 	}
 	return s.bundles[0].merged
