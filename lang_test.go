@@ -52,6 +52,14 @@ func TestFindRuntimeTrustFiles(t *testing.T) {
 	if got := javaStores(root, env); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
 		t.Errorf("java stores %v", got)
 	}
+	// /usr/lib/jvm may itself be a symlink, inside the image.
+	if err := os.Rename(filepath.Join(b.rootfs, "usr/lib/jvm"), filepath.Join(b.rootfs, "opt/jdks")); err != nil {
+		t.Fatal(err)
+	}
+	writeTree(t, b.rootfs, map[string]string{"/usr/lib/jvm": "->/opt/jdks"})
+	if got := javaStores(root, []string{"PATH=/nowhere"}); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
+		t.Errorf("java stores through a symlinked /usr/lib/jvm %v", got)
+	}
 	// JAVA_HOME alone finds a JVM outside PATH and the usual places.
 	writeTree(t, b.rootfs, map[string]string{"/srv/jdk/lib/security/cacerts": "x"})
 	if got := javaStores(root, []string{"JAVA_HOME=/srv/jdk"}); len(got) != 2 || got[0] != "/srv/jdk/lib/security/cacerts" {

@@ -432,9 +432,10 @@ func (d *safeDir) mkdir(p string, perm uint32) error {
 	return nil
 }
 
-// readDirNames lists the directory p.
+// readDirNames lists the directory p, following symlinks as d does (inside
+// an image: inside its root).
 func (d *safeDir) readDirNames(p string) ([]string, error) {
-	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, err
 	}
