@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -155,17 +156,21 @@ func (d *safeDir) canonical(p string) (string, error) {
 		return clean, nil
 	}
 	// Most paths hold no symlink, or stop existing before one: a single
-	// lookup that refuses symlinks says so.
-	fd, err := d.open(clean, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return clean, nil
-	case err == nil:
-		var st unix.Stat_t
-		ferr := unix.Fstat(fd, &st)
-		unix.Close(fd)
-		if ferr == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+	// lookup that refuses symlinks says so. Not a path with "..": cleaning it
+	// first would take the parent of a symlink, where the kernel takes the
+	// parent of its target.
+	if !slices.Contains(strings.Split(p, "/"), "..") {
+		fd, err := d.open(clean, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
+		switch {
+		case errors.Is(err, unix.ENOENT):
 			return clean, nil
+		case err == nil:
+			var st unix.Stat_t
+			ferr := unix.Fstat(fd, &st)
+			unix.Close(fd)
+			if ferr == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+				return clean, nil
+			}
 		}
 	}
 	resolved, todo := "/", p

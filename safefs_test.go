@@ -75,6 +75,10 @@ func TestCanonicalResolvesInsideRoot(t *testing.T) {
 		"etc/abs-escape":                    "->/",
 		"loop/a":                            "->b",
 		"loop/b":                            "->a",
+		"app/ca.pem":                        "not this one",
+		"app/real/ca.pem":                   "this one",
+		"app/real/x/keep":                   "",
+		"app/link":                          "->real/x",
 	})
 	root := imageRoot(t, dir)
 	for in, want := range map[string]string{
@@ -86,6 +90,8 @@ func TestCanonicalResolvesInsideRoot(t *testing.T) {
 		"/../../../etc/ssl/certs":                "/etc/ssl/certs",
 		"/missing/dir/file":                      "/missing/dir/file",
 		"/etc/escape/tmp/" + filepath.Base(dir):  "/tmp/" + filepath.Base(dir),
+		// ".." after a symlink is the parent of its target, as the kernel has it.
+		"/app/link/../ca.pem": "/app/real/ca.pem",
 	} {
 		got, err := root.canonical(in)
 		if err != nil || got != want {
