@@ -352,11 +352,18 @@ func mergedPaths(changes []fileChange) []string {
 }
 
 // createFile writes a file of ours into the image, creating its directory.
+// A dangling symlink at p (ca-certificates.crt naming a bundle the image
+// lacks) gets its target created, inside the image, with the target's
+// directory: both names then hold the bundle.
 func createFile(root *safeDir, p string, data []byte) (string, error) {
-	if _, err := root.mkdirAll(path.Dir(p), 0o755); err != nil {
+	canon, err := root.canonical(p)
+	if err != nil {
 		return "", err
 	}
-	return root.writeFile(p, data, 0o644)
+	if _, err := root.mkdirAll(path.Dir(canon), 0o755); err != nil {
+		return "", err
+	}
+	return root.writeFile(canon, data, 0o644)
 }
 
 func resolvedIfDifferent(p, canon string) string {
