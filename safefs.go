@@ -15,14 +15,18 @@ package main
 //     we never create symlinks there, so one appearing is an attack.
 //
 // Reads refuse anything but regular files, are bounded, and never open a FIFO
-// or device for reading. Writes go to a temporary file in the target's own
-// directory and are renamed over it, keeping the old file's mode and owner, so
-// a reader sees the old or the new content and never half of it.
+// or device for reading; below an image they also draw on one budget for the
+// whole hook run, in bytes read and directory entries examined, so that no
+// number of files makes the hook's time or memory grow without bound. Writes
+// go to a temporary file in the target's own directory and are renamed over
+// it, keeping the old file's mode, owner and extended attributes, so a reader
+// sees the old or the new content and never half of it.
 
 import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"slices"
@@ -43,13 +47,30 @@ const (
 var (
 	errNotRegular = errors.New("not a regular file")
 	errTooLarge   = errors.New("file too large")
+	errBudget     = errors.New("budget spent")
 )
+
+// The budget of one hook run in one image. A fat image with a JDK, Python
+// and Node reads about 3 MiB and lists a few thousand entries.
+const (
+	imageReadBudget  = 32 << 20
+	imageEntryBudget = 16384
+)
+
+// imageBudget is what may still be read from an image, in all: a hostile
+// one can hold any number of trust files of the largest size each read
+// accepts, and directories of any size.
+type imageBudget struct {
+	bytes   int64
+	entries int
+}
 
 // safeDir is a directory, held open, below which all access is confined.
 type safeDir struct {
-	fd      int    // O_PATH descriptor of the directory
-	resolve uint64 // openat2 RESOLVE_* flags applied to every lookup
-	name    string // the directory's host path, for messages only
+	fd      int          // O_PATH descriptor of the directory
+	resolve uint64       // openat2 RESOLVE_* flags applied to every lookup
+	name    string       // the directory's host path, for messages only
+	budget  *imageBudget // an image's, shared by its safeDirs; nil for our own trees
 	// dryRun makes writeFile and mkdirAll resolve their target and stop
 	// there: `cainjekt inspect` says what the hook would change.
 	dryRun bool
@@ -66,8 +87,12 @@ func openImageRoot(at int, p string) (*safeDir, error) {
 	if path.IsAbs(p) {
 		at, openResolve = unix.AT_FDCWD, 0
 	}
-	return openSafeDir(at, p, openResolve,
+	d, err := openSafeDir(at, p, openResolve,
 		unix.RESOLVE_IN_ROOT|unix.RESOLVE_NO_MAGICLINKS|unix.RESOLVE_NO_XDEV)
+	if err == nil {
+		d.budget = &imageBudget{bytes: imageReadBudget, entries: imageEntryBudget}
+	}
+	return d, err
 }
 
 // openOwnDir opens a directory of cainjekt's own on the host. The path is the
@@ -104,7 +129,7 @@ func (d *safeDir) sub(p string) (*safeDir, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &safeDir{fd: fd, resolve: d.resolve, name: path.Join(d.name, p)}, nil
+	return &safeDir{fd: fd, resolve: d.resolve, name: path.Join(d.name, p), budget: d.budget}, nil
 }
 
 // open opens p below d with the directory's resolve flags plus extra. p is
@@ -277,6 +302,13 @@ func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
 	if st.Size > limit {
 		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, st.Size, limit)}
 	}
+	if d.budget != nil {
+		if st.Size > d.budget.bytes {
+			return nil, info, &os.PathError{Op: "read", Path: d.show(p),
+				Err: fmt.Errorf("%w: %d bytes, and the read budget of %d MiB for this image has %d left", errBudget, st.Size, imageReadBudget>>20, d.budget.bytes)}
+		}
+		limit = min(limit, d.budget.bytes)
+	}
 	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pathFD), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, info, &os.PathError{Op: "reopen", Path: d.show(p), Err: err}
@@ -290,15 +322,43 @@ func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
 	if int64(len(data)) > limit {
 		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: fmt.Errorf("%w: grew past limit %d while reading", errTooLarge, limit)}
 	}
+	if d.budget != nil {
+		d.budget.bytes -= int64(len(data))
+	}
 	return data, info, nil
 }
 
+// fileAttrs are a file's permission bits and owner.
+type fileAttrs struct {
+	mode     uint32
+	uid, gid int
+}
+
+// attrsOf keeps what a copy of a file may have of its attributes: its owner
+// and at most its read and write bits (never exec, setuid or sticky).
+func attrsOf(info fileInfo, perm uint32) fileAttrs {
+	return fileAttrs{mode: info.mode & perm, uid: int(info.uid), gid: int(info.gid)}
+}
+
 // writeFile atomically replaces the file at p (symlinks inside the tree are
-// followed to the real file) with data. An existing file keeps its mode and
-// owner; a new one gets perm and the caller's owner. It refuses to replace
-// anything but a regular file. Missing parent directories are an error.
-// It returns the canonical path it wrote.
+// followed to the real file) with data. An existing file keeps its mode,
+// owner and extended attributes (security.selinux above all: a relabelled
+// trust store is unreadable to the container on an SELinux node); a new one
+// gets perm and the caller's owner. It refuses to replace anything but a
+// regular file. Missing parent directories are an error. It returns the
+// canonical path it wrote.
 func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) {
+	return d.write(p, data, perm, nil)
+}
+
+// writeFileAs atomically replaces the file at p with data, with exactly
+// attrs whatever the file had.
+func (d *safeDir) writeFileAs(p string, data []byte, attrs fileAttrs) error {
+	_, err := d.write(p, data, 0, &attrs)
+	return err
+}
+
+func (d *safeDir) write(p string, data []byte, perm uint32, attrs *fileAttrs) (string, error) {
 	canon, err := d.canonical(p)
 	if err != nil {
 		return "", err
@@ -316,22 +376,28 @@ func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) 
 	}
 	defer unix.Close(dirFD)
 
-	mode, uid, gid, keepOwner := perm, 0, 0, false
+	t := tempFile{attrs: fileAttrs{mode: perm, uid: -1, gid: -1}}
 	var st unix.Stat_t
 	switch err := unix.Fstatat(dirFD, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return "", &os.PathError{Op: "write", Path: d.show(canon), Err: errNotRegular}
-	case err == nil:
-		mode, uid, gid, keepOwner = st.Mode&0o7777, int(st.Uid), int(st.Gid), true
-	case err != unix.ENOENT:
+	case err == nil && attrs == nil:
+		t.attrs = fileAttrs{mode: st.Mode & 0o7777, uid: int(st.Uid), gid: int(st.Gid)}
+		if t.xattrs, err = readXattrs(dirFD, base); err != nil {
+			return "", &os.PathError{Op: "read extended attributes of", Path: d.show(canon), Err: err}
+		}
+	case err != nil && err != unix.ENOENT:
 		return "", &os.PathError{Op: "stat", Path: d.show(canon), Err: err}
+	}
+	if attrs != nil {
+		t.attrs = *attrs
 	}
 
 	tmp, fd, err := createTemp(dirFD, base)
 	if err != nil {
 		return "", &os.PathError{Op: "create", Path: d.show(dir), Err: err}
 	}
-	if err := fillTemp(fd, data, mode, uid, gid, keepOwner); err != nil {
+	if err := t.fill(fd, data); err != nil {
 		unix.Unlinkat(dirFD, tmp, 0)
 		return "", &os.PathError{Op: "write", Path: d.show(canon), Err: err}
 	}
@@ -359,23 +425,95 @@ func createTemp(dirFD int, base string) (string, int, error) {
 	return "", -1, err
 }
 
-// fillTemp writes data and sets mode and owner, then closes fd. Ownership is
-// set before the mode so that setuid/setgid bits are not cleared by chown.
-func fillTemp(fd int, data []byte, mode uint32, uid, gid int, setOwner bool) error {
+// tempFile is what a replacement file gets besides its data.
+type tempFile struct {
+	attrs  fileAttrs // uid and gid -1: the caller's
+	xattrs []xattr
+}
+
+// fill writes data, sets owner, mode and extended attributes, then closes
+// fd. Ownership is set before the mode so that setuid/setgid bits are not
+// cleared by chown, and extended attributes last, as chown clears
+// security.capability.
+func (t tempFile) fill(fd int, data []byte) error {
 	f := os.NewFile(uintptr(fd), "temp")
 	defer f.Close()
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
-	if setOwner {
-		if err := unix.Fchown(fd, uid, gid); err != nil {
+	if t.attrs.uid >= 0 || t.attrs.gid >= 0 {
+		if err := unix.Fchown(fd, t.attrs.uid, t.attrs.gid); err != nil {
 			return err
 		}
 	}
-	if err := unix.Fchmod(fd, mode); err != nil {
+	if err := unix.Fchmod(fd, t.attrs.mode); err != nil {
 		return err
 	}
+	for _, x := range t.xattrs {
+		if err := unix.Fsetxattr(fd, x.name, x.value, 0); err != nil {
+			return fmt.Errorf("set extended attribute %s: %w", x.name, err)
+		}
+	}
 	return f.Close()
+}
+
+// xattr is one extended attribute.
+type xattr struct {
+	name  string
+	value []byte
+}
+
+// Bounds on the extended attributes copied to a replaced file. The kernel
+// allows lists and values of 64 KiB each; a trust store has a label and
+// perhaps an ACL.
+const (
+	maxXattrs     = 32
+	maxXattrBytes = 64 << 10 // names and values together
+)
+
+// readXattrs reads the extended attributes of the regular file name in
+// dirFD, through an O_PATH descriptor and its /proc/self/fd link: nothing is
+// opened for reading, and no symlink is followed.
+func readXattrs(dirFD int, name string) ([]xattr, error) {
+	fd, err := unix.Openat(dirFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	proc := "/proc/self/fd/" + strconv.Itoa(fd)
+	list := make([]byte, maxXattrBytes)
+	n, err := unix.Listxattr(proc, list)
+	switch {
+	case err == unix.ENOTSUP:
+		return nil, nil
+	case err == unix.ERANGE:
+		return nil, fmt.Errorf("%w: extended attribute names over %d bytes", errTooLarge, maxXattrBytes)
+	case err != nil:
+		return nil, err
+	}
+	var attrs []xattr
+	left := maxXattrBytes - n
+	for _, attr := range strings.Split(strings.TrimRight(string(list[:n]), "\x00"), "\x00") {
+		if attr == "" {
+			continue
+		}
+		size, err := unix.Getxattr(proc, attr, nil)
+		if err == unix.ENODATA {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("extended attribute %s: %w", attr, err)
+		}
+		if left -= size; left < 0 || len(attrs) == maxXattrs {
+			return nil, fmt.Errorf("%w: more extended attributes than the %d bytes or %d attributes copied", errTooLarge, maxXattrBytes, maxXattrs)
+		}
+		value := make([]byte, size)
+		if size, err = unix.Getxattr(proc, attr, value); err != nil {
+			return nil, fmt.Errorf("extended attribute %s: %w", attr, err)
+		}
+		attrs = append(attrs, xattr{attr, value[:size]})
+	}
+	return attrs, nil
 }
 
 // mkdirAll creates the directory p and its missing parents with perm,
@@ -437,20 +575,53 @@ func (d *safeDir) mkdir(p string, perm uint32) error {
 	return nil
 }
 
-// readDirNames lists the directory p, following symlinks as d does (inside
-// an image: inside its root).
+// readDirNames lists the directory p, following symlinks as d does.
 func (d *safeDir) readDirNames(p string) ([]string, error) {
+	return d.readDir(p, nil, math.MaxInt)
+}
+
+// dirBatch is how many entries readDir takes from the kernel at a time.
+const dirBatch = 256
+
+// readDir lists the names in directory p that keep accepts (all, if keep is
+// nil), following symlinks as d does. It reads the directory in batches and
+// stops with an error once more than max names are kept or, below an
+// image, once the entries it examined spend the image's budget: the time
+// and memory it takes follow what it may keep, not what the directory holds.
+func (d *safeDir) readDir(p string, keep func(string) bool, max int) ([]string, error) {
 	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), d.show(p))
 	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, &os.PathError{Op: "readdir", Path: d.show(p), Err: err}
+	var names []string
+	for examined := 0; ; {
+		batch, err := f.Readdirnames(dirBatch)
+		if err == io.EOF {
+			return names, nil
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "readdir", Path: d.show(p), Err: err}
+		}
+		examined += len(batch)
+		if d.budget != nil {
+			if d.budget.entries -= len(batch); d.budget.entries < 0 {
+				return names, &os.PathError{Op: "search", Path: d.show(p),
+					Err: fmt.Errorf("%w: stopped after %d entries here, the budget of %d entries for this image is spent", errBudget, examined, imageEntryBudget)}
+			}
+		}
+		for _, name := range batch {
+			if keep != nil && !keep(name) {
+				continue
+			}
+			if len(names) == max {
+				return names, &os.PathError{Op: "search", Path: d.show(p),
+					Err: fmt.Errorf("%w: stopped at more than %d matching entries", errTooLarge, max)}
+			}
+			names = append(names, name)
+		}
 	}
-	return names, nil
 }
 
 // removeAll removes p and everything below it without following any symlink:

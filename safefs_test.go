@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -272,5 +275,102 @@ func TestMkdirAllFollowsInRootSymlinks(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(dir, got)); err != nil || !st.IsDir() {
 		t.Errorf("directory not created: %v", err)
+	}
+}
+
+// A replaced file keeps its extended attributes: a user attribute, an ACL
+// and, where the kernel lets root set it without SELinux, an SELinux label.
+func TestWriteFileKeepsExtendedAttributes(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bundle.crt")
+	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"user.cainjekt-test": "kept"}
+	if err := unix.Setxattr(p, "user.cainjekt-test", []byte("kept"), 0); err != nil {
+		t.Skipf("no user xattrs here: %v", err)
+	}
+	if err := unix.Setxattr(p, "security.selinux", []byte("system_u:object_r:cert_t:s0"), 0); err == nil {
+		want["security.selinux"] = "system_u:object_r:cert_t:s0"
+	}
+	root := imageRoot(t, dir)
+	if _, err := root.writeFile("/bundle.crt", []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range want {
+		got := make([]byte, 256)
+		n, err := unix.Getxattr(p, name, got)
+		if err != nil || string(got[:n]) != value {
+			t.Errorf("%s after the write: %q, %v; want %q", name, got[:max(n, 0)], err, value)
+		}
+	}
+	if data, _ := os.ReadFile(p); string(data) != "new" {
+		t.Errorf("content %q", data)
+	}
+}
+
+// writeFileAs gives the file exactly the attributes asked for, whatever
+// the file it replaces had.
+func TestWriteFileAsSetsItsAttributes(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	own, err := openOwnDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if err := own.writeFileAs("f", []byte("new"), fileAttrs{mode: 0o640, uid: 0, gid: 4242}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o640 || st.Gid != 4242 {
+		t.Errorf("mode %o gid %d, want 640 and 4242", fi.Mode().Perm(), st.Gid)
+	}
+}
+
+// Reads below an image draw on one budget: once spent, reads fail, saying
+// so, however small the file.
+func TestImageReadBudget(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"a": strings.Repeat("a", 1000), "b": "bb"})
+	root := imageRoot(t, dir)
+	root.budget.bytes = 1001
+	if _, _, err := root.readFile("/a", 4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := root.readFile("/b", 4096); !errors.Is(err, errBudget) || !strings.Contains(err.Error(), "read budget") {
+		t.Errorf("read past the budget: %v", err)
+	}
+}
+
+// readDir examines a directory in batches: it stops at max kept names, or
+// when the image's budget of entries is spent, with an error that says so,
+// after examining at most a batch more than the budget.
+func TestReadDirIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 3000 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("python3.%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := imageRoot(t, dir)
+	isPython := func(n string) bool { return strings.HasPrefix(n, "python3") }
+	names, err := root.readDir("/", isPython, 8)
+	if len(names) != 8 || err == nil || !strings.Contains(err.Error(), "stopped at more than 8") {
+		t.Errorf("max 8: %d names, %v", len(names), err)
+	}
+	root.budget.entries = 1000
+	_, err = root.readDir("/", nil, math.MaxInt)
+	if !errors.Is(err, errBudget) || root.budget.entries < -dirBatch {
+		t.Errorf("budget of 1000 entries: %v, %d left", err, root.budget.entries)
+	}
+	if names, err := root.readDir("/", isPython, 8); len(names) != 0 || !errors.Is(err, errBudget) {
+		t.Errorf("a spent budget must stop the next listing at once: %d names, %v", len(names), err)
 	}
 }
