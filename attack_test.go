@@ -12,10 +12,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +73,8 @@ type attack struct {
 	// created, if set, names the file inside the image the hook must have
 	// written our CAs to (the target of a dangling symlink, taken inside).
 	created func(host *hostTree) string
+	// after, if set, checks what else the hook must have done.
+	after func(t *testing.T, b *hookBed, st hookStatus)
 }
 
 // replace removes a rootfs path and makes it a symlink to target.
@@ -240,6 +244,119 @@ var attacks = []attack{
 	{name: "trust variable of the pod names a host file through a symlink", want: hookResultOK,
 		env:   []string{"SSL_CERT_FILE=/app/ca.pem"},
 		setup: func(t *testing.T, b *hookBed, h *hostTree) { replace(t, b.rootfs, "app/ca.pem", h.path("sentinel")) }},
+
+	// Exhaustion: images that try to make the hook outlive its timeout, or
+	// its memory, status and log grow without bound.
+	{name: "thousands of long-named python3 directories with certifi bundles", want: hookResultFailed, refused: "stopped",
+		env:   []string{"PATH=/opt/venv/bin:/usr/local/bin:/usr/bin", "VIRTUAL_ENV=/opt/venv"},
+		setup: manyPythons([]string{"opt/venv", "usr/local", "usr"}, 1000)},
+	{name: "trust store crafted to make PEM scanning quadratic", want: hookResultOK,
+		setup: func(t *testing.T, b *hookBed, _ *hostTree) {
+			writeTree(t, b.rootfs, map[string]string{bundlePath: string(quadraticPEM(b.read(t, filepath.Join(b.rootfs, bundlePath)), b.ours, 7<<20))})
+		},
+		after: func(t *testing.T, b *hookBed, st hookStatus) {
+			if merged := b.read(t, filepath.Join(b.rootfs, bundlePath)); !bytes.HasSuffix(merged, b.ours.pem) {
+				t.Error("our CAs were not merged into the crafted trust store")
+			}
+		}},
+	{name: "PKCS#12 truststore of half a million tiny bags", want: hookResultOK, env: []string{"JAVA_HOME=/opt/jdk"},
+		setup: func(t *testing.T, b *hookBed, _ *hostTree) {
+			bags := bytes.Repeat([]byte{0x30, 0x05, 0x06, 0x01, 0x00, 0x05, 0x00}, 500_000)
+			writeTree(t, b.rootfs, map[string]string{"opt/jdk/lib/security/cacerts": string(pfxOfBags(bags))})
+		},
+		after: wantJavaFallback},
+	{name: "PKCS#12 bag whose OID has millions of arcs", want: hookResultOK, env: []string{"JAVA_HOME=/opt/jdk"},
+		setup: func(t *testing.T, b *hookBed, _ *hostTree) {
+			oid := derOf(0x06, bytes.Repeat([]byte{0x01}, 3<<20))
+			writeTree(t, b.rootfs, map[string]string{"opt/jdk/lib/security/cacerts": string(pfxOfBags(derOf(0x30, append(oid, 0x05, 0x00))))})
+		},
+		after: wantJavaFallback},
+	{name: "thirty JVM homes with 3.5 MiB truststores", want: hookResultFailed, refused: "read budget",
+		setup: func(t *testing.T, b *hookBed, _ *hostTree) {
+			entries := make([]storeEntry, 2400)
+			for i := range entries {
+				entries[i] = storeEntry{alias: fmt.Sprintf("e%d", i), der: bytes.Repeat([]byte{byte(i)}, 1500)}
+			}
+			store, err := marshalJKS(entries, "changeit")
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := filepath.Join(b.rootfs, "usr/lib/jvm/jdk-0/lib/security/cacerts")
+			writeTree(t, b.rootfs, map[string]string{"usr/lib/jvm/jdk-0/lib/security/cacerts": string(store)})
+			for i := 1; i < 30; i++ {
+				p := filepath.Join(b.rootfs, fmt.Sprintf("usr/lib/jvm/jdk-%d/lib/security/cacerts", i))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Link(first, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+}
+
+// manyPythons gives each prefix n python3* directories of long names, each
+// with a pip-installed certifi that serves its own bundle.
+func manyPythons(prefixes []string, n int) func(t *testing.T, b *hookBed, _ *hostTree) {
+	return func(t *testing.T, b *hookBed, _ *hostTree) {
+		bundle := readTestdata(t, "certs/public-a.pem")
+		writeTree(t, b.rootfs, map[string]string{"opt/venv/bin/python3": "#!/bin/sh\n"})
+		for _, prefix := range prefixes {
+			for i := range n {
+				dir := filepath.Join(b.rootfs, prefix, "lib", fmt.Sprintf("python3%s%d", strings.Repeat("x", 200), i), "site-packages/certifi")
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "cacert.pem"), bundle, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "core.py"), []byte("CACERT = 'cacert.pem'\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+// quadraticPEM is image followed by BEGIN lines, up to size bytes, each
+// beginning like one of ours and none ever ended: a scan that decodes from
+// every BEGIN line that looks like ours reads to the end each time.
+func quadraticPEM(image []byte, ours *caBundle, size int) []byte {
+	line := "-----BEGIN CERTIFICATE-----\n" + string(ours.certs[0].b64Start) + "\n"
+	return append(image, strings.Repeat(line, (size-len(image))/len(line))...)
+}
+
+// derOf encodes one DER value of a tag and content.
+func derOf(tag byte, content []byte) []byte {
+	n := len(content)
+	if n < 0x80 {
+		return append([]byte{tag, byte(n)}, content...)
+	}
+	var length []byte
+	for ; n > 0; n >>= 8 {
+		length = append([]byte{byte(n)}, length...)
+	}
+	return append(append([]byte{tag, 0x80 | byte(len(length))}, length...), content...)
+}
+
+// pfxOfBags is a password-less PKCS#12 file whose one safe holds the DER
+// of bags, whatever they are.
+func pfxOfBags(bags []byte) []byte {
+	oidData := []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01}
+	dataInfo := func(content []byte) []byte {
+		return derOf(0x30, append(append([]byte{}, oidData...), derOf(0xa0, derOf(0x04, content))...))
+	}
+	authSafe := derOf(0x30, dataInfo(derOf(0x30, bags)))
+	return derOf(0x30, append([]byte{0x02, 0x01, 0x03}, dataInfo(authSafe)...))
+}
+
+// wantJavaFallback checks that a JVM whose store the hook could not merge
+// gets the fallback store, through what the wrapper reads.
+func wantJavaFallback(t *testing.T, b *hookBed, _ hookStatus) {
+	ctx, err := readHookContext(filepath.Join(b.staging, stagedStatus))
+	if err != nil || !strings.Contains(ctx.Append["JAVA_TOOL_OPTIONS"], "javax.net.ssl.trustStore=") {
+		t.Errorf("the wrapper does not get the JVM fallback store: %v", err)
+	}
 }
 
 // writeSpec rewrites the bundle's config.json with another root.path.
@@ -251,27 +368,78 @@ func writeSpec(t *testing.T, b *hookBed, rootPath string) {
 	}
 }
 
+// hookRun is what one hook process did: its exit code, its log, and the
+// most memory it held (which it reports itself: the rusage of a child Go
+// starts with vfork counts the parent's memory too).
+type hookRun struct {
+	code   int
+	stderr []byte
+	maxRSS int64 // bytes
+}
+
 // runHookProcess runs the hook as runc does, in its own process, and fails
 // the test if it does not finish on its own within the runtime's timeout.
-func runHookProcess(t *testing.T, b *hookBed, args []string, env []string) int {
+func runHookProcess(t *testing.T, b *hookBed, args []string) hookRun {
 	t.Helper()
 	exe, _ := os.Executable()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, append([]string{"hook"}, args...)...)
-	cmd.Env = append(os.Environ(), asBinaryEnv+"=1")
+	// As the plugin runs it: one P, the hook's own environment.
+	hwm := filepath.Join(t.TempDir(), "hwm")
+	cmd.Env = []string{asBinaryEnv + "=1", "GOMAXPROCS=1", "PATH=/usr/bin:/bin", hwmFileEnv + "=" + hwm}
 	cmd.Stdin = strings.NewReader(string(b.state()))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		t.Fatalf("the hook ran past the runtime's 5 s timeout")
 	}
-	if exitErr, ok := err.(*exec.ExitError); ok {
-		return exitErr.ExitCode()
+	run := hookRun{stderr: stderr.Bytes()}
+	if data, err := os.ReadFile(hwm); err == nil {
+		run.maxRSS, _ = strconv.ParseInt(string(data), 10, 64)
 	}
-	if err != nil {
+	if exitErr, ok := err.(*exec.ExitError); ok {
+		run.code = exitErr.ExitCode()
+	} else if err != nil {
 		t.Fatal(err)
 	}
-	return 0
+	return run
+}
+
+// The bounds every hook run keeps, whatever the image: measured on the
+// hostile images below, with room for a slower machine.
+const (
+	// hookRSSBound is the most resident memory a hook may hold: a
+	// baseline of about 10 MiB and the read budget, twice.
+	hookRSSBound = 96 << 20
+	// statusBound is what status.json may grow to: the wrapper reads no more.
+	statusBound = 64 << 10
+	// logLineBound is the longest line the hook may log.
+	logLineBound = 8 << 10
+)
+
+// checkBounds fails the test if a hook run broke a bound: memory, the size
+// and validity of status.json, which the wrapper must be able to read, and
+// the length of its log lines.
+func checkBounds(t *testing.T, b *hookBed, run hookRun) {
+	t.Helper()
+	t.Logf("peak RSS %.1f MiB", float64(run.maxRSS)/(1<<20))
+	if run.maxRSS > hookRSSBound {
+		t.Errorf("the hook held %d MiB, more than %d", run.maxRSS>>20, hookRSSBound>>20)
+	}
+	statusPath := filepath.Join(b.staging, stagedStatus)
+	if fi, err := os.Stat(statusPath); err == nil && fi.Size() > statusBound {
+		t.Errorf("status.json is %d bytes, more than %d", fi.Size(), statusBound)
+	}
+	if _, err := readHookContext(statusPath); err != nil {
+		t.Errorf("the wrapper cannot read status.json: %v", err)
+	}
+	for _, line := range bytes.Split(run.stderr, []byte("\n")) {
+		if len(line) > logLineBound {
+			t.Errorf("the hook logged a line of %d bytes, more than %d: %.200s...", len(line), logLineBound, line)
+		}
+	}
 }
 
 func TestHostileImages(t *testing.T) {
@@ -282,7 +450,9 @@ func TestHostileImages(t *testing.T) {
 				b := newHookBed(t, "debian", a.env...)
 				a.setup(t, b, host)
 				args := b.args(policy, a.processors...)
-				code := runHookProcess(t, b, args, nil)
+				run := runHookProcess(t, b, args)
+				code := run.code
+				checkBounds(t, b, run)
 				st, ctx := b.status(t)
 				if st.Result != a.want {
 					t.Fatalf("result %q, want %q (errors %v)", st.Result, a.want, st.Errors)
@@ -299,6 +469,9 @@ func TestHostileImages(t *testing.T) {
 				}
 				if data, err := os.ReadFile(filepath.Join(b.staging, stagedBundle)); err != nil || countCerts(data) == 0 {
 					t.Errorf("bundle.pem must always hold certificates: %v", err)
+				}
+				if a.after != nil {
+					a.after(t, b, st)
 				}
 				if a.created != nil {
 					if data, err := os.ReadFile(filepath.Join(b.rootfs, a.created(host))); err != nil || !bytes.Contains(data, b.ours.pem) {
@@ -335,7 +508,7 @@ func TestSymlinkSwapRace(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 40; i++ {
-		runHookProcess(t, b, b.args(failOpen), nil)
+		runHookProcess(t, b, b.args(failOpen))
 	}
 	close(stop)
 	<-done

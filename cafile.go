@@ -195,7 +195,7 @@ func parseCABundle(data []byte) (*caBundle, []finding, error) {
 			break
 		}
 		blocks++
-		der := certificateDER(block)
+		der := certificateDER(block.Type, block.Bytes)
 		if f := blockFinding(blocks, block, der); f != nil {
 			findings = append(findings, *f)
 		}

@@ -14,6 +14,7 @@ package main
 // exit 0 with the container started as the plugin staged it.
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,6 @@ import (
 	"os"
 	"path"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,7 +74,11 @@ type hookStatus struct {
 	Wrapper         hookContext  `json:"wrapper"`
 	Files           []fileChange `json:"files,omitempty"`
 	Errors          []string     `json:"errors,omitempty"`
-	DurationMS      float64      `json:"duration_ms"`
+	// FilesOmitted and ErrorsOmitted count what was not recorded: an image
+	// decides how many paths the hook meets, status.json stays small.
+	FilesOmitted  int     `json:"files_omitted,omitempty"`
+	ErrorsOmitted int     `json:"errors_omitted,omitempty"`
+	DurationMS    float64 `json:"duration_ms"`
 	// TimingsMS says where the hook's time went, phase by phase.
 	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
 	Finished  time.Time          `json:"finished"`
@@ -178,12 +182,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer) int {
 		}
 		return 1
 	}
-	h := &hook{
-		opts:   opts,
-		start:  start,
-		log:    newLogger(stderr, "json", opts.logLevel).With("component", "hook"),
-		status: hookStatus{Version: statusVersion, Processors: opts.processors, Bundle: opts.bundle},
-	}
+	h := newHook(opts, start, newLogger(stderr, "json", opts.logLevel).With("component", "hook"))
 	watchdog := time.AfterFunc(hookBudget(opts.timeout), func() {
 		os.Exit(h.finish(hookResultTimeout, fmt.Errorf("gave up after %s, inside the runtime's %s hook timeout", hookBudget(opts.timeout), opts.timeout)))
 	})
@@ -202,12 +201,21 @@ type hook struct {
 	start time.Time
 	log   *slog.Logger
 
-	mu      sync.Mutex // guards what finish reads against the watchdog
-	done    bool
-	code    int // the exit code, once done
-	status  hookStatus
-	staging *safeDir  // the container's staging directory, once known
-	lapped  time.Time // the end of the last timed phase
+	// mu guards what finish reads against the watchdog. It is only ever
+	// held for bounded work: the status is bounded, and frozen once
+	// reporting starts, so the report is written without it.
+	mu        sync.Mutex
+	reporting bool          // finish began: the status is frozen
+	reported  chan struct{} // closed once the report is written
+	code      int           // the exit code, once reporting
+	status    hookStatus
+	staging   *safeDir  // the container's staging directory, once known
+	lapped    time.Time // the end of the last timed phase
+}
+
+func newHook(opts hookOptions, start time.Time, log *slog.Logger) *hook {
+	return &hook{opts: opts, start: start, log: log, reported: make(chan struct{}),
+		status: hookStatus{Version: statusVersion, Processors: opts.processors, Bundle: opts.bundle}}
 }
 
 // lap records how long the phase that ends now took.
@@ -266,74 +274,78 @@ func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, pref
 	store := readImageStore(root, fam, ours)
 	h.lap("detect")
 	h.note(func(s *hookStatus) { s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust()) })
-	if detectErr != nil {
-		detectErr = fmt.Errorf("os-release: %w", detectErr)
-	}
+	in := &injection{root: root, staging: staging, processors: h.opts.processors, env: env, ours: ours,
+		trust: store.mergedTrust(prefill), trustAttrs: store.trustAttrs(), merged: map[string]bool{}}
 	// The staged bundle first: it is what SSL_CERT_FILE names, and must
 	// hold the image's trust even if the OS store cannot be written.
-	merged := store.mergedTrust(prefill)
-	if string(merged) != string(prefill) {
-		if _, err := staging.writeFile(stagedBundle, merged, 0o644); err != nil {
+	if string(in.trust) != string(prefill) {
+		if err := staging.writeFileAs(stagedBundle, in.trust, in.trustAttrs); err != nil {
 			return fmt.Errorf("write staged bundle: %w", err)
 		}
 		h.note(func(s *hookStatus) { s.ImageTrustBytes = imagePartLen(store.trust()) })
 	}
 	h.lap("staged_bundle")
 	var osErr error
-	var done []string // the real files merged already
-	if slices.Contains(h.opts.processors, fam.processor()) {
+	if in.enabled(fam.processor()) {
 		var changes []fileChange
 		changes, osErr = store.write(root, fam, prefill)
-		h.note(func(s *hookStatus) { s.Files = append(s.Files, changes...) })
-		if osErr != nil {
-			osErr = fmt.Errorf("update OS trust store (%s): %w", fam.processor(), osErr)
+		h.note(func(s *hookStatus) { s.addFiles(changes) })
+		for _, p := range mergedPaths(changes) {
+			in.merged[p] = true
 		}
-		done = mergedPaths(changes)
 		h.lap("os_store")
 	}
-	lang, langErr := injectLanguages(root, staging, h.opts.processors, env, ours, merged, done)
-	h.note(func(s *hookStatus) { s.Files = append(s.Files, lang.changes...) })
+	lang, langErr := in.injectLanguages()
+	h.note(func(s *hookStatus) { s.addFiles(lang.changes) })
 	h.note(func(s *hookStatus) { s.Wrapper.Env, s.Wrapper.Append = lang.env, lang.appendEnv })
 	h.lap("languages")
-	if langErr != nil {
-		langErr = fmt.Errorf("language runtimes: %w", langErr)
-	}
-	return errors.Join(osErr, langErr, detectErr)
+	return errors.Join(prefixed("update OS trust store ("+fam.processor()+")", osErr),
+		prefixed("language runtimes", langErr), prefixed("os-release", detectErr))
 }
 
-// note updates the status under the lock the watchdog takes too.
+// note updates the status under the lock the watchdog takes too; once
+// reporting began, the status is frozen and the update dropped.
 func (h *hook) note(f func(*hookStatus)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	f(&h.status)
+	if !h.reporting {
+		f(&h.status)
+	}
 }
 
 // finish records the outcome once, from the main path or the watchdog, and
-// returns the exit code the fail policy asks for.
+// returns the exit code the fail policy asks for. The second caller waits
+// for the first one's report, but never past the runtime's timeout: the
+// watchdog always ends the process in time.
 func (h *hook) finish(result string, err error) int {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.done {
-		return h.code // the watchdog fired as the main path finished
+	if h.reporting {
+		h.mu.Unlock()
+		select {
+		case <-h.reported:
+		case <-time.After(h.opts.timeout*9/10 - time.Since(h.start)):
+		}
+		return h.code // set before reporting began, never changed after
 	}
-	h.done = true
+	h.reporting = true
 	h.code = h.exitCode(err)
 	s := &h.status
 	s.Result = result
-	if err != nil {
-		s.Errors = append(s.Errors, err.Error())
-	}
+	s.addError(err)
 	s.Finished = time.Now().UTC()
 	s.DurationMS = float64(time.Since(h.start).Microseconds()) / 1000
-	h.writeReports()
+	staging := h.staging
+	h.mu.Unlock()
 
+	writeReport(staging, s, h.log)
 	attrs := []any{"container_id", s.ContainerID, "namespace", s.Namespace, "pod", s.Pod, "container", s.Container,
 		"result", result, "family", s.Family, "duration_ms", s.DurationMS}
 	if err == nil {
 		h.log.Info("injected", attrs...)
 	} else {
-		h.log.Error("injection failed", append(attrs, "error", err, "fail_policy", h.opts.failPolicy)...)
+		h.log.Error("injection failed", append(attrs, "errors", s.Errors, "errors_omitted", s.ErrorsOmitted, "fail_policy", h.opts.failPolicy)...)
 	}
+	close(h.reported)
 	return h.code
 }
 
@@ -345,23 +357,127 @@ func (h *hook) exitCode(err error) int {
 	return 0
 }
 
-// writeReports writes status.json into the staging directory, if the hook
-// got as far as finding it.
-func (h *hook) writeReports() {
-	if h.staging == nil {
+// writeReport writes status.json into the staging directory, if the hook
+// got as far as finding it, with the wrapper's part.
+func writeReport(staging *safeDir, s *hookStatus, log *slog.Logger) {
+	w := &s.Wrapper
+	w.Injected = s.Result == hookResultOK
+	if !w.Injected {
+		w.Message = fmt.Sprintf("cainjekt: CA injection %s (%s); see %s", s.Result, strings.Join(s.Errors, "; "), containerStatus)
+	}
+	if staging == nil {
 		return
 	}
-	w := &h.status.Wrapper
-	w.Injected = h.status.Result == hookResultOK
-	if !w.Injected {
-		w.Message = fmt.Sprintf("cainjekt: CA injection %s (%s); see %s/%s", h.status.Result, strings.Join(h.status.Errors, "; "), containerDir, stagedStatus)
-	}
-	data, err := json.MarshalIndent(&h.status, "", "  ")
+	data, err := s.marshal()
 	if err == nil {
-		_, err = h.staging.writeFile(stagedStatus, append(data, '\n'), 0o644)
+		_, err = staging.writeFile(stagedStatus, data, 0o644)
 	}
 	if err != nil {
-		h.log.Error("write status", "file", stagedStatus, "error", err)
+		log.Error("write status", "file", stagedStatus, "error", err)
+	}
+}
+
+// Bounds on what the hook records of an image, whatever it holds:
+// status.json stays within what its readers read, and a log line within
+// what a log collector takes.
+const (
+	maxRecordedFiles  = 32
+	maxRecordedErrors = 8
+	maxRecordedText   = 256 // bytes of a path or a message, as recorded
+)
+
+// addFiles records changes, each path and message clipped, the first
+// maxRecordedFiles of them; the rest are counted.
+func (s *hookStatus) addFiles(changes []fileChange) {
+	for _, c := range changes {
+		if len(s.Files) == maxRecordedFiles {
+			s.FilesOmitted++
+			continue
+		}
+		c.Path, c.Resolved, c.Error = clip(c.Path), clip(c.Resolved), clip(c.Error)
+		s.Files = append(s.Files, c)
+	}
+}
+
+// addError records each error err joins, clipped, the first
+// maxRecordedErrors of them; the rest are counted.
+func (s *hookStatus) addError(err error) {
+	for _, e := range flatten(err) {
+		if len(s.Errors) == maxRecordedErrors {
+			s.ErrorsOmitted++
+			continue
+		}
+		s.Errors = append(s.Errors, clip(e.Error()))
+	}
+}
+
+// prefixed gives each error err joins the prefix: they are recorded one by
+// one (addError), and each must say where it comes from. The message is
+// only made for the errors recorded.
+func prefixed(prefix string, err error) error {
+	var errs []error
+	for _, e := range flatten(err) {
+		errs = append(errs, prefixedError{prefix, e})
+	}
+	return errors.Join(errs...)
+}
+
+type prefixedError struct {
+	prefix string
+	err    error
+}
+
+func (e prefixedError) Error() string { return e.prefix + ": " + e.err.Error() }
+func (e prefixedError) Unwrap() error { return e.err }
+
+// flatten lists the errors that errors.Join joined, depth first.
+func flatten(err error) []error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		if err == nil {
+			return nil
+		}
+		return []error{err}
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
+}
+
+// clip makes text from an image fit a record: printable, and at most
+// maxRecordedText bytes, marked where it was cut.
+func clip(v string) string {
+	if c := printable(v, maxRecordedText); len(c) < len(v) {
+		return c + "…"
+	}
+	return v
+}
+
+// marshal renders the status as status.json, never larger than
+// maxStatusSize: should the records not fit, the list of files goes first.
+func (s *hookStatus) marshal() ([]byte, error) {
+	for {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(s); err != nil {
+			return nil, err
+		}
+		switch {
+		case buf.Len() <= maxStatusSize:
+			return buf.Bytes(), nil
+		case len(s.Files) > 0:
+			s.FilesOmitted += len(s.Files)
+			s.Files = nil
+		case len(s.Errors) > 0:
+			s.ErrorsOmitted += len(s.Errors)
+			s.Errors, s.Wrapper.Message = nil, "cainjekt: CA injection "+s.Result+"; see "+containerStatus
+		default:
+			return nil, fmt.Errorf("status of %d bytes, more than %d", buf.Len(), maxStatusSize)
+		}
 	}
 }
 

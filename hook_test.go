@@ -177,7 +177,7 @@ func TestHookKeepsTheFailPolicyWithAnUnknownFlag(t *testing.T) {
 // The watchdog firing as the main path finishes must not change the exit
 // code the main path decided: finish answers a second time with the first.
 func TestHookFinishesOnce(t *testing.T) {
-	h := &hook{opts: hookOptions{failPolicy: failClosed}, start: time.Now(), log: newLogger(io.Discard, "json", 0)}
+	h := newHook(hookOptions{failPolicy: failClosed}, time.Now(), newLogger(io.Discard, "json", 0))
 	if code := h.finish(hookResultFailed, errors.New("refused")); code != 1 {
 		t.Fatalf("fail-closed failure: exit %d", code)
 	}
@@ -235,5 +235,78 @@ func TestHookWatchdogGivesUpInTime(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		proc.Kill()
 		t.Fatal("the hook did not give up on its own")
+	}
+}
+
+// The staged bundle holds the image's trust: it must be no more readable
+// than the image's own bundle, and the JVM fallback store built from it
+// neither.
+func TestStagedFilesNeverWidenTheImagesMode(t *testing.T) {
+	b := newHookBed(t, "debian", "JAVA_HOME=/opt/jdk")
+	writeTree(t, b.rootfs, map[string]string{"opt/jdk/lib/security/cacerts": string(readTestdata(t, "java/cacerts-changeit.p12"))})
+	image := filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt")
+	if err := os.Chmod(image, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, name := range []string{stagedBundle, javaFallbackStore} {
+		fi, err := os.Stat(filepath.Join(b.staging, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := fi.Mode().Perm(); mode&^0o600 != 0 {
+			t.Errorf("%s is %o, wider than the image's bundle (600)", name, mode)
+		}
+	}
+}
+
+// Whatever an image makes the hook meet, what it records stays bounded:
+// the files and errors it lists, each path and message, and status.json as
+// a whole, which the wrapper then reads.
+func TestStatusStaysBounded(t *testing.T) {
+	s := hookStatus{Version: statusVersion, Result: hookResultFailed}
+	long := strings.Repeat("<\x00é\xff", 1<<16)
+	for range 1000 {
+		s.addFiles([]fileChange{{Path: long, Resolved: long, Action: "failed", Error: long}})
+	}
+	var errs []error
+	for range 1000 {
+		errs = append(errs, errors.New(long))
+	}
+	s.addError(prefixed("language runtimes", errors.Join(errs...)))
+	writeReport(nil, &s, newLogger(io.Discard, "json", 0))
+	data, err := s.marshal()
+	if err != nil || len(data) > maxStatusSize {
+		t.Fatalf("status.json of %d bytes (%v), more than %d", len(data), err, maxStatusSize)
+	}
+	var back hookStatus
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatalf("status.json does not parse: %v", err)
+	}
+	if len(back.Files) != maxRecordedFiles || back.FilesOmitted != 1000-maxRecordedFiles ||
+		len(back.Errors) != maxRecordedErrors || back.ErrorsOmitted != 1000-maxRecordedErrors {
+		t.Errorf("files %d (+%d omitted), errors %d (+%d omitted)", len(back.Files), back.FilesOmitted, len(back.Errors), back.ErrorsOmitted)
+	}
+	for _, e := range back.Errors {
+		if len(e) > maxRecordedText+len("…") || !strings.HasPrefix(e, "language runtimes: ") {
+			t.Errorf("error recorded as %d bytes: %.40q", len(e), e)
+		}
+	}
+}
+
+// The watchdog always ends the hook inside the runtime's timeout: if the
+// main path is writing its report and does not finish (a hung write), the
+// watchdog waits for it only until 90% of the timeout, and exits with the
+// code the main path decided.
+func TestWatchdogWinsOverAStuckReport(t *testing.T) {
+	h := newHook(hookOptions{failPolicy: failClosed, timeout: time.Second}, time.Now(), newLogger(io.Discard, "json", 0))
+	h.mu.Lock()
+	h.reporting, h.code = true, 1 // the main path began reporting a failure, and hangs
+	h.mu.Unlock()
+	code := h.finish(hookResultTimeout, errors.New("gave up"))
+	if took := time.Since(h.start); code != 1 || took >= h.opts.timeout {
+		t.Errorf("watchdog: exit %d after %s; want the main path's 1 inside the runtime's %s", code, took, h.opts.timeout)
 	}
 }

@@ -231,7 +231,6 @@ var (
 type pfx struct {
 	Version  int
 	AuthSafe contentInfo
-	MacData  asn1.RawValue `asn1:"optional"`
 }
 
 // The [0] EXPLICIT fields below are RawValues of the wrapper itself: Go's
@@ -244,7 +243,7 @@ type contentInfo struct {
 type safeBag struct {
 	ID         asn1.ObjectIdentifier
 	Value      asn1.RawValue
-	Attributes []pkcs12Attribute `asn1:"set,optional"`
+	Attributes []pkcs12Attribute `asn1:"set"`
 }
 
 type pkcs12Attribute struct {
@@ -262,42 +261,9 @@ func explicit0(inner []byte) asn1.RawValue {
 	return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: inner}
 }
 
-// unwrap0 returns what a [0] EXPLICIT tag holds.
-func unwrap0(v asn1.RawValue) ([]byte, error) {
-	if v.Class != asn1.ClassContextSpecific || v.Tag != 0 || !v.IsCompound {
-		return nil, errors.New("expected [0] EXPLICIT")
-	}
-	return v.Bytes, nil
-}
-
 // set wraps DER as the contents of a SET.
 func set(inner []byte) asn1.RawValue {
 	return asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: inner}
-}
-
-// unmarshalAll parses DER that must hold exactly one value.
-func unmarshalAll(der []byte, v any) error {
-	rest, err := asn1.Unmarshal(der, v)
-	if err == nil && len(rest) > 0 {
-		err = errors.New("trailing data")
-	}
-	return err
-}
-
-// dataContent returns the octets of a ContentInfo of type data.
-func dataContent(ci contentInfo) ([]byte, error) {
-	if !ci.ContentType.Equal(oidData) {
-		return nil, fmt.Errorf("%w: PKCS#12 content of type %v (encrypted?)", errStoreUnsupported, ci.ContentType)
-	}
-	inner, err := unwrap0(ci.Content)
-	var octets []byte
-	if err == nil {
-		err = unmarshalAll(inner, &octets)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("PKCS#12 data: %w", err)
-	}
-	return octets, nil
 }
 
 // dataInfo wraps DER as a ContentInfo of type data.
@@ -306,83 +272,255 @@ func dataInfo(der []byte) (contentInfo, error) {
 	return contentInfo{ContentType: oidData, Content: explicit0(octets)}, err
 }
 
+// Reading: a cacerts comes from an image. encoding/asn1 would build a Go
+// value for every element, and an OID's every arc, before anything could
+// be counted: a few MiB of tiny bags or of one OID's arcs take hundreds of
+// MiB. Instead, der walks the encoding in place: each value is a slice of
+// the input, OIDs are compared as their encoded bytes, and counts are
+// checked as the walk goes, so parsing is linear and allocates only the
+// entries it keeps.
+
+// DER tags used below.
+const (
+	tagInteger     = 0x02
+	tagOctetString = 0x04
+	tagOID         = 0x06
+	tagBMPString   = 0x1e
+	tagSequence    = 0x30
+	tagSet         = 0x31
+	tagExplicit0   = 0xa0
+)
+
+// der is DER to read, one value after another.
+type der []byte
+
+// next reads one value of the given tag and returns its contents.
+func (d *der) next(tag byte) ([]byte, error) {
+	b := *d
+	if len(b) < 2 {
+		return nil, errors.New("DER: truncated")
+	}
+	if b[0] != tag {
+		return nil, fmt.Errorf("DER: tag 0x%02x, want 0x%02x", b[0], tag)
+	}
+	n, b := int(b[1]), b[2:]
+	if n >= 0x80 {
+		size := n & 0x7f
+		if size == 0 || size > 3 || size > len(b) {
+			return nil, errors.New("DER: unsupported length")
+		}
+		n = 0
+		for _, c := range b[:size] {
+			n = n<<8 | int(c)
+		}
+		b = b[size:]
+	}
+	if n > len(b) {
+		return nil, errors.New("DER: truncated")
+	}
+	*d = b[n:]
+	return b[:n], nil
+}
+
+// oid reads an OBJECT IDENTIFIER and says whether it is want, given as
+// the contents of its encoding.
+func (d *der) oid(want []byte) (bool, error) {
+	got, err := d.next(tagOID)
+	return err == nil && bytes.Equal(got, want), err
+}
+
+// The OIDs a cacerts is read by, as the contents of their encoding.
+var (
+	derOIDData         = oidContents(oidData)
+	derOIDCertBag      = oidContents(oidCertBag)
+	derOIDX509         = oidContents(oidX509Certificate)
+	derOIDFriendlyName = oidContents(oidFriendlyName)
+	derOIDTrustedUsage = oidContents(oidJavaTrustedUsage)
+)
+
+func oidContents(oid asn1.ObjectIdentifier) []byte {
+	full, _ := asn1.Marshal(oid)
+	return full[2:] // tag and a short length: our OIDs are short
+}
+
+// end checks that nothing follows the last value read.
+func (d der) end() error {
+	if len(d) > 0 {
+		return errors.New("DER: trailing data")
+	}
+	return nil
+}
+
+// dataContent reads a ContentInfo of type data and returns its octets.
+func dataContent(ci der) ([]byte, error) {
+	isData, err := ci.oid(derOIDData)
+	if err == nil && !isData {
+		return nil, fmt.Errorf("%w: PKCS#12 content that is not data (encrypted?)", errStoreUnsupported)
+	}
+	var explicit, octets []byte
+	if err == nil {
+		explicit, err = ci.next(tagExplicit0)
+	}
+	if err == nil {
+		inner := der(explicit)
+		if octets, err = inner.next(tagOctetString); err == nil {
+			err = inner.end()
+		}
+	}
+	if err == nil {
+		err = ci.end()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("PKCS#12 data: %w", err)
+	}
+	return octets, nil
+}
+
 func parsePKCS12(data []byte) (*javaStore, error) {
-	var p pfx
-	if err := unmarshalAll(data, &p); err != nil {
+	top := der(data)
+	body, err := top.next(tagSequence)
+	if err == nil {
+		err = top.end()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("neither JKS nor PKCS#12: %w", err)
 	}
-	if len(p.MacData.FullBytes) > 0 {
+	p := der(body)
+	var authInfo []byte
+	if _, err = p.next(tagInteger); err == nil {
+		authInfo, err = p.next(tagSequence)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("PKCS#12: %w", err)
+	}
+	if len(p) > 0 {
 		return nil, fmt.Errorf("%w: password-protected PKCS#12", errStoreUnsupported)
 	}
-	authSafe, err := dataContent(p.AuthSafe)
+	authSafe, err := dataContent(der(authInfo))
 	if err != nil {
 		return nil, err
 	}
-	var contents []contentInfo
-	if err := unmarshalAll(authSafe, &contents); err != nil {
-		return nil, fmt.Errorf("PKCS#12 authenticated safe: %w", err)
-	}
 	s := &javaStore{format: storePKCS12}
-	for _, ci := range contents {
-		octets, err := dataContent(ci)
-		if err != nil {
-			return nil, err
-		}
-		var bags []safeBag
-		if err := unmarshalAll(octets, &bags); err != nil {
-			return nil, fmt.Errorf("PKCS#12 safe contents: %w", err)
-		}
-		for _, bag := range bags {
-			e, err := trustedCertEntry(bag)
-			if err != nil {
-				return nil, err
-			}
-			s.entries = append(s.entries, e)
-			if len(s.entries) > maxStoreEntries {
-				return nil, fmt.Errorf("%w: more than %d entries", errStoreUnsupported, maxStoreEntries)
+	contents := der(authSafe)
+	infos, err := contents.next(tagSequence)
+	if err == nil {
+		err = contents.end()
+	}
+	for all := der(infos); err == nil && len(all) > 0; {
+		var ci, octets []byte
+		if ci, err = all.next(tagSequence); err == nil {
+			if octets, err = dataContent(der(ci)); err == nil {
+				err = s.readBags(octets)
 			}
 		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("PKCS#12: %w", err)
 	}
 	return s, nil
 }
 
+// readBags reads a SafeContents, appending its trusted certificates.
+func (s *javaStore) readBags(octets []byte) error {
+	safe := der(octets)
+	bags, err := safe.next(tagSequence)
+	if err == nil {
+		err = safe.end()
+	}
+	for all := der(bags); err == nil && len(all) > 0; {
+		if len(s.entries) == maxStoreEntries {
+			return fmt.Errorf("%w: more than %d entries", errStoreUnsupported, maxStoreEntries)
+		}
+		var bag []byte
+		var e storeEntry
+		if bag, err = all.next(tagSequence); err == nil {
+			e, err = trustedCertEntry(der(bag))
+		}
+		s.entries = append(s.entries, e)
+	}
+	return err
+}
+
 // trustedCertEntry reads a certificate bag the JDK treats as a trusted
 // certificate: one carrying the trusted-key-usage attribute.
-func trustedCertEntry(bag safeBag) (storeEntry, error) {
-	if !bag.ID.Equal(oidCertBag) {
-		return storeEntry{}, fmt.Errorf("%w: PKCS#12 bag %v (not a certificate)", errStoreUnsupported, bag.ID)
+func trustedCertEntry(bag der) (storeEntry, error) {
+	isCert, err := bag.oid(derOIDCertBag)
+	if err == nil && !isCert {
+		return storeEntry{}, fmt.Errorf("%w: a PKCS#12 bag that is not a certificate", errStoreUnsupported)
 	}
-	var cb certBag
-	inner, err := unwrap0(bag.Value)
+	var value, attrs []byte
 	if err == nil {
-		err = unmarshalAll(inner, &cb)
+		value, err = bag.next(tagExplicit0)
 	}
-	var der []byte
-	if err == nil && cb.ID.Equal(oidX509Certificate) {
-		if inner, err = unwrap0(cb.Value); err == nil {
-			err = unmarshalAll(inner, &der)
-		}
+	if err == nil && len(bag) > 0 {
+		attrs, err = bag.next(tagSet)
 	}
-	if err != nil || !cb.ID.Equal(oidX509Certificate) {
+	if err == nil {
+		err = bag.end()
+	}
+	var e storeEntry
+	if err == nil {
+		e.der, err = certBagContents(der(value))
+	}
+	if err != nil {
 		return storeEntry{}, fmt.Errorf("%w: PKCS#12 certificate bag: %v", errStoreUnsupported, err)
 	}
-	e := storeEntry{der: der}
 	trusted := false
-	for _, a := range bag.Attributes {
+	for all := der(attrs); len(all) > 0; {
+		attr, err := all.next(tagSequence)
+		if err != nil {
+			return storeEntry{}, fmt.Errorf("PKCS#12 attribute: %w", err)
+		}
+		a := der(attr)
+		id, _ := a.next(tagOID)
 		switch {
-		case a.ID.Equal(oidJavaTrustedUsage):
+		case bytes.Equal(id, derOIDTrustedUsage):
 			trusted = true
-		case a.ID.Equal(oidFriendlyName):
-			var name asn1.RawValue
-			if _, err := asn1.Unmarshal(a.Values.Bytes, &name); err == nil && name.Tag == asn1.TagBMPString {
-				e.alias = decodeBMP(name.Bytes)
-			}
+		case bytes.Equal(id, derOIDFriendlyName):
+			e.alias = friendlyName(a)
 		}
 	}
 	if !trusted {
 		return storeEntry{}, fmt.Errorf("%w: PKCS#12 certificate not marked trusted", errStoreUnsupported)
 	}
 	return e, nil
+}
+
+// certBagContents reads a CertBag holding an X.509 certificate.
+func certBagContents(wrapped der) ([]byte, error) {
+	value, err := wrapped.next(tagSequence)
+	if err != nil {
+		return nil, err
+	}
+	bag := der(value)
+	isX509, err := bag.oid(derOIDX509)
+	if err == nil && !isX509 {
+		return nil, errors.New("not an X.509 certificate")
+	}
+	var explicit, cert []byte
+	if err == nil {
+		explicit, err = bag.next(tagExplicit0)
+	}
+	if err == nil {
+		inner := der(explicit)
+		cert, err = inner.next(tagOctetString)
+	}
+	return cert, err
+}
+
+// friendlyName reads the values of a friendlyName attribute: a SET holding
+// a BMPString.
+func friendlyName(values der) string {
+	set, err := values.next(tagSet)
+	if err != nil {
+		return ""
+	}
+	inner := der(set)
+	name, err := inner.next(tagBMPString)
+	if err != nil {
+		return ""
+	}
+	return decodeBMP(name)
 }
 
 func marshalPKCS12(entries []storeEntry) ([]byte, error) {

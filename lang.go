@@ -17,7 +17,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"path"
@@ -87,14 +86,33 @@ func envHas(env []string, name string) bool {
 // The hook's part: trust files that language runtimes keep inside the
 // image, found from what the image itself says (its PATH, JAVA_HOME and
 // VIRTUAL_ENV) before fixed paths, and merged in place like the OS store.
+// Every search is bounded: in the directories it looks at, the entries it
+// lists (see readDir), and the files it keeps; one that reaches a bound
+// stops there and says so.
 
 const (
-	maxSearchDirs = 32       // PATH entries, prefixes and JVM homes looked at
-	maxStoreSize  = 16 << 20 // a JVM's cacerts is about 160 KiB
+	maxSearchDirs = 32      // PATH entries, prefixes and JVM homes looked at
+	maxPythons    = 8       // python3* directories taken from one lib directory
+	maxJVMs       = 32      // entries of /usr/lib/jvm taken as JVM homes
+	maxStoreSize  = 4 << 20 // a JVM's cacerts is about 160 KiB
 	// javaFallbackStore is the JVM truststore the hook writes to the staging
 	// directory when it cannot rewrite the image's own cacerts.
 	javaFallbackStore = "java-cacerts.jks"
 )
+
+// injection is the hook's work on one container: what it knows of it, and
+// which real files it merged already, so that none is merged twice.
+type injection struct {
+	root, staging *safeDir
+	processors    []string
+	env           []string // the container process's environment
+	ours          *caBundle
+	trust         []byte    // the staged bundle: the image's trust merged with ours
+	trustAttrs    fileAttrs // what staged files holding the image's trust get
+	merged        map[string]bool
+}
+
+func (in *injection) enabled(processor string) bool { return slices.Contains(in.processors, processor) }
 
 // langResult is what the language processors did.
 type langResult struct {
@@ -104,11 +122,14 @@ type langResult struct {
 	env, appendEnv map[string]string
 }
 
-// searchPath returns the absolute directories of a PATH value, once each.
+// searchPath returns the absolute directories of a PATH value, once each,
+// at most maxSearchDirs of them.
 func searchPath(pathEnv string) []string {
 	var dirs []string
-	for _, d := range strings.Split(pathEnv, ":") {
-		if d = path.Clean(d); path.IsAbs(d) && !slices.Contains(dirs, d) && len(dirs) < maxSearchDirs {
+	for rest := pathEnv; rest != "" && len(dirs) < maxSearchDirs; {
+		var d string
+		d, rest, _ = strings.Cut(rest, ":")
+		if d = path.Clean(d); path.IsAbs(d) && !slices.Contains(dirs, d) {
 			dirs = append(dirs, d)
 		}
 	}
@@ -125,15 +146,42 @@ func isRegular(root *safeDir, p string) bool {
 // real file once. Most candidates do not exist: one lookup says so.
 func uniqueFiles(root *safeDir, candidates []string) []string {
 	var out []string
+	seen := map[string]bool{}
 	for _, c := range candidates {
 		if !isRegular(root, c) {
 			continue
 		}
-		if canon, err := root.canonical(c); err == nil && !slices.Contains(out, canon) {
+		if canon, err := root.canonical(c); err == nil && !seen[canon] {
+			seen[canon] = true
 			out = append(out, canon)
 		}
 	}
 	return out
+}
+
+// uniqueDirs keeps each directory once, in order, the first maxSearchDirs
+// of them.
+func uniqueDirs(dirs []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if !seen[d] && len(out) < maxSearchDirs {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// listDir lists what keep accepts in the image directory p, at most max
+// names: a directory that is not there is empty, one that holds too much
+// gives what was found and the error that says where the search stopped.
+func listDir(root *safeDir, p string, keep func(string) bool, max int) ([]string, error) {
+	names, err := root.readDir(p, keep, max)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		err = nil
+	}
+	return names, err
 }
 
 // certifiBundles finds the CA bundles of certifi installs (pip's, and
@@ -141,8 +189,8 @@ func uniqueFiles(root *safeDir, candidates []string) []string {
 // parent of each PATH directory with a python3, VIRTUAL_ENV, /usr/local and
 // /usr. requests, httpx and pip read them, not the OS store; a certifi
 // patched to return the OS bundle is left alone.
-func certifiBundles(root *safeDir, env []string) []string {
-	prefixes := []string{}
+func certifiBundles(root *safeDir, env []string) ([]string, error) {
+	var prefixes []string
 	if venv := envValue(env, "VIRTUAL_ENV"); path.IsAbs(venv) {
 		prefixes = append(prefixes, path.Clean(venv))
 	}
@@ -153,12 +201,12 @@ func certifiBundles(root *safeDir, env []string) []string {
 	}
 	prefixes = append(prefixes, "/usr/local", "/usr")
 	var candidates []string
-	for _, prefix := range prefixes[:min(len(prefixes), maxSearchDirs)] {
-		libs, _ := root.readDirNames(prefix + "/lib")
+	var errs []error
+	isPython := func(name string) bool { return strings.HasPrefix(name, "python3") }
+	for _, prefix := range uniqueDirs(prefixes) {
+		libs, err := listDir(root, prefix+"/lib", isPython, maxPythons)
+		errs = append(errs, err)
 		for _, lib := range libs {
-			if !strings.HasPrefix(lib, "python3") {
-				continue
-			}
 			for _, site := range []string{"site-packages", "dist-packages"} {
 				dir := path.Join(prefix, "lib", lib, site)
 				for _, pkg := range []string{dir + "/certifi", dir + "/pip/_vendor/certifi"} {
@@ -169,7 +217,7 @@ func certifiBundles(root *safeDir, env []string) []string {
 			}
 		}
 	}
-	return uniqueFiles(root, candidates)
+	return uniqueFiles(root, candidates), errors.Join(errs...)
 }
 
 // certifiUsesItsBundle tells a certifi that serves its own cacert.pem (as
@@ -179,14 +227,17 @@ func certifiBundles(root *safeDir, env []string) []string {
 // readable core.py (an image that keeps only .pyc files) the bundle is
 // merged: a merge too many costs a millisecond, one too few an outage.
 func certifiUsesItsBundle(root *safeDir, pkg string) bool {
-	core, _, err := root.readFile(pkg+"/core.py", maxOSReleaseSize)
+	core, _, err := root.readFile(pkg+"/core.py", maxCoreSize)
 	return err != nil || bytes.Contains(core, []byte("cacert.pem"))
 }
+
+// maxCoreSize bounds certifi's core.py, which is about 3 KiB.
+const maxCoreSize = 64 << 10
 
 // javaStores finds the cacerts of every JVM in the image: JAVA_HOME, the
 // JVM behind each java in PATH (following its symlinks, inside the image),
 // and the usual homes (/usr/lib/jvm/*, Temurin's /opt/java/openjdk).
-func javaStores(root *safeDir, env []string) []string {
+func javaStores(root *safeDir, env []string) ([]string, error) {
 	var homes []string
 	if home := envValue(env, "JAVA_HOME"); path.IsAbs(home) {
 		homes = append(homes, path.Clean(home))
@@ -199,54 +250,54 @@ func javaStores(root *safeDir, env []string) []string {
 			homes = append(homes, path.Dir(path.Dir(java)))
 		}
 	}
-	jvms, _ := root.readDirNames("/usr/lib/jvm")
+	jvms, err := listDir(root, "/usr/lib/jvm", nil, maxJVMs)
 	for _, j := range jvms {
 		homes = append(homes, "/usr/lib/jvm/"+j)
 	}
 	homes = append(homes, "/opt/java/openjdk")
 	var candidates []string
-	for _, home := range homes[:min(len(homes), maxSearchDirs)] {
+	for _, home := range uniqueDirs(homes) {
 		// JDK 9 and later, then JDK 8's layout (and a JRE's home inside a JDK).
 		candidates = append(candidates, home+"/lib/security/cacerts", home+"/jre/lib/security/cacerts")
 	}
-	return uniqueFiles(root, candidates)
+	return uniqueFiles(root, candidates), err
 }
 
 // ownBundles finds the files the container's own trust variables name, for
 // the enabled processors: a pod or image that sets SSL_CERT_FILE keeps its
 // value, and the file, if the image has it, gets our CAs merged in.
-func ownBundles(root *safeDir, processors, env []string) []string {
+func (in *injection) ownBundles() []string {
 	var candidates []string
 	for _, e := range trustEnvs {
-		v := envValue(env, e.name)
-		if path.IsAbs(v) && v != e.value && slices.ContainsFunc(e.processors, func(p string) bool { return slices.Contains(processors, p) }) {
+		v := envValue(in.env, e.name)
+		if path.IsAbs(v) && v != e.value && slices.ContainsFunc(e.processors, in.enabled) {
 			candidates = append(candidates, v)
 		}
 	}
-	return uniqueFiles(root, candidates)
+	return uniqueFiles(in.root, candidates)
 }
 
 // injectLanguages runs the enabled language processors on the image.
-// trust is the staged bundle (the image's trust merged with ours), from
-// which the JVM fallback store is built; done lists files already merged.
-func injectLanguages(root, staging *safeDir, processors, env []string, ours *caBundle, trust []byte, done []string) (langResult, error) {
+func (in *injection) injectLanguages() (langResult, error) {
 	res := langResult{env: map[string]string{}, appendEnv: map[string]string{}}
 	var bundles []string
-	if slices.Contains(processors, "lang-python") {
-		bundles = certifiBundles(root, env)
-	}
 	var errs []error
-	for _, p := range append(bundles, ownBundles(root, processors, env)...) {
-		if slices.Contains(done, p) {
+	if in.enabled("lang-python") {
+		var err error
+		bundles, err = certifiBundles(in.root, in.env)
+		errs = append(errs, err)
+	}
+	for _, p := range append(bundles, in.ownBundles()...) {
+		if in.merged[p] {
 			continue
 		}
-		done = append(done, p)
-		c, err := mergeBundleFile(root, p, ours)
+		in.merged[p] = true
+		c, err := mergeBundleFile(in.root, p, in.ours)
 		res.changes = append(res.changes, c)
 		errs = append(errs, err)
 	}
-	if slices.Contains(processors, "lang-java") {
-		errs = append(errs, injectJava(root, staging, env, ours, trust, &res))
+	if in.enabled("lang-java") {
+		errs = append(errs, in.injectJava(&res))
 	}
 	return res, errors.Join(errs...)
 }
@@ -272,30 +323,35 @@ func mergeBundleFile(root *safeDir, p string, ours *caBundle) (fileChange, error
 // every JVM process, exec sessions included, trusts them with no option at
 // all. A store it cannot rewrite gets the fallback: a JKS of the merged
 // bundle in the staging directory, named by JAVA_TOOL_OPTIONS for PID 1.
-func injectJava(root, staging *safeDir, env []string, ours *caBundle, trust []byte, res *langResult) error {
+func (in *injection) injectJava(res *langResult) error {
+	stores, searchErr := javaStores(in.root, in.env)
 	fallback := false
-	for _, p := range javaStores(root, env) {
-		c, err := mergeJavaStore(root, p, ours)
+	for _, p := range stores {
+		if in.merged[p] {
+			continue
+		}
+		in.merged[p] = true
+		c, err := mergeJavaStore(in.root, p, in.ours)
 		if errors.Is(err, errStoreUnsupported) {
 			c.Action, fallback = "fallback", true
 			err = nil
 		}
 		res.changes = append(res.changes, c)
 		if err != nil {
-			return err
+			return errors.Join(searchErr, err)
 		}
 	}
 	if !fallback {
-		return nil
+		return searchErr
 	}
-	if err := writeFallbackStore(staging, trust); err != nil {
-		return err
+	if err := writeFallbackStore(in.staging, in.trust, in.trustAttrs); err != nil {
+		return errors.Join(searchErr, err)
 	}
-	if opts := envValue(env, "JAVA_TOOL_OPTIONS"); !strings.Contains(opts, "javax.net.ssl.trustStore=") {
+	if opts := envValue(in.env, "JAVA_TOOL_OPTIONS"); !strings.Contains(opts, "javax.net.ssl.trustStore=") {
 		res.appendEnv["JAVA_TOOL_OPTIONS"] = "-Djavax.net.ssl.trustStore=" + containerDir + "/" + javaFallbackStore +
 			" -Djavax.net.ssl.trustStoreType=JKS -Djavax.net.ssl.trustStorePassword=changeit"
 	}
-	return nil
+	return searchErr
 }
 
 func mergeJavaStore(root *safeDir, p string, ours *caBundle) (fileChange, error) {
@@ -319,21 +375,20 @@ func mergeJavaStore(root *safeDir, p string, ours *caBundle) (fileChange, error)
 	return c, err
 }
 
-// writeFallbackStore writes the merged bundle as a JKS truststore.
-func writeFallbackStore(staging *safeDir, trust []byte) error {
-	var entries []storeEntry
-	for rest := trust; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			break
-		}
-		if der := certificateDER(block); der != nil {
-			entries = append(entries, storeEntry{alias: fmt.Sprintf("cert-%d", len(entries)), der: der})
-		}
-	}
-	data, err := marshalJKS(entries, "changeit")
+// writeFallbackStore writes the merged bundle as a JKS truststore, with
+// the attributes of the bundle it holds.
+func writeFallbackStore(staging *safeDir, trust []byte, attrs fileAttrs) error {
+	certs, err := bundleCertificates(trust, maxStoreEntries)
+	var data []byte
 	if err == nil {
-		_, err = staging.writeFile(javaFallbackStore, data, 0o644)
+		entries := make([]storeEntry, len(certs))
+		for i, der := range certs {
+			entries[i] = storeEntry{alias: fmt.Sprintf("cert-%d", i), der: der}
+		}
+		data, err = marshalJKS(entries, "changeit")
+	}
+	if err == nil {
+		err = staging.writeFileAs(javaFallbackStore, data, attrs)
 	}
 	if err != nil {
 		return fmt.Errorf("write JVM fallback truststore: %w", err)

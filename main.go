@@ -137,24 +137,9 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 		"dynamic_ca_root", cfg.dynamicCARoot, "host_binary", cfg.hostBinary)
 	p.bundles.refresh() // load, and report a broken bundle, before the first container needs it
 
-	go every(ctx, bundlePollInterval, p.refreshStaged) // loads a changed bundle first
-	go every(ctx, sweepInterval, func() { p.sweep(nil) })
+	go p.worker(ctx)
 	p.run(ctx)
 	// Staging directories stay: running containers still have them mounted.
 	log.Info("stopping", "signal", context.Cause(ctx))
 	return nil
-}
-
-// every calls f at each interval until ctx ends.
-func every(ctx context.Context, interval time.Duration, f func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			f()
-		}
-	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -12,11 +14,31 @@ import (
 // exec need a process of their own.
 const asBinaryEnv = "CAINJEKT_TEST_AS_BINARY"
 
+// hwmFileEnv names a file where the test binary, run as cainjekt, writes
+// the most resident memory it held, in bytes.
+const hwmFileEnv = "CAINJEKT_TEST_HWM_FILE"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(asBinaryEnv) == "1" {
-		os.Exit(run(os.Args[1:]))
+		code := run(os.Args[1:])
+		if p := os.Getenv(hwmFileEnv); p != "" {
+			os.WriteFile(p, []byte(strconv.FormatInt(peakRSS(), 10)), 0o600)
+		}
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
+}
+
+// peakRSS is this process's VmHWM, in bytes.
+func peakRSS() int64 {
+	status, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(status), "\n") {
+		if kib, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(kib, "kB")), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
 }
 
 // runBinary runs `cainjekt args...` as a child process.

@@ -300,11 +300,19 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	for _, b := range store.bundles {
 		fmt.Fprintf(stdout, "trust store: %s (%s): %d certificates\n", b.path, b.canon, countCerts(b.data))
 	}
-	for _, p := range certifiBundles(root, env) {
+	certifi, err := certifiBundles(root, env)
+	for _, p := range certifi {
 		fmt.Fprintf(stdout, "python certifi bundle: %s\n", p)
 	}
-	for _, p := range javaStores(root, env) {
+	if err != nil {
+		fmt.Fprintf(stdout, "python search: %v\n", err)
+	}
+	jvms, err := javaStores(root, env)
+	for _, p := range jvms {
 		fmt.Fprintf(stdout, "JVM truststore: %s\n", p)
+	}
+	if err != nil {
+		fmt.Fprintf(stdout, "JVM search: %v\n", err)
 	}
 	if set == nil {
 		return 0
@@ -322,7 +330,12 @@ func inspectChanges(root *safeDir, store *imageStore, fam distroFamily, env []st
 	defer staging.Close()
 	staging.dryRun = true
 	changes, osErr := store.write(root, fam, set.noTrust)
-	lang, langErr := injectLanguages(root, staging, processorNames, env, set.ours, store.mergedTrust(set.noTrust), mergedPaths(changes))
+	in := &injection{root: root, staging: staging, processors: processorNames, env: env, ours: set.ours,
+		trust: store.mergedTrust(set.noTrust), trustAttrs: store.trustAttrs(), merged: map[string]bool{}}
+	for _, p := range mergedPaths(changes) {
+		in.merged[p] = true
+	}
+	lang, langErr := in.injectLanguages()
 	for _, c := range append(changes, lang.changes...) {
 		line := fmt.Sprintf("would %s %s", verbOf(c.Action), c.Path)
 		if c.Resolved != "" {

@@ -5,6 +5,13 @@ package main
 // The NRI plugin: decides per container, stages the trust files, adjusts the
 // container (hook, mounts, wrapper, env), and keeps its connection to the
 // runtime alive across runtime restarts.
+//
+// The NRI callbacks only decide, stage our own files and take notes: what
+// the hook or the image wrote (status.json, the image's part of bundle.pem)
+// is read by one background worker, never under the plugin's lock, each
+// piece of work bounded in size and time. A hostile container can then
+// delay nothing but its own refresh: not another container's creation, not
+// an NRI answer, not /readyz or /metrics.
 
 import (
 	"context"
@@ -27,6 +34,18 @@ const (
 	// A connection that lasted this long was healthy: the next retry starts
 	// from reconnectMin again.
 	healthyConnection = 30 * time.Second
+	// refreshTimeout bounds the refresh of one container's staged files.
+	refreshTimeout = 2 * time.Second
+)
+
+// work is what the worker has to do for a container, as the NRI callbacks
+// noted it.
+type work uint8
+
+const (
+	workCollect work = 1 << iota // read, count and log the hook's report
+	workRefresh                  // bring the staged trust files up to the current CAs
+	workRemove                   // remove the staging directory: the container is gone
 )
 
 // hookEnv is the environment of the hook process. Without it the hook would
@@ -60,15 +79,21 @@ type plugin struct {
 	policy  injectionPolicy
 	stager  *stager
 
+	// mu guards the fields below. It is held for bookkeeping only, never
+	// across file access or anything an image decides the size of.
 	mu        sync.Mutex
 	active    map[string]*injectedContainer
 	synced    bool // the live container list is known (a Synchronize happened)
 	connected bool
 	lastErr   error
+	pending   map[string]work // the worker's to-do list, by container ID
+	sweepLive map[string]bool // the live set of a Synchronize, for the worker to sweep with
+	wake      chan struct{}   // tells the worker there is work (capacity 1)
 }
 
 func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
-	p := &plugin{cfg: cfg, log: log, stager: st, active: map[string]*injectedContainer{}}
+	p := &plugin{cfg: cfg, log: log, stager: st, active: map[string]*injectedContainer{},
+		pending: map[string]work{}, wake: make(chan struct{}, 1)}
 	p.bundles = newBundleSet(cfg, log)
 	p.metrics = newMetrics(p.activeCount, p.outdatedCount, p.bundles.snapshots)
 	p.policy = injectionPolicy{
@@ -176,7 +201,7 @@ func (p *plugin) Configure(_ context.Context, _, runtime, version string) (api.E
 
 // Synchronize hands over the pods and containers that exist. Staging
 // directories of containers that are gone are orphans of a crash or of
-// removals missed while disconnected; they are swept now.
+// removals missed while disconnected; the worker sweeps them.
 func (p *plugin) Synchronize(_ context.Context, _ []*api.PodSandbox, containers []*api.Container) ([]*api.ContainerUpdate, error) {
 	live := make(map[string]bool, len(containers))
 	for _, c := range containers {
@@ -185,20 +210,111 @@ func (p *plugin) Synchronize(_ context.Context, _ []*api.PodSandbox, containers 
 	p.mu.Lock()
 	for id := range p.active {
 		if !live[id] {
-			delete(p.active, id) // its directory goes in the sweep below
+			delete(p.active, id) // its directory goes in the sweep
 		}
 	}
-	p.synced = true
+	p.synced, p.sweepLive = true, live
+	p.connected, p.lastErr = true, nil
+	injected := len(p.active)
 	p.mu.Unlock()
-	p.sweep(live)
+	p.signal()
 
 	p.metrics.nriRegistrations.Add(1)
 	p.metrics.nriConnected.Store(true)
-	p.mu.Lock()
-	p.connected, p.lastErr = true, nil
-	p.mu.Unlock()
-	p.log.Info("synchronized with the runtime", "containers", len(containers), "injected", p.activeCount())
+	p.log.Info("synchronized with the runtime", "containers", len(containers), "injected", injected)
 	return nil, nil
+}
+
+// note leaves work for the worker; the caller holds p.mu.
+func (p *plugin) note(id string, w work) {
+	p.pending[id] |= w
+}
+
+// signal wakes the worker; it never blocks.
+func (p *plugin) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// worker does the plugin's background work until ctx ends: what the NRI
+// callbacks noted, the CA bundles' refresh and the staging sweep.
+func (p *plugin) worker(ctx context.Context) {
+	poll := time.NewTicker(bundlePollInterval)
+	defer poll.Stop()
+	sweep := time.NewTicker(sweepInterval)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+			p.drain()
+		case <-poll.C:
+			p.refreshStaged() // loads a changed bundle first
+		case <-sweep.C:
+			p.sweep(nil)
+		}
+	}
+}
+
+// drain does the work noted so far.
+func (p *plugin) drain() {
+	p.mu.Lock()
+	pending, live := p.pending, p.sweepLive
+	p.pending, p.sweepLive = map[string]work{}, nil
+	p.mu.Unlock()
+	if live != nil {
+		p.sweep(live)
+	}
+	for id, w := range pending {
+		p.do(id, w)
+	}
+}
+
+// do the work noted for one container.
+func (p *plugin) do(id string, w work) {
+	c, ok := p.container(id)
+	if !ok {
+		return
+	}
+	if w&(workCollect|workRemove) != 0 && !c.hookReported {
+		p.collectHookStatus(id, &c)
+		p.update(id, func(have *injectedContainer) {
+			have.hookReported = true
+			have.learn(c)
+		})
+	}
+	switch {
+	case w&workRemove != 0:
+		p.removeStaging(id, cleanupRemoved)
+	case w&workRefresh != 0:
+		if p.refreshOne(id, c) {
+			p.log.Info("refreshed the staged trust files of a container for a new CA bundle", "namespace", c.namespace,
+				"pod", c.pod, "container", c.container, "container_id", id)
+		}
+	}
+}
+
+// container returns a copy of what the plugin knows of a container.
+func (p *plugin) container(id string) (injectedContainer, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.active[id]
+	if !ok {
+		return injectedContainer{}, false
+	}
+	return *c, true
+}
+
+// update changes what the plugin knows of a container, if it still knows it.
+func (p *plugin) update(id string, f func(*injectedContainer)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.active[id]; ok {
+		f(c)
+	}
 }
 
 // sweep removes staging directories of containers that do not exist. With
@@ -207,8 +323,9 @@ func (p *plugin) Synchronize(_ context.Context, _ []*api.PodSandbox, containers 
 // before a restart) are adopted.
 func (p *plugin) sweep(live map[string]bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.synced {
+	synced := p.synced
+	p.mu.Unlock()
+	if !synced {
 		return // the live containers are not known yet
 	}
 	ids, err := p.stager.list()
@@ -218,25 +335,51 @@ func (p *plugin) sweep(live map[string]bool) {
 		return
 	}
 	for _, id := range ids {
-		if _, known := p.active[id]; known || live[id] {
-			if !known {
-				p.active[id] = p.adopt(id)
+		p.mu.Lock()
+		_, known := p.active[id]
+		p.mu.Unlock()
+		switch {
+		case known:
+		case live[id]:
+			c := p.adopt(id)
+			p.mu.Lock()
+			if _, known := p.active[id]; !known {
+				p.active[id] = c
 			}
-			continue
+			p.mu.Unlock()
+		default:
+			p.removeStaging(id, cleanupOrphan)
 		}
-		p.removeStaging(id, cleanupOrphan)
 	}
 }
 
 // adopt recovers what a previous plugin process knew of a live container
-// from the status its hook left.
+// from the status its hook left. Without one (the hook still running, or
+// killed) the container's report is collected later like any other's.
 func (p *plugin) adopt(id string) *injectedContainer {
-	c := &injectedContainer{hookReported: true}
+	c := &injectedContainer{}
 	if st, err := p.stager.readStatus(id); err == nil && st != nil {
-		c.namespace, c.pod, c.container, c.bundle = st.Namespace, st.Pod, st.Container, st.Bundle
-		c.injectedSHA, c.stagedSHA, c.imageTrustBytes = st.CABundle, st.CABundle, st.ImageTrustBytes
+		c.hookReported = true
+		c.learn(fromStatus(st))
 	}
 	return c
+}
+
+// fromStatus is what a hook's status says of its container.
+func fromStatus(st *hookStatus) injectedContainer {
+	return injectedContainer{namespace: st.Namespace, pod: st.Pod, container: st.Container, bundle: st.Bundle,
+		injectedSHA: st.CABundle, stagedSHA: st.CABundle, imageTrustBytes: st.ImageTrustBytes}
+}
+
+// learn takes what the hook reported of the container: how much of
+// bundle.pem is the image's and, for a container the plugin adopted, the
+// rest of what the plugin knew when it created it.
+func (c *injectedContainer) learn(reported injectedContainer) {
+	c.imageTrustBytes = reported.imageTrustBytes
+	if c.injectedSHA == "" {
+		c.namespace, c.pod, c.container, c.bundle = reported.namespace, reported.pod, reported.container, reported.bundle
+		c.injectedSHA, c.stagedSHA = reported.injectedSHA, reported.stagedSHA
+	}
 }
 
 // CreateContainer decides, stages and adjusts. It is on the critical path of
@@ -335,69 +478,83 @@ func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []
 }
 
 // PostStartContainer runs once the container started, its hook long done:
-// the hook's report is read and counted, and the staged files brought up to
-// date if the CAs rotated since the container was created.
+// the worker reads and counts the hook's report, and brings the staged files
+// up to date if the CAs rotated since the container was created.
 func (p *plugin) PostStartContainer(_ context.Context, _ *api.PodSandbox, ctr *api.Container) error {
+	p.noteIfActive(ctr.GetId(), workCollect|workRefresh)
+	return nil
+}
+
+// RemoveContainer has the worker remove the container's staging directory,
+// counting the hook's outcome first if the container never started (a hook
+// that failed the container under fail-closed).
+func (p *plugin) RemoveContainer(_ context.Context, _ *api.PodSandbox, ctr *api.Container) error {
+	p.noteIfActive(ctr.GetId(), workCollect|workRemove)
+	return nil
+}
+
+func (p *plugin) noteIfActive(id string, w work) {
 	p.mu.Lock()
-	c, ok := p.active[ctr.GetId()]
-	if ok && !c.hookReported {
-		p.collectHookStatus(ctr.GetId(), c)
+	_, ok := p.active[id]
+	if ok {
+		p.note(id, w)
 	}
 	p.mu.Unlock()
 	if ok {
-		p.refreshStaged()
+		p.signal()
 	}
-	return nil
 }
 
 // refreshStaged loads the bundles that changed, then rewrites the staged
 // trust files of every started container whose files hold another version
-// of its bundle than the current one.
+// of its bundle than the current one. It runs in the worker.
 func (p *plugin) refreshStaged() {
 	p.bundles.refresh()
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	ids := make([]string, 0, len(p.active))
+	for id := range p.active {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
 	refreshed := 0
-	for id, c := range p.active {
-		set, err := p.bundles.get(c.bundle)
-		if err != nil || !c.hookReported || c.stagedSHA == set.sha {
-			continue
+	for _, id := range ids {
+		if c, ok := p.container(id); ok && p.refreshOne(id, c) {
+			refreshed++
 		}
-		if err := p.stager.refresh(id, set, c.imageTrustBytes); err != nil {
-			p.metrics.errors.inc(stageStaging)
-			p.log.Error("refresh staged trust files", "namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id, "error", err)
-			continue
-		}
-		c.stagedSHA = set.sha
-		refreshed++
 	}
 	if refreshed > 0 {
 		p.log.Info("refreshed the staged trust files of running containers for a new CA bundle",
-			"containers", refreshed, "outdated_os_stores", p.outdatedLocked())
+			"containers", refreshed, "outdated_os_stores", p.outdatedCount())
 	}
 }
 
-// RemoveContainer removes the container's staging directory, counting the
-// hook's outcome first if the container never started (a hook that failed
-// the container under fail-closed).
-func (p *plugin) RemoveContainer(_ context.Context, _ *api.PodSandbox, ctr *api.Container) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c, ok := p.active[ctr.GetId()]
-	if !ok {
-		return nil
+// refreshOne rewrites a started container's staged trust files if they
+// hold another version of its bundle than the current one, within
+// refreshTimeout, and says whether it did.
+func (p *plugin) refreshOne(id string, c injectedContainer) bool {
+	if !c.hookReported || c.injectedSHA == "" {
+		// Not started (its hook is still to write bundle.pem), or adopted
+		// without a status: what its files hold is unknown.
+		return false
 	}
-	if !c.hookReported {
-		p.collectHookStatus(ctr.GetId(), c)
+	set, err := p.bundles.get(c.bundle)
+	if err != nil || c.stagedSHA == set.sha {
+		return false
 	}
-	p.removeStaging(ctr.GetId(), cleanupRemoved)
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+	defer cancel()
+	if err := p.stager.refresh(ctx, id, set, c.imageTrustBytes); err != nil {
+		p.metrics.errors.inc(stageStaging)
+		p.log.Error("refresh staged trust files", "namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id, "error", err)
+		return false
+	}
+	p.update(id, func(have *injectedContainer) { have.stagedSHA = set.sha })
+	return true
 }
 
-// collectHookStatus reads, counts and logs what the hook reported; the
-// caller holds p.mu.
+// collectHookStatus reads, counts and logs what the hook reported, and
+// notes it in c.
 func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
-	c.hookReported = true
 	log := p.log.With("namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id)
 	st, err := p.stager.readStatus(id)
 	switch {
@@ -405,31 +562,32 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
 		p.metrics.hookRuns.inc(hookResultMissing)
 		p.metrics.errors.inc(stageHook)
 		log.Error("hook status unreadable", "error", err)
+		return
 	case st == nil:
 		p.metrics.hookRuns.inc(hookResultMissing)
 		p.metrics.errors.inc(stageHook)
 		log.Error("the hook left no status: it did not run or was killed")
+		return
 	case st.Result == hookResultOK:
-		c.imageTrustBytes = st.ImageTrustBytes
 		p.metrics.hookRuns.inc(hookResultOK)
-		p.metrics.hookDuration.observe(st.DurationMS / 1000)
-		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files), "duration_ms", st.DurationMS)
+		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files)+st.FilesOmitted, "duration_ms", st.DurationMS)
 	default:
 		if st.Result != hookResultTimeout {
 			st.Result = hookResultFailed
 		}
-		c.imageTrustBytes = st.ImageTrustBytes
 		p.metrics.hookRuns.inc(st.Result)
-		p.metrics.hookDuration.observe(st.DurationMS / 1000)
 		p.metrics.errors.inc(stageHook)
-		log.Warn("hook failed", "result", st.Result, "family", st.Family, "errors", st.Errors, "fail_policy", p.cfg.failPolicy)
+		log.Warn("hook failed", "result", st.Result, "family", st.Family, "errors", st.Errors, "errors_omitted", st.ErrorsOmitted, "fail_policy", p.cfg.failPolicy)
 	}
+	p.metrics.hookDuration.observe(st.DurationMS / 1000)
+	c.learn(fromStatus(st))
 }
 
-// removeStaging deletes a staging directory and forgets the container; the
-// caller holds p.mu.
+// removeStaging deletes a staging directory and forgets the container.
 func (p *plugin) removeStaging(id, reason string) {
+	p.mu.Lock()
 	delete(p.active, id)
+	p.mu.Unlock()
 	if err := p.stager.remove(id); err != nil {
 		p.metrics.errors.inc(stageCleanup)
 		p.log.Error("remove staging directory", "container_id", id, "error", err)

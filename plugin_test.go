@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -174,6 +176,7 @@ func TestHookStatusIsCountedAndStagingRemoved(t *testing.T) {
 	p.PostStartContainer(ctx, nil, container(idN(0), "app"))
 	p.RemoveContainer(ctx, nil, container(idN(0), "app"))
 	p.RemoveContainer(ctx, nil, container(idN(1), "app"))
+	p.drain()
 	if p.metrics.hookRuns.get(hookResultOK) != 1 || p.metrics.hookRuns.get(hookResultMissing) != 1 {
 		t.Errorf("hook runs ok %d missing %d", p.metrics.hookRuns.get(hookResultOK), p.metrics.hookRuns.get(hookResultMissing))
 	}
@@ -196,6 +199,7 @@ func TestSynchronizeSweepsOrphansAndAdoptsLive(t *testing.T) {
 	if _, err := p.Synchronize(context.Background(), nil, []*api.Container{{Id: idN(0)}}); err != nil {
 		t.Fatal(err)
 	}
+	p.drain()
 	ids, _ := p.stager.list()
 	if !slices.Equal(ids, []string{idN(0)}) || p.activeCount() != 1 || p.metrics.cleanups.get(cleanupOrphan) != 1 {
 		t.Errorf("after sync: %v active %d", ids, p.activeCount())
@@ -234,6 +238,7 @@ func TestRotationRefreshesRunningContainers(t *testing.T) {
 	os.WriteFile(filepath.Join(staging, stagedBundle), merged, 0o644)
 	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(fmt.Sprintf(`{"result":"ok","image_trust_bytes":%d}`, len(image))), 0o644)
 	p.PostStartContainer(ctx, nil, container(testID, "app"))
+	p.drain()
 	if n := p.outdatedCount(); n != 0 {
 		t.Fatalf("outdated %d before any rotation", n)
 	}
@@ -309,3 +314,64 @@ func TestNamedBundles(t *testing.T) {
 		}
 	}
 }
+
+// A CA rotation rebuilds each running container's bundle.pem from its
+// image part, which the image chose. A hostile one must not stall the
+// plugin: while the refresh runs, NRI requests, /metrics and /readyz
+// answer within 100 ms (each takes well under a millisecond), and the
+// refresh still ends, with every bundle rebuilt.
+func TestHostileRefreshDoesNotStallThePlugin(t *testing.T) {
+	p, caFile := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	p.connected = true
+	ctx := context.Background()
+	old, _ := p.bundles.get("")
+	hostile := quadraticPEM(nil, old.ours, 1<<20)
+	const containers = 16
+	for i := range containers {
+		id := hexID(i)
+		if adj, _, err := p.CreateContainer(ctx, optedIn(nil), container(id, "app")); err != nil || adj == nil {
+			t.Fatal("not injected", err)
+		}
+		staging := filepath.Join(p.cfg.dynamicCARoot, id)
+		merged, _ := mergeBundle(hostile, old.ours)
+		os.WriteFile(filepath.Join(staging, stagedBundle), merged, 0o644)
+		os.WriteFile(filepath.Join(staging, stagedStatus), []byte(fmt.Sprintf(`{"result":"ok","image_trust_bytes":%d}`, len(hostile))), 0o644)
+		p.PostStartContainer(ctx, nil, container(id, "app"))
+	}
+	p.drain()
+	os.WriteFile(caFile+".new", readTestdata(t, "certs/corp-second.pem"), 0o644)
+	os.Rename(caFile+".new", caFile)
+
+	done := make(chan struct{})
+	go func() { defer close(done); p.refreshStaged() }()
+	handler := newHTTPHandler(p.metrics, p)
+	probes := map[string]func(i int){
+		"CreateContainer": func(i int) { p.CreateContainer(ctx, optedIn(nil), container(hexID(containers+i%8), "new")) },
+		"/metrics":        func(int) { handler.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/metrics", nil)) },
+		"/readyz":         func(int) { handler.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/readyz", nil)) },
+	}
+	for i, running := 0, true; running; i++ {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		for name, probe := range probes {
+			began := time.Now()
+			probe(i)
+			if took := time.Since(began); took > 100*time.Millisecond {
+				t.Fatalf("%s took %s while a hostile refresh ran", name, took)
+			}
+		}
+	}
+	second, _ := p.bundles.get("")
+	for i := range containers {
+		bundle, _ := os.ReadFile(filepath.Join(p.cfg.dynamicCARoot, hexID(i), stagedBundle))
+		if want, _ := mergeBundle(hostile, second.ours); !bytes.Equal(bundle, want) {
+			t.Errorf("container %d: bundle.pem is not its image part with the new CAs", i)
+		}
+	}
+}
+
+// hexID is the n-th of any number of valid container IDs.
+func hexID(n int) string { return fmt.Sprintf("%064x", n+1) }

@@ -10,14 +10,20 @@ package main
 //	<root>/<id>/bundle.pem    0644  the bundle for replacing variables: filled by
 //	                                the plugin, rewritten by the hook with the
 //	                                image's trust merged with ours
+//	<root>/<id>/java-cacerts.jks    the JVM fallback store, only when the hook
+//	                                could not merge a JVM's own cacerts
 //	<root>/<id>/status.json   0644  what the hook found and did, and what it
-//	                                leaves for the wrapper
+//	                                leaves for the wrapper (at most 64 KiB)
 //
 // The per-container directory is 0755 and its files 0644 because it is what
 // the container sees, and its processes need not run as root. Nothing secret
-// is ever staged: the plugin drops every non-certificate block first.
+// is ever staged: the plugin drops every non-certificate block first. The
+// files that hold the image's trust (bundle.pem once the hook wrote it, the
+// JVM fallback store) take the owner and, at most, the mode of the image's
+// bundle: a trust store the image keeps from some users stays kept.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,8 +52,9 @@ const (
 	lockName     = ".lock"
 )
 
-// maxStatusSize bounds status.json.
-const maxStatusSize = 1 << 20
+// maxStatusSize bounds status.json, for the hook that writes it and for
+// the wrapper and the plugin that read it.
+const maxStatusSize = 64 << 10
 
 // validContainerID accepts what containerd's CRI generates: 64 lower-case hex
 // digits. Anything else never becomes a path.
@@ -206,8 +213,10 @@ func (s *stager) readStatus(id string) (*hookStatus, error) {
 // hook reported to be the image's own trust, and the JVM fallback store if
 // the hook made one. Programs that read these files per connection or per
 // process trust the new CAs, and no longer the removed ones, without a
-// restart.
-func (s *stager) refresh(id string, set *trustSet, imageTrustBytes int) error {
+// restart. The image's part is the image's to choose: merging into it takes
+// time linear in its size (at most maxBundleSize), and ctx's deadline is
+// checked before each file is written.
+func (s *stager) refresh(ctx context.Context, id string, set *trustSet, imageTrustBytes int) error {
 	if !validContainerID(id) {
 		return fmt.Errorf("refusing to refresh staging for container ID %q", id)
 	}
@@ -224,14 +233,23 @@ func (s *stager) refresh(id string, set *trustSet, imageTrustBytes int) error {
 		return fmt.Errorf("%s holds %d bytes, less than the %d of the image's trust", stagedBundle, len(old), imageTrustBytes)
 	}
 	bundle := trustFor(old[:imageTrustBytes], set.ours, set.noTrust)
-	if _, err := dir.writeFile(stagedCA, set.ours.pem, 0o644); err != nil {
-		return err
+	steps := []func() error{
+		func() error { _, err := dir.writeFile(stagedCA, set.ours.pem, 0o644); return err },
+		func() error { _, err := dir.writeFile(stagedBundle, bundle, 0o644); return err },
+		func() error {
+			if info, _, err := dir.stat(javaFallbackStore); err == nil {
+				return writeFallbackStore(dir, bundle, attrsOf(info, 0o644))
+			}
+			return nil
+		},
 	}
-	if _, err := dir.writeFile(stagedBundle, bundle, 0o644); err != nil {
-		return err
-	}
-	if _, _, err := dir.stat(javaFallbackStore); err == nil {
-		return writeFallbackStore(dir, bundle)
+	for _, step := range steps {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("refresh of %s: %w", id, err)
+		}
+		if err := step(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -121,5 +123,26 @@ func TestLockRefusesASecondInstance(t *testing.T) {
 	defer other.Close()
 	if err := other.lock(); err == nil || !strings.Contains(err.Error(), "refusing to run twice") {
 		t.Errorf("second lock: %v", err)
+	}
+}
+
+// A refresh whose deadline passed gives up before it writes, and leaves
+// the container's files as they were.
+func TestRefreshGivesUpAtItsDeadline(t *testing.T) {
+	s, root := newTestStager(t)
+	if _, err := s.stage(testID, []byte("old ca"), []byte("old bundle")); err != nil {
+		t.Fatal(err)
+	}
+	ours := corpBundle(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.refresh(ctx, testID, &trustSet{ours: ours, noTrust: ours.pem}, 0)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("refresh past its deadline: %v", err)
+	}
+	for name, want := range map[string]string{stagedCA: "old ca", stagedBundle: "old bundle"} {
+		if data, _ := os.ReadFile(filepath.Join(root, testID, name)); string(data) != want {
+			t.Errorf("%s changed to %q", name, data)
+		}
 	}
 }

@@ -14,7 +14,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"iter"
 	"path"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -70,41 +72,151 @@ func (b *caBundle) sha256() string {
 // start waits for it.
 func parseStagedCAs(data []byte) (*caBundle, error) {
 	b := &caBundle{}
-	rest := data
-	for {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
+	var err error
+	end := 0
+	for blk := range pemBlocks(data) {
+		if strings.TrimSpace(string(data[end:blk.start])) != "" {
+			return nil, errors.New("text that is no PEM block")
+		}
+		end = blk.end
+		der, derErr := blk.decode()
+		if blk.typ != "CERTIFICATE" || derErr != nil {
+			err = fmt.Errorf("a %q block: only certificates are staged", printable(blk.typ, 64))
 			break
 		}
-		if block.Type != "CERTIFICATE" || len(block.Headers) > 0 {
-			return nil, fmt.Errorf("a %q block: only certificates are staged", block.Type)
-		}
-		b.add(newCACert(block.Bytes))
+		b.add(newCACert(der))
 	}
-	if len(bytes.TrimSpace(rest)) > 0 {
+	switch {
+	case err != nil:
+		return nil, err
+	case len(bytes.TrimSpace(data[end:])) > 0:
 		return nil, errors.New("text that is no PEM block")
-	}
-	if len(b.certs) == 0 {
+	case len(b.certs) == 0:
 		return nil, errors.New("no certificate")
 	}
 	return b, nil
 }
 
+// pemBlock is one complete PEM block of a bundle.
+type pemBlock struct {
+	typ        string
+	body       []byte // the base64 text between the BEGIN and END lines
+	start, end int    // the block's offsets in the bundle, END line included
+}
+
+// decode returns the block's content; headers (RFC 1421's Proc-Type and
+// the like), which no certificate has, make it fail.
+func (b pemBlock) decode() ([]byte, error) {
+	clean := make([]byte, 0, len(b.body))
+	for _, c := range b.body {
+		if c != '\n' && c != '\r' && c != ' ' && c != '\t' {
+			clean = append(clean, c)
+		}
+	}
+	der := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
+	n, err := base64.StdEncoding.Decode(der, clean)
+	return der[:n], err
+}
+
+var (
+	pemBegin = []byte("-----BEGIN ")
+	pemEnd   = []byte("-----END ")
+	pemTail  = []byte("-----")
+)
+
+// seeker finds sep in data at or after an offset that never decreases
+// from one call to the next. It remembers its last hit, so every byte of
+// data is scanned once, however the caller's walk goes.
+type seeker struct {
+	data, sep []byte
+	at        int // the last hit; -1: none at or after the last search start
+	searched  bool
+}
+
+func (s *seeker) next(off int) int {
+	if s.searched && (s.at < 0 || s.at >= off) {
+		return s.at
+	}
+	s.searched, s.at = true, -1
+	if i := bytes.Index(s.data[off:], s.sep); i >= 0 {
+		s.at = off + i
+	}
+	return s.at
+}
+
+// pemBlocks yields the complete PEM blocks of data in order, in one pass:
+// a BEGIN line without its END, or with another BEGIN before it, is text
+// between blocks, as OpenSSL and encoding/pem take it. The bundles come
+// from images: a scan that went back to decode from each BEGIN line to the
+// next END line would take time quadratic in a crafted bundle.
+func pemBlocks(data []byte) iter.Seq[pemBlock] {
+	return func(yield func(pemBlock) bool) {
+		begins := seeker{data: data, sep: pemBegin}
+		ends := seeker{data: data, sep: pemEnd}
+		lines := seeker{data: data, sep: []byte{'\n'}}
+		for off := 0; ; {
+			start := begins.next(off)
+			if start < 0 {
+				return
+			}
+			typeAt := start + len(pemBegin)
+			nl := lines.next(typeAt)
+			end := ends.next(typeAt)
+			if nl < 0 || end < 0 {
+				return
+			}
+			off = typeAt
+			typ, ok := bytes.CutSuffix(bytes.TrimRight(data[typeAt:nl], " \t\r"), pemTail)
+			if !ok || end < nl || begins.next(off) < end && begins.next(off) >= 0 {
+				continue
+			}
+			trailer := data[end+len(pemEnd):]
+			if !bytes.HasPrefix(trailer, typ) || !bytes.HasPrefix(trailer[len(typ):], pemTail) {
+				continue
+			}
+			blockEnd := end + len(pemEnd) + len(typ) + len(pemTail)
+			if !yield(pemBlock{typ: string(typ), body: data[nl+1 : end], start: start, end: blockEnd}) {
+				return
+			}
+			off = blockEnd
+		}
+	}
+}
+
 // certificateDER returns the certificate a CERTIFICATE block holds, or the
 // one of a TRUSTED CERTIFICATE block (OpenSSL's, the certificate followed
 // by trust settings); nil for any other block.
-func certificateDER(block *pem.Block) []byte {
-	switch block.Type {
+func certificateDER(typ string, content []byte) []byte {
+	switch typ {
 	case "CERTIFICATE":
-		return block.Bytes
+		return content
 	case "TRUSTED CERTIFICATE":
 		var cert asn1.RawValue
-		if _, err := asn1.Unmarshal(block.Bytes, &cert); err != nil {
+		if _, err := asn1.Unmarshal(content, &cert); err != nil {
 			return nil
 		}
 		return cert.FullBytes
 	}
 	return nil
+}
+
+// bundleCertificates decodes the certificates of a bundle, at most max of
+// them; more is an error.
+func bundleCertificates(data []byte, max int) ([][]byte, error) {
+	var certs [][]byte
+	for blk := range pemBlocks(data) {
+		content, err := blk.decode()
+		if err != nil {
+			continue
+		}
+		if der := certificateDER(blk.typ, content); der != nil {
+			if len(certs) == max {
+				return nil, fmt.Errorf("%w: more than %d certificates", errTooLarge, max)
+			}
+			certs = append(certs, der)
+		}
+	}
+	return certs, nil
 }
 
 // countCerts counts the certificate blocks of a bundle file.
@@ -116,38 +228,41 @@ func countCerts(data []byte) int {
 // characters, which every PEM encoder writes the same way before its first
 // line break (64 characters for OpenSSL and Go).
 func b64Start(der []byte) []byte {
-	return []byte(base64.StdEncoding.EncodeToString(der[:min(36, len(der))]))
+	return []byte(base64.StdEncoding.EncodeToString(der[:min(b64StartLen/4*3, len(der))]))
 }
 
+// b64StartLen is how many characters of a certificate's base64 present compares.
+const b64StartLen = 48
+
 // present says which of certs a PEM bundle holds. Decoding a whole bundle
-// of 150 roots to find out takes a millisecond; instead it walks from one
-// BEGIN line to the next, compares how each block's text begins with how
-// each of certs begins, and decodes only a block that begins alike. A
-// bundle wrapped at fewer than 48 characters defeats the comparison and
-// gets a certificate a second time: harmless to every runtime, never a loss.
+// of 150 roots to find out takes a millisecond; instead it compares how
+// each block's text begins with how each of certs begins, and decodes only
+// a block that begins alike. A bundle wrapped at fewer than 48 characters
+// defeats the comparison and gets a certificate a second time: harmless to
+// every runtime, never a loss. It takes time linear in the bundle, however
+// many blocks begin like ours.
 func present(bundle []byte, certs []caCert) map[[sha256.Size]byte]bool {
+	byStart := map[string][]caCert{}
+	for _, c := range certs {
+		byStart[string(c.b64Start)] = append(byStart[string(c.b64Start)], c)
+	}
 	found := map[[sha256.Size]byte]bool{}
-	begin := []byte("-----BEGIN ")
-	for off := 0; len(found) < len(certs); {
-		i := bytes.Index(bundle[off:], begin)
-		if i < 0 {
+	for blk := range pemBlocks(bundle) {
+		if len(found) == len(certs) {
 			break
 		}
-		start := off + i
-		off = start + len(begin)
-		nl := bytes.IndexByte(bundle[off:], '\n')
-		if nl < 0 {
-			break
+		alike := byStart[string(blk.body[:min(len(blk.body), b64StartLen)])]
+		if len(alike) == 0 {
+			continue
 		}
-		text := bundle[off+nl+1:]
-		for _, c := range certs {
-			if found[c.sum] || !bytes.HasPrefix(text, c.b64Start) {
-				continue
-			}
-			if block, _ := pem.Decode(bundle[start:]); block != nil {
-				if bytes.Equal(certificateDER(block), c.der) {
-					found[c.sum] = true
-				}
+		content, err := blk.decode()
+		if err != nil {
+			continue
+		}
+		der := certificateDER(blk.typ, content)
+		for _, c := range alike {
+			if bytes.Equal(der, c.der) {
+				found[c.sum] = true
 			}
 		}
 	}
@@ -207,6 +322,7 @@ type fileChange struct {
 // foundBundle is one bundle file of an image's trust store.
 type foundBundle struct {
 	path, canon string
+	info        fileInfo
 	data        []byte
 	merged      []byte // data with ours merged in
 	added       int    // how many of ours that added
@@ -239,13 +355,13 @@ func readImageStore(root *safeDir, fam distroFamily, ours *caBundle) *imageStore
 			continue
 		}
 		seen[canon] = true
-		data, _, err := root.readFile(canon, maxBundleSize)
+		data, info, err := root.readFile(canon, maxBundleSize)
 		switch {
 		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
 		case err != nil:
 			s.failed = append(s.failed, fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "failed", Error: err.Error()})
 		default:
-			b := foundBundle{path: p, canon: canon, data: data}
+			b := foundBundle{path: p, canon: canon, info: info, data: data}
 			if ours != nil {
 				b.merged, b.added = mergeBundle(data, ours)
 			}
@@ -271,6 +387,16 @@ func (s *imageStore) mergedTrust(noTrust []byte) []byte {
 		return noTrust
 	}
 	return s.bundles[0].merged
+}
+
+// trustAttrs are what the staged files that hold the image's trust get:
+// never more access than its bundle gives, so a trust store the image keeps
+// from some users stays kept from them. Our own bundle is anyone's to read.
+func (s *imageStore) trustAttrs() fileAttrs {
+	if len(s.trust()) == 0 {
+		return fileAttrs{mode: 0o644, uid: -1, gid: -1}
+	}
+	return attrsOf(s.bundles[0].info, 0o644)
 }
 
 // trustFor merges ours into an image's trust, or gives noTrust to an image

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func readTestdata(t testing.TB, p string) []byte {
@@ -153,7 +155,7 @@ func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 	}
 	// The JVM fallback store, built from the image's trust, keeps it too.
 	staging := imageRoot(t, t.TempDir())
-	if err := writeFallbackStore(staging, trusted); err != nil {
+	if err := writeFallbackStore(staging, trusted, fileAttrs{mode: 0o644, uid: -1, gid: -1}); err != nil {
 		t.Fatal(err)
 	}
 	data, _, err := staging.readFile(javaFallbackStore, maxStoreSize)
@@ -176,7 +178,7 @@ func bundleSums(data []byte) map[[sha256.Size]byte]bool {
 		if block == nil {
 			return sums
 		}
-		if der := certificateDER(block); der != nil {
+		if der := certificateDER(block.Type, block.Bytes); der != nil {
 			sums[sha256.Sum256(der)] = true
 		}
 	}
@@ -212,5 +214,67 @@ func TestPresentFindsCertificatesHoweverWrapped(t *testing.T) {
 	decoy[i-10] ^= 1
 	if holds(decoy, c) {
 		t.Error("a damaged block was taken for the certificate")
+	}
+}
+
+// crafted are bundles shaped against a PEM scan, 8 MiB each (the most a
+// bundle may be): BEGIN lines without an END that begin like our CAs,
+// complete blocks that all begin like ours, BEGIN lines on one line, blocks
+// whose END names another type.
+func crafted(t testing.TB, ours *caBundle) map[string][]byte {
+	const size = 8 << 20
+	repeat := func(unit string) []byte { return bytes.Repeat([]byte(unit), size/len(unit)) }
+	start := string(ours.certs[0].b64Start)
+	return map[string][]byte{
+		"unended BEGIN lines like ours":   quadraticPEM(nil, ours, size),
+		"complete blocks like ours":       repeat("-----BEGIN CERTIFICATE-----\n" + start + "\n-----END CERTIFICATE-----\n"),
+		"BEGIN without a line break":      repeat("-----BEGIN CERTIFICATE-----"),
+		"BEGIN lines, one END at the end": append(repeat("-----BEGIN CERTIFICATE-----\n"+start+"\n"), "-----END CERTIFICATE-----\n"...),
+		"ENDs of another type":            repeat("-----BEGIN CERTIFICATE-----\n" + start + "\n-----END X-----\n"),
+	}
+}
+
+// Every scan of an image's PEM takes time linear in it: on each crafted
+// 8 MiB bundle, finding ours, reading every certificate and rebuilding a
+// bundle take about 2 to 20 ms here; a scan that went back to decode from
+// each BEGIN line, as the hook and the plugin once did, takes hours.
+func TestPEMScansAreLinearOnCraftedBundles(t *testing.T) {
+	ours := corpBundle(t)
+	for name, data := range crafted(t, ours) {
+		began := time.Now()
+		present(data, ours.certs)
+		bundleCertificates(data, maxStoreEntries)
+		trustFor(data, ours, nil)
+		if took := time.Since(began); took > time.Second {
+			t.Errorf("%s: %s, more than a second", name, took)
+		}
+	}
+}
+
+// pemBlocks finds what encoding/pem finds in real bundles, at the same
+// offsets.
+func TestPEMBlocksAgreeWithEncodingPEM(t *testing.T) {
+	for _, data := range [][]byte{publicBundle(t), readTestdata(t, "bench/public-150.pem"), readTestdata(t, "bundles/with-private-key.pem"),
+		[]byte("junk\n-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\r\n" +
+			"-----BEGIN CERTIFICATE-----\n-----BEGIN TRUSTED CERTIFICATE-----\nMAMCAQA=\n-----END TRUSTED CERTIFICATE-----\n")} {
+		var want []string
+		for rest := data; ; {
+			var block *pem.Block
+			if block, rest = pem.Decode(rest); block == nil {
+				break
+			}
+			if len(block.Headers) == 0 {
+				want = append(want, block.Type+" "+hex.EncodeToString(block.Bytes))
+			}
+		}
+		var got []string
+		for blk := range pemBlocks(data) {
+			if content, err := blk.decode(); err == nil {
+				got = append(got, blk.typ+" "+hex.EncodeToString(content))
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("pemBlocks found\n%v\nencoding/pem\n%v", got, want)
+		}
 	}
 }
