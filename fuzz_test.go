@@ -2,12 +2,17 @@ package main
 
 // Fuzz targets for everything the hook and the plugin parse from input they
 // do not control: os-release, PEM bundles, Java truststores, the OCI state
-// and config, pod annotations. `make fuzz` runs each for a time budget;
+// and config, the hook's arguments and status.json, pod annotations, the
+// API server's namespaces. `make fuzz` runs each for a time budget;
 // `go test` runs their seed corpora (testdata/fuzz/ and the f.Add seeds).
 // Nothing may panic, hang or allocate without bound.
 
 import (
 	"bytes"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +136,94 @@ func FuzzDecide(f *testing.F) {
 		}
 		if d.inject == (d.skipReason != "") {
 			t.Fatalf("inject %v with skip reason %q", d.inject, d.skipReason)
+		}
+	})
+}
+
+// pemBlocks reads every bundle of an image: whatever the input, it yields
+// blocks in order, inside the data, and finds each certificate encoding/pem
+// finds in a block without headers.
+func FuzzPEMBlocks(f *testing.F) {
+	f.Add(publicBundle(f))
+	f.Add(readTestdata(f, "bundles/with-private-key.pem"))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("-----BEGIN A-----\nMAA=\n-----END B-----\n-----BEGIN A-----\r\nMAA=\r\n-----END A-----"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		end := 0
+		found := map[string]bool{}
+		for blk := range pemBlocks(data) {
+			if blk.start < end || blk.end > len(data) || blk.start >= blk.end {
+				t.Fatalf("block [%d,%d) after %d in %d bytes", blk.start, blk.end, end, len(data))
+			}
+			end = blk.end
+			if content, err := blk.decode(); err == nil {
+				found[blk.typ+"\x00"+string(content)] = true
+			}
+		}
+		for rest := data; ; {
+			var block *pem.Block
+			if block, rest = pem.Decode(rest); block == nil {
+				break
+			}
+			if len(block.Headers) == 0 && !found[block.Type+"\x00"+string(block.Bytes)] {
+				t.Fatalf("encoding/pem finds a %q block pemBlocks does not", block.Type)
+			}
+		}
+	})
+}
+
+func FuzzParseStagedCAs(f *testing.F) {
+	f.Add(corpBundle(f).pem)
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := parseStagedCAs(data)
+		if err == nil && (len(b.certs) == 0 || bytes.Count(b.pem, []byte("-----BEGIN CERTIFICATE-----")) != len(b.certs)) {
+			t.Fatalf("accepted %d certificates, re-encoded as %q", len(b.certs), b.pem)
+		}
+	})
+}
+
+// status.json is written by the hook, in a directory the plugin owns, but
+// holds what an image made the hook meet: its readers take anything. The
+// wrapper only ever adds variables to the container's environment.
+func FuzzStatusReaders(f *testing.F) {
+	f.Add([]byte(`{"result":"ok","image_trust_bytes":3,"wrapper":{"injected":true,"append":{"JAVA_TOOL_OPTIONS":"-Dx"},"env":{"A":"b"}}}`))
+	f.Add([]byte(`{"wrapper":{"env":{"PATH":"/evil"}},"image_trust_bytes":-1}`))
+	env := []string{"PATH=/usr/bin", "JAVA_TOOL_OPTIONS=-Dmine"}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var st hookStatus
+		if json.Unmarshal(data, &st) == nil {
+			var c injectedContainer
+			c.learn(fromStatus(&st))
+		}
+		ctx, err := parseHookContext(data)
+		if err != nil {
+			return
+		}
+		out := appendEnv(withEnv(slices.Clone(env), ctx.Env), ctx.Append)
+		if envValue(out, "PATH") != "/usr/bin" || !strings.HasPrefix(envValue(out, "JAVA_TOOL_OPTIONS"), "-Dmine") {
+			t.Fatalf("the wrapper changed what the container set: %q", out)
+		}
+	})
+}
+
+func FuzzParseHookArgs(f *testing.F) {
+	f.Add("--fail-policy fail-closed --dynamic-ca-root /run/c --processors os-debian --bundle b --timeout 5 --log-level info")
+	f.Add("--fail-policy fail-open --from-the-future x")
+	f.Fuzz(func(t *testing.T, line string) {
+		o, err := parseHookArgs(strings.Fields(line), io.Discard)
+		if err == nil && (o.timeout <= 0 || !strings.HasPrefix(o.dynamicCARoot, "/") || (o.failPolicy != failOpen && o.failPolicy != failClosed)) {
+			t.Fatalf("accepted %+v", o)
+		}
+	})
+}
+
+func FuzzParseNamespace(f *testing.F) {
+	f.Add([]byte(`{"metadata":{"name":"shop","labels":{"cainjekt.natron.io/enabled":"true"},"annotations":{"a":"b"}}}`))
+	f.Add([]byte(`{"metadata":{"labels":null}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if info, err := parseNamespace(body); err == nil {
+			info.metadata(testPrefix + "/enabled")
 		}
 	})
 }

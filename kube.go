@@ -198,6 +198,15 @@ func (k *kubeClient) fetch(ctx context.Context, name string) (*namespaceInfo, er
 	default:
 		return nil, fmt.Errorf("get namespace %s: %s", name, resp.Status)
 	}
+	info, err := parseNamespace(body)
+	if err != nil {
+		return nil, fmt.Errorf("get namespace %s: %w", name, err)
+	}
+	return info, nil
+}
+
+// parseNamespace takes the labels and annotations of a Namespace object.
+func parseNamespace(body []byte) (*namespaceInfo, error) {
 	var ns struct {
 		Metadata struct {
 			Labels      map[string]string `json:"labels"`
@@ -205,7 +214,7 @@ func (k *kubeClient) fetch(ctx context.Context, name string) (*namespaceInfo, er
 		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(body, &ns); err != nil {
-		return nil, fmt.Errorf("get namespace %s: %w", name, err)
+		return nil, err
 	}
 	return &namespaceInfo{labels: ns.Metadata.Labels, annotations: ns.Metadata.Annotations}, nil
 }

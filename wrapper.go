@@ -78,11 +78,20 @@ func readHookContext(p string) (*hookContext, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hook context: %w", err)
 	}
+	ctx, err := parseHookContext(data)
+	if err != nil {
+		return nil, fmt.Errorf("hook context %s: %w", p, err)
+	}
+	return ctx, nil
+}
+
+// parseHookContext takes the wrapper's part of status.json.
+func parseHookContext(data []byte) (*hookContext, error) {
 	var st struct {
 		Wrapper hookContext `json:"wrapper"`
 	}
 	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("hook context %s: %w", p, err)
+		return nil, err
 	}
 	return &st.Wrapper, nil
 }
