@@ -7,6 +7,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cainjekt/cainjekt/e2e/testbed"
+	"golang.org/x/sys/unix"
 )
 
 const prefix = "cainjekt.natron.io"
@@ -32,12 +34,13 @@ const prefix = "cainjekt.natron.io"
 var bed struct {
 	node  *testbed.Node
 	image *testbed.Image // Debian with curl and python3-requests
-	// The language matrix, and images without a shell.
-	runtimes, scratch, distroless, hostile *testbed.Image
-	bin                                    string
-	dir                                    string // the run's own files: CA bundle, staging
-	caFile                                 string
-	staging                                string
+	// The language matrix, images without a shell, and a trust store with
+	// extended attributes.
+	runtimes, scratch, distroless, hostile, labels *testbed.Image
+	bin                                            string
+	dir                                            string // the run's own files: CA bundle, staging
+	caFile                                         string
+	staging                                        string
 
 	// The injected bundle holds three CAs: a root, an intermediate it
 	// signed, and an unrelated second root.
@@ -143,7 +146,7 @@ func setUp() (func(), error) {
 			logf("node teardown: %v", err)
 		}
 	})
-	for _, img := range []*testbed.Image{bed.image, bed.runtimes, bed.scratch, bed.distroless, bed.hostile} {
+	for _, img := range []*testbed.Image{bed.image, bed.runtimes, bed.scratch, bed.distroless, bed.hostile, bed.labels} {
 		if err := bed.node.ImportImage(ctx, img); err != nil {
 			return teardown, err
 		}
@@ -183,7 +186,10 @@ func buildImages(ctx context.Context) error {
 	if bed.distroless, err = testbed.DistrolessTestImage(ctx, pub, logf); err != nil {
 		return err
 	}
-	bed.hostile, err = testbed.HostileTestImage(ctx, logf)
+	if bed.hostile, err = testbed.HostileTestImage(ctx, logf); err != nil {
+		return err
+	}
+	bed.labels, err = testbed.LabelsTestImage(ctx, pub, labelXattrs, logf)
 	return err
 }
 
@@ -745,6 +751,40 @@ func TestMetricsAreValidAndCount(t *testing.T) {
 	}
 }
 
+// labelXattrs are the extended attributes of the labels image's trust store.
+var labelXattrs = map[string]string{
+	"security.selinux":  "system_u:object_r:cert_t:s0",
+	"user.cainjekt-e2e": "kept",
+}
+
+// The files the hook replaces in an image keep their extended attributes:
+// on an SELinux node, a trust store relabelled with the hook's context
+// would be unreadable to the container. SELinux is not enabled here, so the
+// label is checked as the attribute it is, on the file the container sees.
+func TestReplacedTrustStoreKeepsItsXattrs(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	id, err := pod(t, ctx, "labels", optIn()).Run(ctx, testbed.ContainerSpec{Name: "app", Image: bed.labels.Ref, Command: []string{"/pause"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := stagedStatus(t, id); st.Result != "ok" {
+		t.Fatalf("hook result %q: %v", st.Result, st.Errors)
+	}
+	store := filepath.Join(bed.node.ContainerRootfs(id), "etc/ssl/certs/ca-certificates.crt")
+	data, err := os.ReadFile(store)
+	if err != nil || !bytes.Contains(data, bed.ca.CertPEM) || !bytes.Contains(data, bed.publicCA.CertPEM) {
+		t.Fatalf("the trust store does not hold the image's CA and ours: %v", err)
+	}
+	for name, want := range labelXattrs {
+		got := make([]byte, 256)
+		n, err := unix.Getxattr(store, name, got)
+		if err != nil || string(got[:n]) != want {
+			t.Errorf("%s of the replaced trust store: %q (%v), want %q", name, got[:max(n, 0)], err, want)
+		}
+	}
+}
+
 // Removing a pod removes its staging; nothing is left behind.
 func TestStagingIsRemovedWithTheContainer(t *testing.T) {
 	track(t)
@@ -760,8 +800,15 @@ func TestStagingIsRemovedWithTheContainer(t *testing.T) {
 	if err := p.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(bed.staging, id)); !os.IsNotExist(err) {
-		t.Errorf("staging left after the pod was removed: %v", err)
+	// The plugin's worker removes it, moments after the runtime's call.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := os.Stat(filepath.Join(bed.staging, id))
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("staging left 5 s after the pod was removed: %v", err)
+		}
 	}
 }
 

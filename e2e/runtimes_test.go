@@ -302,8 +302,9 @@ func stagedStatus(t *testing.T, id string) hookReport {
 
 // hookReport is the part of status.json the tests read.
 type hookReport struct {
-	Result string `json:"result"`
-	Family string `json:"family"`
+	Result string   `json:"result"`
+	Family string   `json:"family"`
+	Errors []string `json:"errors"`
 	Files  []struct {
 		Path   string `json:"path"`
 		Action string `json:"action"`

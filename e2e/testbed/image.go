@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -46,10 +47,11 @@ type ImageSpec struct {
 // File is a file of an image, a symlink if Link is set, or a FIFO if Mode
 // says os.ModeNamedPipe.
 type File struct {
-	Path string // absolute, inside the image
-	Mode os.FileMode
-	Data []byte
-	Link string
+	Path   string // absolute, inside the image
+	Mode   os.FileMode
+	Data   []byte
+	Link   string
+	Xattrs map[string]string // extended attributes of a regular file
 }
 
 // key identifies the files for a cache key.
@@ -57,6 +59,9 @@ func filesKey(files []File) []byte {
 	var parts [][]byte
 	for _, f := range files {
 		parts = append(parts, []byte(f.Path), []byte(f.Mode.String()), f.Data, []byte(f.Link))
+		for _, name := range slices.Sorted(maps.Keys(f.Xattrs)) {
+			parts = append(parts, []byte(name), []byte(f.Xattrs[name]))
+		}
 	}
 	return []byte(contentKey(parts...))
 }
@@ -85,6 +90,11 @@ func writeFiles(rootfs string, files []File) error {
 		}
 		if err := os.Chmod(p, f.Mode); err != nil { // WriteFile's mode passes the umask
 			return fmt.Errorf("image file %s: %w", f.Path, err)
+		}
+		for name, value := range f.Xattrs {
+			if err := unix.Lsetxattr(p, name, []byte(value), 0); err != nil {
+				return fmt.Errorf("image file %s: set %s: %w", f.Path, name, err)
+			}
 		}
 	}
 	return nil

@@ -64,6 +64,12 @@ type Node struct {
 	closed  bool
 }
 
+// ContainerRootfs is where a running container's root filesystem is mounted on the node:
+// the files its processes see.
+func (n *Node) ContainerRootfs(id string) string {
+	return filepath.Join(n.layout.State, "io.containerd.runtime.v2.task", criNamespace, id, "rootfs")
+}
+
 // StartNode writes the node's containerd config, starts containerd, waits until CRI
 // answers and imports the pause image. On failure everything created is torn down.
 func StartNode(ctx context.Context, opts NodeOptions) (*Node, error) {

@@ -96,10 +96,12 @@ func writeOCIArchive(ctx context.Context, rootfs, out, ref string, cfg imageConf
 }
 
 // tarRootfs writes rootfs as an uncompressed layer with GNU tar, which handles hard links,
-// device nodes and numeric owners faithfully. The contents of /dev, /proc and /sys belong
+// device nodes, numeric owners and extended attributes (of every namespace: an image's
+// security.selinux labels too) faithfully. The contents of /dev, /proc and /sys belong
 // to the runtime, so only the directories themselves are kept.
 func tarRootfs(ctx context.Context, rootfs, out string) error {
 	cmd := command(ctx, "tar", "--create", "--file", out, "--numeric-owner", "--sort=name",
+		"--xattrs", "--xattrs-include=*",
 		"--anchored", "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
 		"--directory", rootfs, ".")
 	return run(cmd)

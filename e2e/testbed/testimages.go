@@ -150,6 +150,19 @@ import requests
 requests.get(sys.argv[1], verify=certifi.where(), timeout=20)
 `
 
+// Labels is the image the xattr test runs: /pause, and a trust store holding the public
+// test CA and carrying extended attributes, an SELinux label among them.
+func LabelsTestImage(ctx context.Context, pub *CA, xattrs map[string]string, log func(string, ...any)) (*Image, error) {
+	pause, err := GoProgram(ctx, "pause", log)
+	if err != nil {
+		return nil, err
+	}
+	return BuildFilesImage(ctx, "labels", []File{
+		{Path: "/pause", Mode: 0o755, Data: pause},
+		{Path: "/" + bundleFile, Mode: 0o644, Data: pub.CertPEM, Xattrs: xattrs},
+	}, ImageConfig{Entrypoint: []string{"/pause"}}, log)
+}
+
 // HostileSentinel is a path on the node that the hostile image's trust store points at.
 const HostileSentinel = "/tmp/cainjekt-e2e-host/ca-certificates.crt"
 
