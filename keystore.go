@@ -15,17 +15,24 @@ package main
 //     and no MAC.
 //
 // Anything else (private keys, encrypted bags, another password) is not
-// rewritten: the hook then gives the JVM a store of its own (see lang.go).
+// rewritten: the hook then gives the JVM a store of its own (java.go).
+//
+// A cacerts comes from an image. Both formats are read by walking the bytes
+// in place, each value a slice of the input, counts checked as the walk
+// goes: parsing is linear and allocates only the entries it keeps, so that
+// neither millions of tiny PKCS#12 bags nor an OID of millions of arcs can
+// make the hook's memory grow before the limit refuses them.
 
 import (
 	"bytes"
 	"crypto/sha1"
 	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
+	"slices"
 	"time"
 	"unicode/utf16"
 )
@@ -38,6 +45,8 @@ const (
 	jksVersion        = 2
 	jksTrustedCertTag = 2
 	maxStoreEntries   = 10000 // a cacerts holds about 150
+	// storePassword is the password every JDK's cacerts has, if any.
+	storePassword = "changeit"
 )
 
 var errStoreUnsupported = errors.New("unsupported truststore")
@@ -84,54 +93,46 @@ func (s *javaStore) add(ours *caBundle) int {
 // marshal writes the store in its own format.
 func (s *javaStore) marshal() ([]byte, error) {
 	if s.format == storePKCS12 {
-		return marshalPKCS12(s.entries)
+		return marshalPKCS12(s.entries), nil
 	}
 	return marshalJKS(s.entries, s.password)
 }
 
-// jksReader reads the big-endian fields of a JKS stream.
-type jksReader struct {
-	r   *bytes.Reader
+// JKS.
+
+// cursor reads the big-endian fields of a JKS stream; the first field that
+// runs past the end sticks as its error.
+type cursor struct {
+	b   []byte
 	err error
 }
 
-func (j *jksReader) u32() uint32 {
-	var v uint32
-	if j.err == nil {
-		j.err = binary.Read(j.r, binary.BigEndian, &v)
+func (c *cursor) take(n int) []byte {
+	if c.err == nil && (n < 0 || n > len(c.b)) {
+		c.err = io.ErrUnexpectedEOF
 	}
+	if c.err != nil {
+		return nil
+	}
+	v := c.b[:n]
+	c.b = c.b[n:]
 	return v
 }
 
-func (j *jksReader) u64() uint64 {
-	var v uint64
-	if j.err == nil {
-		j.err = binary.Read(j.r, binary.BigEndian, &v)
+func (c *cursor) u32() uint32 {
+	if b := c.take(4); b != nil {
+		return binary.BigEndian.Uint32(b)
 	}
-	return v
-}
-
-func (j *jksReader) bytes(n int) []byte {
-	if j.err != nil {
-		return nil
-	}
-	if n < 0 || n > j.r.Len() {
-		j.err = io.ErrUnexpectedEOF
-		return nil
-	}
-	b := make([]byte, n)
-	_, j.err = io.ReadFull(j.r, b)
-	return b
+	return 0
 }
 
 // utf reads Java's modified UTF-8 with a 16-bit length; aliases are ASCII in
 // practice, and anything else is kept as the bytes it is.
-func (j *jksReader) utf() string {
-	var n uint16
-	if j.err == nil {
-		j.err = binary.Read(j.r, binary.BigEndian, &n)
+func (c *cursor) utf() string {
+	if b := c.take(2); b != nil {
+		return string(c.take(int(binary.BigEndian.Uint16(b))))
 	}
-	return string(j.bytes(int(n)))
+	return ""
 }
 
 func parseJKS(data []byte) (*javaStore, error) {
@@ -139,146 +140,77 @@ func parseJKS(data []byte) (*javaStore, error) {
 		return nil, fmt.Errorf("JKS: %w", io.ErrUnexpectedEOF)
 	}
 	body, sum := data[:len(data)-sha1.Size], data[len(data)-sha1.Size:]
-	s := &javaStore{format: storeJKS}
-	verified := false
-	for _, pw := range []string{"changeit", ""} {
-		if bytes.Equal(jksDigest(body, pw), sum) {
-			s.password, verified = pw, true
-			break
+	s := &javaStore{format: storeJKS, password: storePassword}
+	if !bytes.Equal(jksDigest(body, s.password), sum) {
+		if s.password = ""; !bytes.Equal(jksDigest(body, s.password), sum) {
+			return nil, fmt.Errorf("%w: JKS integrity does not verify with the default passwords", errStoreUnsupported)
 		}
 	}
-	if !verified {
-		return nil, fmt.Errorf("%w: JKS integrity does not verify with the default passwords", errStoreUnsupported)
-	}
-	j := &jksReader{r: bytes.NewReader(body[4:])}
-	if v := j.u32(); j.err == nil && v != jksVersion {
+	c := &cursor{b: body[4:]}
+	if v := c.u32(); c.err == nil && v != jksVersion {
 		return nil, fmt.Errorf("%w: JKS version %d", errStoreUnsupported, v)
 	}
-	count := j.u32()
+	count := c.u32()
 	if count > maxStoreEntries {
 		return nil, fmt.Errorf("%w: %d entries", errStoreUnsupported, count)
 	}
-	for i := uint32(0); i < count && j.err == nil; i++ {
-		if tag := j.u32(); j.err == nil && tag != jksTrustedCertTag {
+	s.entries = make([]storeEntry, 0, count)
+	for len(s.entries) < int(count) && c.err == nil {
+		if tag := c.u32(); c.err == nil && tag != jksTrustedCertTag {
 			return nil, fmt.Errorf("%w: JKS entry of type %d (not a trusted certificate)", errStoreUnsupported, tag)
 		}
-		e := storeEntry{alias: j.utf(), created: int64(j.u64())}
-		if typ := j.utf(); j.err == nil && typ != "X.509" {
+		e := storeEntry{alias: c.utf()}
+		if b := c.take(8); b != nil {
+			e.created = int64(binary.BigEndian.Uint64(b))
+		}
+		if typ := c.utf(); c.err == nil && typ != "X.509" {
 			return nil, fmt.Errorf("%w: certificate type %q", errStoreUnsupported, typ)
 		}
-		e.der = j.bytes(int(j.u32()))
+		e.der = c.take(int(c.u32()))
 		s.entries = append(s.entries, e)
 	}
-	if j.err == nil && j.r.Len() != 0 {
-		j.err = errors.New("trailing data")
+	if c.err == nil && len(c.b) != 0 {
+		c.err = errors.New("trailing data")
 	}
-	if j.err != nil {
-		return nil, fmt.Errorf("JKS: %w", j.err)
+	if c.err != nil {
+		return nil, fmt.Errorf("JKS: %w", c.err)
 	}
 	return s, nil
 }
 
 func marshalJKS(entries []storeEntry, password string) ([]byte, error) {
-	var b bytes.Buffer
-	w := func(v any) { binary.Write(&b, binary.BigEndian, v) }
-	utf := func(s string) error {
-		if len(s) > 0xFFFF {
-			return fmt.Errorf("JKS: string of %d bytes", len(s))
-		}
-		w(uint16(len(s)))
-		b.WriteString(s)
-		return nil
+	b := binary.BigEndian.AppendUint32(nil, jksMagic)
+	b = binary.BigEndian.AppendUint32(b, jksVersion)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
+	utf := func(s string) {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+		b = append(b, s...)
 	}
-	w(uint32(jksMagic))
-	w(uint32(jksVersion))
-	w(uint32(len(entries)))
 	for _, e := range entries {
-		w(uint32(jksTrustedCertTag))
-		if err := utf(e.alias); err != nil {
-			return nil, err
+		if len(e.alias) > 0xFFFF {
+			return nil, fmt.Errorf("JKS: alias of %d bytes", len(e.alias))
 		}
-		w(uint64(e.created))
+		b = binary.BigEndian.AppendUint32(b, jksTrustedCertTag)
+		utf(e.alias)
+		b = binary.BigEndian.AppendUint64(b, uint64(e.created))
 		utf("X.509")
-		w(uint32(len(e.der)))
-		b.Write(e.der)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(e.der)))
+		b = append(b, e.der...)
 	}
-	b.Write(jksDigest(b.Bytes(), password))
-	return b.Bytes(), nil
+	return append(b, jksDigest(b, password)...), nil
 }
 
 // jksDigest is JKS's integrity check: SHA-1 over the password as UTF-16BE,
 // the phrase "Mighty Aphrodite", and the store.
 func jksDigest(body []byte, password string) []byte {
 	h := sha1.New()
-	for _, c := range utf16.Encode([]rune(password)) {
-		h.Write([]byte{byte(c >> 8), byte(c)})
-	}
+	h.Write(encodeBMP(password))
 	h.Write([]byte("Mighty Aphrodite"))
 	h.Write(body)
 	return h.Sum(nil)
 }
 
-// PKCS#12 as the JDK writes a password-less truststore (RFC 7292).
-var (
-	oidData              = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
-	oidCertBag           = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 3}
-	oidX509Certificate   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 22, 1}
-	oidFriendlyName      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 20}
-	oidJavaTrustedUsage  = asn1.ObjectIdentifier{2, 16, 840, 1, 113894, 746875, 1, 1}
-	oidAnyExtendedKeyUse = asn1.ObjectIdentifier{2, 5, 29, 37, 0}
-)
-
-type pfx struct {
-	Version  int
-	AuthSafe contentInfo
-}
-
-// The [0] EXPLICIT fields below are RawValues of the wrapper itself: Go's
-// encoding/asn1 ignores tag parameters when it marshals a RawValue.
-type contentInfo struct {
-	ContentType asn1.ObjectIdentifier
-	Content     asn1.RawValue
-}
-
-type safeBag struct {
-	ID         asn1.ObjectIdentifier
-	Value      asn1.RawValue
-	Attributes []pkcs12Attribute `asn1:"set"`
-}
-
-type pkcs12Attribute struct {
-	ID     asn1.ObjectIdentifier
-	Values asn1.RawValue // a SET
-}
-
-type certBag struct {
-	ID    asn1.ObjectIdentifier
-	Value asn1.RawValue
-}
-
-// explicit0 wraps DER in a [0] EXPLICIT tag.
-func explicit0(inner []byte) asn1.RawValue {
-	return asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: inner}
-}
-
-// set wraps DER as the contents of a SET.
-func set(inner []byte) asn1.RawValue {
-	return asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: inner}
-}
-
-// dataInfo wraps DER as a ContentInfo of type data.
-func dataInfo(der []byte) (contentInfo, error) {
-	octets, err := asn1.Marshal(der)
-	return contentInfo{ContentType: oidData, Content: explicit0(octets)}, err
-}
-
-// Reading: a cacerts comes from an image. encoding/asn1 would build a Go
-// value for every element, and an OID's every arc, before anything could
-// be counted: a few MiB of tiny bags or of one OID's arcs take hundreds of
-// MiB. Instead, der walks the encoding in place: each value is a slice of
-// the input, OIDs are compared as their encoded bytes, and counts are
-// checked as the walk goes, so parsing is linear and allocates only the
-// entries it keeps.
+// PKCS#12, as the JDK writes a password-less truststore (RFC 7292), in DER.
 
 // DER tags used below.
 const (
@@ -289,6 +221,16 @@ const (
 	tagSequence    = 0x30
 	tagSet         = 0x31
 	tagExplicit0   = 0xa0
+)
+
+// The OIDs of a truststore, as the contents of their encoding.
+var (
+	oidData         = []byte{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01}                   // 1.2.840.113549.1.7.1
+	oidCertBag      = []byte{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x03}       // 1.2.840.113549.1.12.10.1.3
+	oidX509         = []byte{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x16, 0x01}             // 1.2.840.113549.1.9.22.1
+	oidFriendlyName = []byte{0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x14}                   // 1.2.840.113549.1.9.20
+	oidTrustedUsage = []byte{0x60, 0x86, 0x48, 0x01, 0x86, 0xf9, 0x66, 0xad, 0xca, 0x7b, 0x01, 0x01} // 2.16.840.1.113894.746875.1.1
+	oidAnyKeyUsage  = []byte{0x55, 0x1d, 0x25, 0x00}                                                 // 2.5.29.37.0
 )
 
 // der is DER to read, one value after another.
@@ -322,25 +264,17 @@ func (d *der) next(tag byte) ([]byte, error) {
 	return b[:n], nil
 }
 
-// oid reads an OBJECT IDENTIFIER and says whether it is want, given as
-// the contents of its encoding.
+// full reads one value of the given tag and returns all of its encoding.
+func (d *der) full(tag byte) ([]byte, error) {
+	before := *d
+	_, err := d.next(tag)
+	return before[:len(before)-len(*d)], err
+}
+
+// oid reads an OBJECT IDENTIFIER and says whether it is want.
 func (d *der) oid(want []byte) (bool, error) {
 	got, err := d.next(tagOID)
 	return err == nil && bytes.Equal(got, want), err
-}
-
-// The OIDs a cacerts is read by, as the contents of their encoding.
-var (
-	derOIDData         = oidContents(oidData)
-	derOIDCertBag      = oidContents(oidCertBag)
-	derOIDX509         = oidContents(oidX509Certificate)
-	derOIDFriendlyName = oidContents(oidFriendlyName)
-	derOIDTrustedUsage = oidContents(oidJavaTrustedUsage)
-)
-
-func oidContents(oid asn1.ObjectIdentifier) []byte {
-	full, _ := asn1.Marshal(oid)
-	return full[2:] // tag and a short length: our OIDs are short
 }
 
 // end checks that nothing follows the last value read.
@@ -351,24 +285,27 @@ func (d der) end() error {
 	return nil
 }
 
+// only reads the one value of the given tag that d holds.
+func (d der) only(tag byte) ([]byte, error) {
+	v, err := d.next(tag)
+	if err == nil {
+		err = d.end()
+	}
+	return v, err
+}
+
 // dataContent reads a ContentInfo of type data and returns its octets.
 func dataContent(ci der) ([]byte, error) {
-	isData, err := ci.oid(derOIDData)
+	isData, err := ci.oid(oidData)
 	if err == nil && !isData {
 		return nil, fmt.Errorf("%w: PKCS#12 content that is not data (encrypted?)", errStoreUnsupported)
 	}
 	var explicit, octets []byte
 	if err == nil {
-		explicit, err = ci.next(tagExplicit0)
+		explicit, err = ci.only(tagExplicit0)
 	}
 	if err == nil {
-		inner := der(explicit)
-		if octets, err = inner.next(tagOctetString); err == nil {
-			err = inner.end()
-		}
-	}
-	if err == nil {
-		err = ci.end()
+		octets, err = der(explicit).only(tagOctetString)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("PKCS#12 data: %w", err)
@@ -377,35 +314,25 @@ func dataContent(ci der) ([]byte, error) {
 }
 
 func parsePKCS12(data []byte) (*javaStore, error) {
-	top := der(data)
-	body, err := top.next(tagSequence)
-	if err == nil {
-		err = top.end()
-	}
+	body, err := der(data).only(tagSequence)
 	if err != nil {
 		return nil, fmt.Errorf("neither JKS nor PKCS#12: %w", err)
 	}
 	p := der(body)
-	var authInfo []byte
+	var authInfo, authSafe, infos []byte
 	if _, err = p.next(tagInteger); err == nil {
 		authInfo, err = p.next(tagSequence)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("PKCS#12: %w", err)
-	}
-	if len(p) > 0 {
+	if err == nil && len(p) > 0 {
 		return nil, fmt.Errorf("%w: password-protected PKCS#12", errStoreUnsupported)
 	}
-	authSafe, err := dataContent(der(authInfo))
-	if err != nil {
-		return nil, err
+	if err == nil {
+		authSafe, err = dataContent(der(authInfo))
+	}
+	if err == nil {
+		infos, err = der(authSafe).only(tagSequence)
 	}
 	s := &javaStore{format: storePKCS12}
-	contents := der(authSafe)
-	infos, err := contents.next(tagSequence)
-	if err == nil {
-		err = contents.end()
-	}
 	for all := der(infos); err == nil && len(all) > 0; {
 		var ci, octets []byte
 		if ci, err = all.next(tagSequence); err == nil {
@@ -422,11 +349,7 @@ func parsePKCS12(data []byte) (*javaStore, error) {
 
 // readBags reads a SafeContents, appending its trusted certificates.
 func (s *javaStore) readBags(octets []byte) error {
-	safe := der(octets)
-	bags, err := safe.next(tagSequence)
-	if err == nil {
-		err = safe.end()
-	}
+	bags, err := der(octets).only(tagSequence)
 	for all := der(bags); err == nil && len(all) > 0; {
 		if len(s.entries) == maxStoreEntries {
 			return fmt.Errorf("%w: more than %d entries", errStoreUnsupported, maxStoreEntries)
@@ -444,21 +367,18 @@ func (s *javaStore) readBags(octets []byte) error {
 // trustedCertEntry reads a certificate bag the JDK treats as a trusted
 // certificate: one carrying the trusted-key-usage attribute.
 func trustedCertEntry(bag der) (storeEntry, error) {
-	isCert, err := bag.oid(derOIDCertBag)
+	isCert, err := bag.oid(oidCertBag)
 	if err == nil && !isCert {
 		return storeEntry{}, fmt.Errorf("%w: a PKCS#12 bag that is not a certificate", errStoreUnsupported)
 	}
 	var value, attrs []byte
+	var e storeEntry
 	if err == nil {
 		value, err = bag.next(tagExplicit0)
 	}
 	if err == nil && len(bag) > 0 {
-		attrs, err = bag.next(tagSet)
+		attrs, err = bag.only(tagSet)
 	}
-	if err == nil {
-		err = bag.end()
-	}
-	var e storeEntry
 	if err == nil {
 		e.der, err = certBagContents(der(value))
 	}
@@ -472,12 +392,13 @@ func trustedCertEntry(bag der) (storeEntry, error) {
 			return storeEntry{}, fmt.Errorf("PKCS#12 attribute: %w", err)
 		}
 		a := der(attr)
-		id, _ := a.next(tagOID)
-		switch {
-		case bytes.Equal(id, derOIDTrustedUsage):
+		switch id, _ := a.next(tagOID); {
+		case bytes.Equal(id, oidTrustedUsage):
 			trusted = true
-		case bytes.Equal(id, derOIDFriendlyName):
-			e.alias = friendlyName(a)
+		case bytes.Equal(id, oidFriendlyName):
+			values, _ := a.next(tagSet)
+			name, _ := der(values).only(tagBMPString)
+			e.alias = decodeBMP(name)
 		}
 	}
 	if !trusted {
@@ -488,86 +409,65 @@ func trustedCertEntry(bag der) (storeEntry, error) {
 
 // certBagContents reads a CertBag holding an X.509 certificate.
 func certBagContents(wrapped der) ([]byte, error) {
-	value, err := wrapped.next(tagSequence)
+	value, err := wrapped.only(tagSequence)
 	if err != nil {
 		return nil, err
 	}
 	bag := der(value)
-	isX509, err := bag.oid(derOIDX509)
+	isX509, err := bag.oid(oidX509)
 	if err == nil && !isX509 {
 		return nil, errors.New("not an X.509 certificate")
 	}
-	var explicit, cert []byte
+	var explicit []byte
 	if err == nil {
-		explicit, err = bag.next(tagExplicit0)
+		explicit, err = bag.only(tagExplicit0)
 	}
-	if err == nil {
-		inner := der(explicit)
-		cert, err = inner.next(tagOctetString)
-	}
-	return cert, err
-}
-
-// friendlyName reads the values of a friendlyName attribute: a SET holding
-// a BMPString.
-func friendlyName(values der) string {
-	set, err := values.next(tagSet)
-	if err != nil {
-		return ""
-	}
-	inner := der(set)
-	name, err := inner.next(tagBMPString)
-	if err != nil {
-		return ""
-	}
-	return decodeBMP(name)
-}
-
-func marshalPKCS12(entries []storeEntry) ([]byte, error) {
-	usage, err := asn1.Marshal(oidAnyExtendedKeyUse)
 	if err != nil {
 		return nil, err
 	}
-	bags := make([]safeBag, 0, len(entries))
+	return der(explicit).only(tagOctetString)
+}
+
+// marshalPKCS12 writes a password-less truststore as the JDK does.
+func marshalPKCS12(entries []storeEntry) []byte {
+	var bags [][]byte
 	for _, e := range entries {
-		octets, err := asn1.Marshal(e.der)
-		if err != nil {
-			return nil, err
+		cert := tlv(tagSequence, tlv(tagOID, oidX509), tlv(tagExplicit0, tlv(tagOctetString, e.der)))
+		attrs := setOf(
+			tlv(tagSequence, tlv(tagOID, oidFriendlyName), tlv(tagSet, tlv(tagBMPString, encodeBMP(e.alias)))),
+			tlv(tagSequence, tlv(tagOID, oidTrustedUsage), tlv(tagSet, tlv(tagOID, oidAnyKeyUsage))))
+		bags = append(bags, tlv(tagSequence, tlv(tagOID, oidCertBag), tlv(tagExplicit0, cert), attrs))
+	}
+	dataInfo := func(content []byte) []byte {
+		return tlv(tagSequence, tlv(tagOID, oidData), tlv(tagExplicit0, tlv(tagOctetString, content)))
+	}
+	authSafe := tlv(tagSequence, dataInfo(tlv(tagSequence, bags...)))
+	return tlv(tagSequence, tlv(tagInteger, []byte{3}), dataInfo(authSafe))
+}
+
+// tlv encodes one DER value of a tag, whose contents are parts.
+func tlv(tag byte, parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	b := []byte{tag}
+	if n < 0x80 {
+		b = append(b, byte(n))
+	} else {
+		size := (bits.Len(uint(n)) + 7) / 8
+		b = append(b, 0x80|byte(size))
+		for i := size - 1; i >= 0; i-- {
+			b = append(b, byte(n>>(8*i)))
 		}
-		cb, err := asn1.Marshal(certBag{ID: oidX509Certificate, Value: explicit0(octets)})
-		if err != nil {
-			return nil, err
-		}
-		name, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: encodeBMP(e.alias)})
-		if err != nil {
-			return nil, err
-		}
-		bags = append(bags, safeBag{
-			ID:    oidCertBag,
-			Value: explicit0(cb),
-			Attributes: []pkcs12Attribute{
-				{ID: oidFriendlyName, Values: set(name)},
-				{ID: oidJavaTrustedUsage, Values: set(usage)},
-			},
-		})
 	}
-	safe, err := asn1.Marshal(bags)
-	if err != nil {
-		return nil, err
-	}
-	safeInfo, err := dataInfo(safe)
-	if err != nil {
-		return nil, err
-	}
-	authSafe, err := asn1.Marshal([]contentInfo{safeInfo})
-	if err != nil {
-		return nil, err
-	}
-	authInfo, err := dataInfo(authSafe)
-	if err != nil {
-		return nil, err
-	}
-	return asn1.Marshal(pfx{Version: 3, AuthSafe: authInfo})
+	return slices.Concat(append([][]byte{b}, parts...)...)
+}
+
+// setOf encodes a SET OF, its elements in the order DER requires.
+func setOf(elems ...[]byte) []byte {
+	slices.SortFunc(elems, bytes.Compare)
+	return tlv(tagSet, elems...)
 }
 
 func encodeBMP(s string) []byte {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/asn1"
 	"errors"
 	"os"
 	"os/exec"
@@ -96,3 +97,23 @@ func TestJavaStoresRoundTripThroughKeytool(t *testing.T) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// The OIDs are written as the bytes of their encoding; encoding/asn1 says
+// they are the OIDs their comments name.
+func TestTruststoreOIDs(t *testing.T) {
+	for _, tc := range []struct {
+		got  []byte
+		want asn1.ObjectIdentifier
+	}{
+		{oidData, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}},
+		{oidCertBag, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 12, 10, 1, 3}},
+		{oidX509, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 22, 1}},
+		{oidFriendlyName, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 20}},
+		{oidTrustedUsage, asn1.ObjectIdentifier{2, 16, 840, 1, 113894, 746875, 1, 1}},
+		{oidAnyKeyUsage, asn1.ObjectIdentifier{2, 5, 29, 37, 0}},
+	} {
+		if full, _ := asn1.Marshal(tc.want); !bytes.Equal(full[2:], tc.got) {
+			t.Errorf("%v is % x, not % x", tc.want, full[2:], tc.got)
+		}
+	}
+}
