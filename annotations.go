@@ -76,91 +76,120 @@ type injectionPolicy struct {
 }
 
 // decide says whether container ctr of pod is injected, with which
-// processors and which bundle. The pod decides first (annotation, then
-// label; its "false" always wins), then its namespace (label, or
-// annotation), then the mode: opt-in injects nothing more, opt-out every
-// pod outside the excluded namespaces. Values are only compared and split,
-// never used as paths.
+// processors and which bundle. Values are only compared and split, never
+// used as paths.
 func (pol injectionPolicy) decide(pod *api.PodSandbox, ctr *api.Container) decision {
-	ann := pod.GetAnnotations()
 	var d decision
-	checkKeys(&d, pol.prefix, ann)
-	get := func(name string) (string, bool) {
-		v, ok := ann[pol.prefix+"/"+name]
-		if len(v) > maxAnnotationValue {
-			d.warn(warnTooLong, "%s/%s is %d bytes long, more than %d: ignored", pol.prefix, name, len(v), maxAnnotationValue)
-			return "", false
-		}
-		return v, ok
-	}
-
-	enabled, set := get(annEnabled)
-	if !set && len(ann[pol.prefix+"/"+annEnabled]) > 0 {
-		d.skipReason = skipInvalidAnnotation
+	checkKeys(&d, pol.prefix, pod.GetAnnotations())
+	v := &podView{pol: &pol, pod: pod, d: &d}
+	if d.skipReason = v.optIn(); d.skipReason != "" {
 		return d
 	}
-	if !set {
-		enabled, set = pod.GetLabels()[pol.prefix+"/"+annEnabled]
-	}
-	var ns *namespaceInfo
-	lookup := func() *namespaceInfo {
-		if ns == nil && pol.namespace != nil {
-			var err error
-			if ns, err = pol.namespace(pod.GetNamespace()); err != nil {
-				d.warn(warnNamespaceLookup, "namespace %s could not be looked up: %v", pod.GetNamespace(), err)
-				ns = &namespaceInfo{}
-			}
-		}
-		return ns
-	}
-	if !set && pol.namespace != nil {
-		enabled, set = lookup().metadata(pol.prefix + "/" + annEnabled)
-	}
-	switch v := strings.TrimSpace(enabled); {
-	case set && strings.EqualFold(v, "false"):
-		d.skipReason = skipNotEnabled
-		return d
-	case set && !strings.EqualFold(v, "true"):
-		d.skipReason = skipInvalidAnnotation
-		d.warn(warnInvalidValue, "%s/%s is %q, want \"true\" or \"false\": not injecting", pol.prefix, annEnabled, printable(enabled, 64))
-		return d
-	case !set && !pol.optOut:
-		d.skipReason = skipNotEnabled
-		return d
-	case !set && slices.Contains(pol.excludeNamespaces, pod.GetNamespace()):
-		d.skipReason = skipNamespaceExcluded
-		return d
-	}
-
-	excluded, _ := get(annExcludeContainers)
-	if slices.Contains(splitList(excluded), ctr.GetName()) {
+	if excluded, _ := v.annotation(annExcludeContainers); slices.Contains(splitList(excluded), ctr.GetName()) {
 		d.skipReason = skipContainerExcluded
 		return d
 	}
-	if d.bundle, set = get(annBundle); !set && pol.namespace != nil {
-		d.bundle, _ = lookup().metadata(pol.prefix + "/" + annBundle)
-	}
-	d.bundle = strings.TrimSpace(d.bundle)
-
-	includeValue, _ := get(annProcessorsInclude)
-	excludeValue, _ := get(annProcessorsExclude)
-	include, exclude := splitList(strings.ToLower(includeValue)), splitList(strings.ToLower(excludeValue))
-	for _, name := range append(slices.Clone(include), exclude...) {
-		if !slices.Contains(processorNames, name) {
-			d.warn(warnUnknownProcessor, "unknown processor %q in %s annotations (known: %s)", printable(name, 64), pol.prefix, strings.Join(processorNames, ", "))
-		}
-	}
-	for _, p := range processorNames {
-		if (len(include) == 0 || slices.Contains(include, p)) && !slices.Contains(exclude, p) {
-			d.processors = append(d.processors, p)
-		}
-	}
-	if len(d.processors) == 0 {
+	d.bundle = v.bundle()
+	if d.processors = v.processors(); len(d.processors) == 0 {
 		d.skipReason = skipNoProcessors
 		return d
 	}
 	d.inject = true
 	return d
+}
+
+// podView reads one pod's cainjekt annotations and labels, and its
+// namespace's, looking the namespace up once at most.
+type podView struct {
+	pol *injectionPolicy
+	pod *api.PodSandbox
+	d   *decision
+	ns  *namespaceInfo
+}
+
+// annotation returns the pod's annotation <prefix>/name; a value too long
+// is ignored, with a warning.
+func (v *podView) annotation(name string) (string, bool) {
+	value, ok := v.pod.GetAnnotations()[v.pol.prefix+"/"+name]
+	if len(value) > maxAnnotationValue {
+		v.d.warn(warnTooLong, "%s/%s is %d bytes long, more than %d: ignored", v.pol.prefix, name, len(value), maxAnnotationValue)
+		return "", false
+	}
+	return value, ok
+}
+
+// namespaced returns the namespace's label <prefix>/name, else its
+// annotation; a namespace that cannot be looked up has neither.
+func (v *podView) namespaced(name string) (string, bool) {
+	if v.pol.namespace == nil {
+		return "", false
+	}
+	if v.ns == nil {
+		var err error
+		if v.ns, err = v.pol.namespace(v.pod.GetNamespace()); err != nil {
+			v.d.warn(warnNamespaceLookup, "namespace %s could not be looked up: %v", v.pod.GetNamespace(), err)
+			v.ns = &namespaceInfo{}
+		}
+	}
+	return v.ns.metadata(v.pol.prefix + "/" + name)
+}
+
+// optIn is the opt-in cascade: the pod decides first (annotation, then
+// label; its "false" always wins), then its namespace (label, or
+// annotation), then the mode: opt-in injects nothing more, opt-out every
+// pod outside the excluded namespaces. It returns why not, or "".
+func (v *podView) optIn() string {
+	enabled, set := v.annotation(annEnabled)
+	if !set && len(v.pod.GetAnnotations()[v.pol.prefix+"/"+annEnabled]) > 0 {
+		return skipInvalidAnnotation // too long
+	}
+	if !set {
+		enabled, set = v.pod.GetLabels()[v.pol.prefix+"/"+annEnabled]
+	}
+	if !set {
+		enabled, set = v.namespaced(annEnabled)
+	}
+	switch value := strings.TrimSpace(enabled); {
+	case set && strings.EqualFold(value, "false"):
+		return skipNotEnabled
+	case set && !strings.EqualFold(value, "true"):
+		v.d.warn(warnInvalidValue, "%s/%s is %q, want \"true\" or \"false\": not injecting", v.pol.prefix, annEnabled, printable(enabled, 64))
+		return skipInvalidAnnotation
+	case !set && !v.pol.optOut:
+		return skipNotEnabled
+	case !set && slices.Contains(v.pol.excludeNamespaces, v.pod.GetNamespace()):
+		return skipNamespaceExcluded
+	}
+	return ""
+}
+
+// bundle is the named CA bundle the pod, else its namespace, picked.
+func (v *podView) bundle() string {
+	name, set := v.annotation(annBundle)
+	if !set {
+		name, _ = v.namespaced(annBundle)
+	}
+	return strings.TrimSpace(name)
+}
+
+// processors are the processors the pod's include and exclude lists leave,
+// in the order of processorNames.
+func (v *podView) processors() []string {
+	includeValue, _ := v.annotation(annProcessorsInclude)
+	excludeValue, _ := v.annotation(annProcessorsExclude)
+	include, exclude := splitList(strings.ToLower(includeValue)), splitList(strings.ToLower(excludeValue))
+	for _, name := range append(slices.Clone(include), exclude...) {
+		if !slices.Contains(processorNames, name) {
+			v.d.warn(warnUnknownProcessor, "unknown processor %q in %s annotations (known: %s)", printable(name, 64), v.pol.prefix, strings.Join(processorNames, ", "))
+		}
+	}
+	var enabled []string
+	for _, p := range processorNames {
+		if (len(include) == 0 || slices.Contains(include, p)) && !slices.Contains(exclude, p) {
+			enabled = append(enabled, p)
+		}
+	}
+	return enabled
 }
 
 // annotationNames are the names cainjekt reads after its prefix.
@@ -236,4 +265,19 @@ func allProcessors() []string {
 		names = append(names, f.processor())
 	}
 	return append(names, langProcessors()...)
+}
+
+// allFamilies lists every family, the fallback last.
+func allFamilies() []distroFamily {
+	return append(families[:len(families):len(families)], fallbackFamily)
+}
+
+// langProcessors lists the runtimes' processors, sorted.
+func langProcessors() []string {
+	var names []string
+	for _, rt := range runtimes {
+		names = append(names, rt.processor)
+	}
+	slices.Sort(names)
+	return names
 }

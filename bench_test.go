@@ -62,9 +62,9 @@ func BenchmarkDetect(b *testing.B) {
 		if err != nil || fam.name != "debian" {
 			b.Fatal(fam.name, err)
 		}
-		readImageStore(root, fam, nil)
-		certifiBundles(root, env)
-		javaStores(root, env)
+		newInjection(root, nil, nil, nil, nil, nil).readImageStore(fam)
+		certifiBundles(&injection{root: root, env: env})
+		javaStores(&injection{root: root, env: env})
 	}
 }
 

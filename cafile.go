@@ -17,7 +17,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -225,31 +224,6 @@ func parseCABundle(data []byte) (*caBundle, []finding, error) {
 	}
 }
 
-// readHostFile reads a regular file of the operator's, bounded in size.
-// Symlinks are followed: a ConfigMap volume is made of them.
-func readHostFile(p string) ([]byte, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: %w", p, errNotRegular)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxBundleSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", p, err)
-	}
-	if len(data) > maxBundleSize {
-		return nil, fmt.Errorf("%s: %w (limit %d bytes)", p, errTooLarge, maxBundleSize)
-	}
-	return data, nil
-}
-
 // bundleSet is the default bundle and the named ones.
 type bundleSet struct {
 	def           *caSource
@@ -367,4 +341,14 @@ func (b *bundleSet) snapshots() []bundleSnapshot {
 		out = append(out, src.snapshot())
 	}
 	return out
+}
+
+// trustSet is what the plugin stages for an injected container.
+type trustSet struct {
+	bundle string // the bundle's name
+	ours   *caBundle
+	sha    string // of ours, naming this version in logs, status and metrics
+	// noTrust is the bundle for images that trust nothing of their own:
+	// the node's base bundle, if configured, plus ours.
+	noTrust []byte
 }

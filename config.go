@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // The plugin's configuration: each setting is an environment variable (the
@@ -17,14 +19,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
-	"unicode"
 )
 
 const (
-	failOpen   = "fail-open"
-	failClosed = "fail-closed"
-
 	policyOptIn  = "opt-in"
 	policyOptOut = "opt-out"
 	// kubeAPIOff disables namespace lookups.
@@ -86,33 +85,11 @@ var settings = []setting{
 
 // loadConfig parses args and the environment into a validated config.
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
-	fs := flag.NewFlagSet("cainjekt plugin", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	values := map[string]*string{}
-	for _, s := range settings {
-		def := s.def
-		if v := getenv(s.env); v != "" {
-			def = v
-		}
-		values[s.flag] = fs.String(s.flag, def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
-	}
-	if err := fs.Parse(args); err != nil {
+	raw, err := parseSettings(args, getenv, stderr)
+	if err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	fromFlag := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { fromFlag[f.Name] = true })
-
-	var errs []error
-	get := func(name string, check func(string) error) string {
-		v := strings.TrimSpace(*values[name])
-		if err := check(v); err != nil {
-			errs = append(errs, fmt.Errorf("invalid %s %q: %w", sourceOf(name, fromFlag[name]), v, err))
-		}
-		return v
-	}
+	get := raw.get
 	c := &config{
 		caFile:           get("ca-file", absPath),
 		baseBundle:       get("base-bundle", optional(absPath)),
@@ -140,11 +117,49 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	c.logLevel = parseLevel(get("log-level", oneOf("debug", "info", "warn", "error")))
 	c.hookTimeout = time.Duration(atoiOrZero(get("hook-timeout", intRange(1, 60)))) * time.Second
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(raw.errs...); err != nil {
 		return nil, err
 	}
 	c.dynamicCARoot = filepath.Clean(c.dynamicCARoot)
 	return c, nil
+}
+
+// rawSettings are the settings' values as given, flag over variable over
+// default, and the errors of the checks made so far.
+type rawSettings struct {
+	values   map[string]*string
+	fromFlag map[string]bool
+	errs     []error
+}
+
+func parseSettings(args []string, getenv func(string) string, stderr io.Writer) (*rawSettings, error) {
+	fs := flag.NewFlagSet("cainjekt plugin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	r := &rawSettings{values: map[string]*string{}, fromFlag: map[string]bool{}}
+	for _, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		r.values[s.flag] = fs.String(s.flag, def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	fs.Visit(func(f *flag.Flag) { r.fromFlag[f.Name] = true })
+	return r, nil
+}
+
+// get returns a setting's value, noting the error if check refuses it.
+func (r *rawSettings) get(name string, check func(string) error) string {
+	v := strings.TrimSpace(*r.values[name])
+	if err := check(v); err != nil {
+		r.errs = append(r.errs, fmt.Errorf("invalid %s %q: %w", sourceOf(name, r.fromFlag[name]), v, err))
+	}
+	return v
 }
 
 func sourceOf(name string, fromFlag bool) string {
@@ -272,22 +287,6 @@ func listenAddr(v string) error {
 	return nil
 }
 
-func parseLevel(v string) slog.Level {
-	var l slog.Level
-	l.UnmarshalText([]byte(v)) // validated by oneOf; an invalid value leaves info
-	return l
-}
-
-// newLogger returns the process logger. Logs go to stderr, where the
-// container runtime and kubectl logs collect them.
-func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
-	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
 // hookBinaryName is the binary built with -tags hookonly: the hook and the
 // wrapper without the plugin's dependencies.
 const hookBinaryName = "cainjekt-hook"
@@ -340,8 +339,27 @@ func inClusterAPI(getenv func(string) string) string {
 	return "https://" + host + ":" + port
 }
 
-// splitList splits a list (a setting or an annotation): items are
-// separated by commas, semicolons or whitespace; blanks are dropped.
-func splitList(v string) []string {
-	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) })
+// readHostFile reads a regular file of the operator's, bounded in size.
+// Symlinks are followed: a ConfigMap volume is made of them.
+func readHostFile(p string) ([]byte, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: %w", p, errNotRegular)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxBundleSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	if len(data) > maxBundleSize {
+		return nil, fmt.Errorf("%s: %w (limit %d bytes)", p, errTooLarge, maxBundleSize)
+	}
+	return data, nil
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"unicode"
 
 	"golang.org/x/sys/unix"
 )
@@ -82,20 +81,6 @@ func osReleaseID(v string) string {
 		}
 		return -1
 	}, v)
-}
-
-// printable drops control characters and truncates to max runes.
-func printable(v string, max int) string {
-	var b strings.Builder
-	for _, r := range v {
-		if b.Len() >= max {
-			break
-		}
-		if unicode.IsPrint(r) {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }
 
 // distroFamily is a group of distributions that share a trust store layout.
@@ -186,11 +171,6 @@ func familyFor(r osRelease) distroFamily {
 		}
 	}
 	return fallbackFamily
-}
-
-// allFamilies lists every family, the fallback last.
-func allFamilies() []distroFamily {
-	return append(families[:len(families):len(families)], fallbackFamily)
 }
 
 // detectDistro reads the image's os-release (/etc/os-release, else

@@ -190,11 +190,12 @@ func TestOSTrustStoreLayouts(t *testing.T) {
 			if err != nil || fam.name != tc.family {
 				t.Fatalf("detected family %q (%v), want %q", fam.name, err, tc.family)
 			}
-			store := readImageStore(root, fam, ours)
+			in := newInjection(root, nil, nil, nil, ours, ours.pem)
+			store := in.readImageStore(fam)
 			if got := countCerts(store.trust()); got != 3 {
 				t.Errorf("the image's trust holds %d certificates, want the fixture's 3", got)
 			}
-			if _, err := store.write(root, fam, ours.pem); err != nil {
+			if _, err := store.write(in, fam); err != nil {
 				t.Fatal(err)
 			}
 
@@ -233,17 +234,18 @@ func TestScratchImageGetsATrustStore(t *testing.T) {
 	if err != nil || fam.name != "fallback" {
 		t.Fatalf("family %q, %v", fam.name, err)
 	}
-	store := readImageStore(root, fam, ours)
 	noTrust := append(publicBundle(t), ours.pem...) // as with CAINJEKT_BASE_BUNDLE
+	in := newInjection(root, nil, nil, nil, ours, noTrust)
+	store := in.readImageStore(fam)
 	if got := store.mergedTrust(noTrust); string(got) != string(noTrust) {
 		t.Error("an image without trust must get the no-trust bundle for SSL_CERT_FILE")
 	}
 	// An empty bundle is no trust either, as a rotation's refresh (trustFor) sees it.
 	writeTree(t, dir, map[string]string{"/etc/ssl/certs/ca-certificates.crt": ""})
-	if got := readImageStore(root, fam, ours).mergedTrust(noTrust); string(got) != string(trustFor(nil, ours, noTrust)) {
+	if got := in.readImageStore(fam).mergedTrust(noTrust); string(got) != string(trustFor(nil, ours, noTrust)) {
 		t.Error("an image with an empty bundle must get the no-trust bundle for SSL_CERT_FILE")
 	}
-	changes, err := store.write(root, fam, noTrust)
+	changes, err := store.write(in, fam)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ package main
 // exit 0 with the container started as the plugin staged it.
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -25,10 +24,10 @@ import (
 	"os"
 	"path"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -37,14 +36,13 @@ import (
 const (
 	maxStateSize  = 1 << 20 // the OCI state runc writes is a few KiB
 	maxConfigSize = 4 << 20 // config.json of a container with a large environment
-	statusVersion = 1
-
-	hookResultOK      = "ok"
-	hookResultFailed  = "failed"
-	hookResultTimeout = "timeout"
 )
 
-var hookResults = []string{hookResultOK, hookResultFailed, hookResultTimeout}
+// The fail policies: what a failed injection does to the container.
+const (
+	failOpen   = "fail-open"   // it starts without injection
+	failClosed = "fail-closed" // it does not start
+)
 
 // CRI's container annotations, which runc passes to the hook in the state.
 const (
@@ -52,47 +50,6 @@ const (
 	criPodNamespace  = "io.kubernetes.cri.sandbox-namespace"
 	criContainerName = "io.kubernetes.cri.container-name"
 )
-
-// hookStatus is what the hook writes to status.json for the operator, the
-// plugin and the wrapper.
-type hookStatus struct {
-	Version     int       `json:"version"`
-	Result      string    `json:"result"`
-	ContainerID string    `json:"container_id"`
-	Bundle      string    `json:"bundle,omitempty"`
-	Namespace   string    `json:"namespace,omitempty"`
-	Pod         string    `json:"pod,omitempty"`
-	Container   string    `json:"container,omitempty"`
-	OSRelease   osRelease `json:"os_release"`
-	Family      string    `json:"family,omitempty"`
-	Processors  []string  `json:"processors"`
-	CABundle    string    `json:"ca_bundle_sha256,omitempty"`
-	ImageCerts  int       `json:"image_certificates"`
-	// ImageTrustBytes is how much of bundle.pem is the image's own trust:
-	// a rotation rebuilds bundle.pem from that part. 0: the image had none.
-	ImageTrustBytes int          `json:"image_trust_bytes"`
-	Wrapper         hookContext  `json:"wrapper"`
-	Files           []fileChange `json:"files,omitempty"`
-	Errors          []string     `json:"errors,omitempty"`
-	// FilesOmitted and ErrorsOmitted count what was not recorded: an image
-	// decides how many paths the hook meets, status.json stays small.
-	FilesOmitted  int     `json:"files_omitted,omitempty"`
-	ErrorsOmitted int     `json:"errors_omitted,omitempty"`
-	DurationMS    float64 `json:"duration_ms"`
-	// TimingsMS says where the hook's time went, phase by phase.
-	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
-	Finished  time.Time          `json:"finished"`
-}
-
-// hookContext is what the hook leaves for the wrapper.
-type hookContext struct {
-	Injected bool   `json:"injected"`
-	Message  string `json:"message,omitempty"`
-	// Env is set where the container does not set it already; Append is
-	// appended to what the container sets (JAVA_TOOL_OPTIONS).
-	Env    map[string]string `json:"env,omitempty"`
-	Append map[string]string `json:"append,omitempty"`
-}
 
 // hookOptions are the hook's arguments, which the plugin writes into the
 // container's OCI spec.
@@ -103,20 +60,6 @@ type hookOptions struct {
 	bundle        string // the CA bundle's name, for status.json
 	timeout       time.Duration
 	logLevel      slog.Level
-}
-
-// hookArgs renders the options as the hook's argv. The fail policy comes
-// first: a hook of another version that cannot read the rest still knows it.
-func hookArgs(o hookOptions) []string {
-	return []string{
-		"cainjekt", "hook",
-		"--fail-policy", o.failPolicy,
-		"--dynamic-ca-root", o.dynamicCARoot,
-		"--processors", strings.Join(o.processors, ","),
-		"--bundle", o.bundle,
-		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
-		"--log-level", strings.ToLower(o.logLevel.String()),
-	}
 }
 
 func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
@@ -142,11 +85,11 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 		logLevel:      parseLevel(*level),
 	}
 	var errs []error
-	if err := absPath(o.dynamicCARoot); err != nil {
-		errs = append(errs, fmt.Errorf("--dynamic-ca-root: %w", err))
+	if !path.IsAbs(o.dynamicCARoot) {
+		errs = append(errs, fmt.Errorf("--dynamic-ca-root %q is not an absolute path", o.dynamicCARoot))
 	}
-	if err := oneOf(failOpen, failClosed)(o.failPolicy); err != nil {
-		errs = append(errs, fmt.Errorf("--fail-policy: %w", err))
+	if o.failPolicy != failOpen && o.failPolicy != failClosed {
+		errs = append(errs, fmt.Errorf("--fail-policy %q is neither %s nor %s", o.failPolicy, failOpen, failClosed))
 	}
 	if o.timeout <= 0 {
 		errs = append(errs, errors.New("--timeout must be positive"))
@@ -263,41 +206,31 @@ func (h *hook) run(stdin io.Reader) error {
 	}
 	defer root.Close()
 	h.lap("rootfs")
-	return h.inject(root, staging, env, ours, prefill)
+	return h.inject(newInjection(root, staging, h.opts.processors, env, ours, prefill))
 }
 
-// inject detects the distribution, rewrites the staged bundle with the
-// image's trust merged with ours, merges ours into the OS trust store, then
-// into the trust files of the language runtimes the image has.
-func (h *hook) inject(root, staging *safeDir, env []string, ours *caBundle, prefill []byte) error {
-	rel, fam, detectErr := detectDistro(root)
-	store := readImageStore(root, fam, ours)
+// inject does the injection, phase by phase, and records each in the status.
+func (h *hook) inject(in *injection) error {
+	rel, fam, store, detectErr := in.detect()
 	h.lap("detect")
 	h.note(func(s *hookStatus) { s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust()) })
-	in := &injection{root: root, staging: staging, processors: h.opts.processors, env: env, ours: ours,
-		trust: store.mergedTrust(prefill), trustAttrs: store.trustAttrs(), merged: map[string]bool{}}
-	// The staged bundle first: it is what SSL_CERT_FILE names, and must
-	// hold the image's trust even if the OS store cannot be written.
-	if string(in.trust) != string(prefill) {
-		if err := staging.writeFileAs(stagedBundle, in.trust, in.trustAttrs); err != nil {
-			return fmt.Errorf("write staged bundle: %w", err)
-		}
-		h.note(func(s *hookStatus) { s.ImageTrustBytes = imagePartLen(store.trust()) })
+	if err := in.stageTrust(store); err != nil {
+		return err
 	}
+	h.note(func(s *hookStatus) { s.ImageTrustBytes = imagePartLen(store.trust()) })
 	h.lap("staged_bundle")
 	var osErr error
 	if in.enabled(fam.processor()) {
 		var changes []fileChange
-		changes, osErr = store.write(root, fam, prefill)
+		changes, osErr = store.write(in, fam)
 		h.note(func(s *hookStatus) { s.addFiles(changes) })
-		for _, p := range mergedPaths(changes) {
-			in.merged[p] = true
-		}
 		h.lap("os_store")
 	}
 	lang, langErr := in.injectLanguages()
-	h.note(func(s *hookStatus) { s.addFiles(lang.changes) })
-	h.note(func(s *hookStatus) { s.Wrapper.Env, s.Wrapper.Append = lang.env, lang.appendEnv })
+	h.note(func(s *hookStatus) {
+		s.addFiles(lang.changes)
+		s.Wrapper.Env, s.Wrapper.Append = lang.env, lang.appendEnv
+	})
 	h.lap("languages")
 	return errors.Join(prefixed("update OS trust store ("+fam.processor()+")", osErr),
 		prefixed("language runtimes", langErr), prefixed("os-release", detectErr))
@@ -377,40 +310,6 @@ func writeReport(staging *safeDir, s *hookStatus, log *slog.Logger) {
 	}
 }
 
-// Bounds on what the hook records of an image, whatever it holds:
-// status.json stays within what its readers read, and a log line within
-// what a log collector takes.
-const (
-	maxRecordedFiles  = 32
-	maxRecordedErrors = 8
-	maxRecordedText   = 256 // bytes of a path or a message, as recorded
-)
-
-// addFiles records changes, each path and message clipped, the first
-// maxRecordedFiles of them; the rest are counted.
-func (s *hookStatus) addFiles(changes []fileChange) {
-	for _, c := range changes {
-		if len(s.Files) == maxRecordedFiles {
-			s.FilesOmitted++
-			continue
-		}
-		c.Path, c.Resolved, c.Error = clip(c.Path), clip(c.Resolved), clip(c.Error)
-		s.Files = append(s.Files, c)
-	}
-}
-
-// addError records each error err joins, clipped, the first
-// maxRecordedErrors of them; the rest are counted.
-func (s *hookStatus) addError(err error) {
-	for _, e := range flatten(err) {
-		if len(s.Errors) == maxRecordedErrors {
-			s.ErrorsOmitted++
-			continue
-		}
-		s.Errors = append(s.Errors, clip(e.Error()))
-	}
-}
-
 // prefixed gives each error err joins the prefix: they are recorded one by
 // one (addError), and each must say where it comes from. The message is
 // only made for the errors recorded.
@@ -429,57 +328,6 @@ type prefixedError struct {
 
 func (e prefixedError) Error() string { return e.prefix + ": " + e.err.Error() }
 func (e prefixedError) Unwrap() error { return e.err }
-
-// flatten lists the errors that errors.Join joined, depth first.
-func flatten(err error) []error {
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		if err == nil {
-			return nil
-		}
-		return []error{err}
-	}
-	var out []error
-	for _, e := range joined.Unwrap() {
-		out = append(out, flatten(e)...)
-	}
-	return out
-}
-
-// clip makes text from an image fit a record: printable, and at most
-// maxRecordedText bytes, marked where it was cut.
-func clip(v string) string {
-	if c := printable(v, maxRecordedText); len(c) < len(v) {
-		return c + "…"
-	}
-	return v
-}
-
-// marshal renders the status as status.json, never larger than
-// maxStatusSize: should the records not fit, the list of files goes first.
-func (s *hookStatus) marshal() ([]byte, error) {
-	for {
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(s); err != nil {
-			return nil, err
-		}
-		switch {
-		case buf.Len() <= maxStatusSize:
-			return buf.Bytes(), nil
-		case len(s.Files) > 0:
-			s.FilesOmitted += len(s.Files)
-			s.Files = nil
-		case len(s.Errors) > 0:
-			s.ErrorsOmitted += len(s.Errors)
-			s.Errors, s.Wrapper.Message = nil, "cainjekt: CA injection "+s.Result+"; see "+containerStatus
-		default:
-			return nil, fmt.Errorf("status of %d bytes, more than %d", buf.Len(), maxStatusSize)
-		}
-	}
-}
 
 // readState reads the OCI state runc writes on stdin.
 func readState(r io.Reader) (*specs.State, error) {
@@ -501,37 +349,6 @@ func readState(r io.Reader) (*specs.State, error) {
 		return nil, fmt.Errorf("OCI state: bundle %q is not an absolute path", st.Bundle)
 	}
 	return &st, nil
-}
-
-// openStaging opens the container's staging directory.
-func openStaging(dynamicRoot, id string) (*safeDir, error) {
-	root, err := openOwnDir(dynamicRoot)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	dir, err := root.sub(id)
-	if err != nil {
-		return nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
-	}
-	return dir, nil
-}
-
-// readStaged reads the CAs and the pre-filled bundle the plugin staged.
-func readStaged(staging *safeDir) (*caBundle, []byte, error) {
-	caPEM, _, err := staging.readFile(stagedCA, maxBundleSize)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read staged CAs: %w", err)
-	}
-	ours, err := parseStagedCAs(caPEM)
-	if err != nil {
-		return nil, nil, fmt.Errorf("staged CAs: %w", err)
-	}
-	prefill, _, err := staging.readFile(stagedBundle, maxBundleSize)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read staged bundle: %w", err)
-	}
-	return ours, prefill, nil
 }
 
 // openContainerRoot opens the rootfs named by the bundle's config.json, and
@@ -600,4 +417,26 @@ func refuseHostRoot(root *safeDir) error {
 		return errors.New("the container's rootfs is the host's root directory: refusing")
 	}
 	return nil
+}
+
+func parseLevel(v string) slog.Level {
+	var l slog.Level
+	l.UnmarshalText([]byte(v)) // validated by oneOf; an invalid value leaves info
+	return l
+}
+
+// newLogger returns the process logger. Logs go to stderr, where the
+// container runtime and kubectl logs collect them.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// splitList splits a list (a setting or an annotation): items are
+// separated by commas, semicolons or whitespace; blanks are dropped.
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ';' || unicode.IsSpace(r) })
 }

@@ -251,7 +251,7 @@ func TestStagedFilesNeverWidenTheImagesMode(t *testing.T) {
 	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, name := range []string{stagedBundle, javaFallbackStore} {
+	for _, name := range []string{stagedBundle, stagedJavaStore} {
 		fi, err := os.Stat(filepath.Join(b.staging, name))
 		if err != nil {
 			t.Fatal(err)

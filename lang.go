@@ -1,7 +1,9 @@
 package main
 
-// Language runtimes: the environment variables that point each runtime at
-// the right trust file.
+// Language runtimes and tools: the variables that point each at a trust
+// file, and the trust files each keeps inside the image, merged in place
+// like the OS store. One table, one row per runtime; a processor of the
+// same name enables it.
 //
 // A variable that REPLACES a runtime's default trust (SSL_CERT_FILE,
 // REQUESTS_CA_BUNDLE) names the merged bundle: the image's own trust plus
@@ -14,11 +16,16 @@ package main
 // wrapper). The files they name are in the staging directory mounted at
 // /etc/cainjekt, written by the plugin before the container exists, so they
 // are never missing even if the hook fails.
+//
+// The trust files in the image are found from what the image itself says
+// (its PATH, JAVA_HOME and VIRTUAL_ENV) before fixed paths. Every search is
+// bounded: in the directories it looks at, the entries it lists (see
+// readDir), and the files it keeps; one that reaches a bound stops there
+// and says so.
 
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"path"
 	"slices"
 	"strings"
@@ -26,93 +33,81 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// trustEnv is one variable that points a runtime at a trust file.
-type trustEnv struct {
-	name       string
-	value      string   // a file inside the container
-	processors []string // set when any of these processors is enabled
-}
-
-var trustEnvs = []trustEnv{
-	// Go's crypto/x509, OpenSSL (and so Python's ssl, Ruby, PHP, curl).
-	{"SSL_CERT_FILE", containerBundle, []string{"lang-go", "lang-python", "lang-ruby"}},
-	// Python requests uses certifi's bundle, not OpenSSL's default.
-	{"REQUESTS_CA_BUNDLE", containerBundle, []string{"lang-python"}},
-	// pip verifies with its vendored certifi unless told otherwise.
-	{"PIP_CERT", containerBundle, []string{"lang-python"}},
-	// Node.js uses its compiled-in roots plus this file.
-	{"NODE_EXTRA_CA_CERTS", containerCA, []string{"lang-nodejs"}},
-	// Deno uses its compiled-in roots plus this file.
-	{"DENO_CERT", containerCA, []string{"lang-deno"}},
-	// The long tail: tools that ignore SSL_CERT_FILE, or read their own variable first.
-	{"CURL_CA_BUNDLE", containerBundle, []string{"tool-curl"}},
-	{"GIT_SSL_CAINFO", containerBundle, []string{"tool-git"}},
-	{"AWS_CA_BUNDLE", containerBundle, []string{"tool-aws"}},
-}
-
-// langProcessors lists the language and tool processors.
-func langProcessors() []string {
-	return []string{"lang-deno", "lang-go", "lang-java", "lang-nodejs", "lang-python", "lang-ruby", "tool-aws", "tool-curl", "tool-git"}
-}
-
-// envVar is a variable the plugin sets.
-type envVar struct{ name, value string }
-
-// trustEnvFor returns the variables to set for the enabled processors, and
-// the names of those it leaves alone because the container already sets them:
-// a value the pod or image chose itself always wins.
-func trustEnvFor(processors, containerEnv []string) (set []envVar, kept []string) {
-	for _, e := range trustEnvs {
-		if !slices.ContainsFunc(e.processors, func(p string) bool { return slices.Contains(processors, p) }) {
-			continue
-		}
-		if envHas(containerEnv, e.name) {
-			kept = append(kept, e.name)
-			continue
-		}
-		set = append(set, envVar{e.name, e.value})
-	}
-	return set, kept
-}
-
-// envHas reports whether a KEY=value list sets name.
-func envHas(env []string, name string) bool {
-	return slices.ContainsFunc(env, func(kv string) bool {
-		k, _, _ := strings.Cut(kv, "=")
-		return k == name
-	})
-}
-
-// The hook's part: trust files that language runtimes keep inside the
-// image, found from what the image itself says (its PATH, JAVA_HOME and
-// VIRTUAL_ENV) before fixed paths, and merged in place like the OS store.
-// Every search is bounded: in the directories it looks at, the entries it
-// lists (see readDir), and the files it keeps; one that reaches a bound
-// stops there and says so.
-
+// Processors of the language runtimes and tools. A distribution family's
+// processor is "os-" and its name (detect.go).
 const (
-	maxSearchDirs = 32      // PATH entries, prefixes and JVM homes looked at
-	maxPythons    = 8       // python3* directories taken from one lib directory
-	maxJVMs       = 32      // entries of /usr/lib/jvm taken as JVM homes
-	maxStoreSize  = 4 << 20 // a JVM's cacerts is about 160 KiB
-	// javaFallbackStore is the JVM truststore the hook writes to the staging
-	// directory when it cannot rewrite the image's own cacerts.
-	javaFallbackStore = "java-cacerts.jks"
+	procDeno   = "lang-deno"
+	procGo     = "lang-go"
+	procJava   = "lang-java"
+	procNode   = "lang-nodejs"
+	procPython = "lang-python"
+	procRuby   = "lang-ruby"
+	procAWS    = "tool-aws"
+	procCurl   = "tool-curl"
+	procGit    = "tool-git"
 )
 
-// injection is the hook's work on one container: what it knows of it, and
-// which real files it merged already, so that none is merged twice.
-type injection struct {
-	root, staging *safeDir
-	processors    []string
-	env           []string // the container process's environment
-	ours          *caBundle
-	trust         []byte    // the staged bundle: the image's trust merged with ours
-	trustAttrs    fileAttrs // what staged files holding the image's trust get
-	merged        map[string]bool
+// trustVar is a variable that points a runtime at a file inside the
+// container: containerBundle (replaces) or containerCA (adds).
+type trustVar struct{ name, value string }
+
+var (
+	// Go's crypto/x509 and OpenSSL (Python's ssl, Ruby, PHP, curl) read it.
+	sslCertFile = trustVar{"SSL_CERT_FILE", containerBundle}
+)
+
+// langRuntime is a language runtime or tool that cainjekt serves.
+type langRuntime struct {
+	processor string
+	vars      []trustVar
+	// find lists the trust files the runtime keeps in the image, merged in
+	// format; nil: it keeps none of its own.
+	find   func(in *injection) ([]string, error)
+	format trustFormat
+	// finish, if set, runs after the runtime's files were merged.
+	finish func(in *injection, changes []fileChange, res *langResult) error
 }
 
-func (in *injection) enabled(processor string) bool { return slices.Contains(in.processors, processor) }
+var runtimes = []langRuntime{
+	{processor: procGo, vars: []trustVar{sslCertFile}},
+	// requests reads certifi's bundle, not OpenSSL's default; pip its vendored
+	// certifi. A pip-installed certifi is merged in place for code that
+	// verifies with certifi.where() itself (httpx's default).
+	{processor: procPython, vars: []trustVar{sslCertFile, {"REQUESTS_CA_BUNDLE", containerBundle}, {"PIP_CERT", containerBundle}},
+		find: certifiBundles, format: pemFormat},
+	{processor: procRuby, vars: []trustVar{sslCertFile}},
+	// Node.js and Deno use their compiled-in roots plus these files.
+	{processor: procNode, vars: []trustVar{{"NODE_EXTRA_CA_CERTS", containerCA}}},
+	{processor: procDeno, vars: []trustVar{{"DENO_CERT", containerCA}}},
+	// A JVM reads no variable: its cacerts is merged in its own format (java.go).
+	{processor: procJava, find: javaStores, format: javaFormat, finish: javaFallback},
+	// The long tail: tools that ignore SSL_CERT_FILE, or read their own variable first.
+	{processor: procCurl, vars: []trustVar{{"CURL_CA_BUNDLE", containerBundle}}},
+	{processor: procGit, vars: []trustVar{{"GIT_SSL_CAINFO", containerBundle}}},
+	{processor: procAWS, vars: []trustVar{{"AWS_CA_BUNDLE", containerBundle}}},
+}
+
+// trustVars lists the variables of the enabled runtimes, each once, in the
+// table's order.
+func trustVars(enabled func(processor string) bool) []trustVar {
+	var vars []trustVar
+	for _, rt := range runtimes {
+		for _, v := range rt.vars {
+			if enabled(rt.processor) && !slices.Contains(vars, v) {
+				vars = append(vars, v)
+			}
+		}
+	}
+	return vars
+}
+
+// The hook's part.
+
+const (
+	maxSearchDirs = 32       // PATH entries, prefixes and JVM homes looked at
+	maxPythons    = 8        // python3* directories taken from one lib directory
+	maxCoreSize   = 64 << 10 // certifi's core.py, which is about 3 KiB
+)
 
 // langResult is what the language processors did.
 type langResult struct {
@@ -120,6 +115,105 @@ type langResult struct {
 	// env and appendEnv go to the wrapper: variables only the hook's
 	// findings decide, set for PID 1 and its children.
 	env, appendEnv map[string]string
+}
+
+// injectLanguages merges ours into the trust files of every enabled
+// runtime the image has, and into the files the container's own trust
+// variables name.
+func (in *injection) injectLanguages() (langResult, error) {
+	res := langResult{env: map[string]string{}, appendEnv: map[string]string{}}
+	var errs []error
+	for _, rt := range runtimes {
+		if rt.find == nil || !in.enabled(rt.processor) {
+			continue
+		}
+		files, err := rt.find(in)
+		changes, mergeErr := in.mergeAll(files, rt.format)
+		res.changes = append(res.changes, changes...)
+		errs = append(errs, err, mergeErr)
+		if rt.finish != nil {
+			errs = append(errs, rt.finish(in, changes, &res))
+		}
+	}
+	changes, err := in.mergeAll(in.ownBundles(), pemFormat)
+	res.changes = append(res.changes, changes...)
+	return res, errors.Join(append(errs, err)...)
+}
+
+// mergeAll merges ours into each file not merged already.
+func (in *injection) mergeAll(files []string, f trustFormat) ([]fileChange, error) {
+	var changes []fileChange
+	var errs []error
+	for _, p := range files {
+		if in.merged[p] {
+			continue
+		}
+		in.merged[p] = true
+		c, err := in.apply(in.read(p, f))
+		changes = append(changes, c)
+		errs = append(errs, err)
+	}
+	return changes, errors.Join(errs...)
+}
+
+// ownBundles finds the files the container's own trust variables name, for
+// the enabled processors: a pod or image that sets SSL_CERT_FILE keeps its
+// value, and the file, if the image has it, gets our CAs merged in.
+func (in *injection) ownBundles() []string {
+	var candidates []string
+	for _, v := range trustVars(in.enabled) {
+		if own := envValue(in.env, v.name); path.IsAbs(own) && own != v.value {
+			candidates = append(candidates, own)
+		}
+	}
+	return uniqueFiles(in.root, candidates)
+}
+
+// certifiBundles finds the CA bundles of certifi installs (pip's, and
+// pip's own vendored one) under every Python prefix the image has: the
+// parent of each PATH directory with a python3, VIRTUAL_ENV, /usr/local and
+// /usr. requests, httpx and pip read them, not the OS store; a certifi
+// patched to return the OS bundle is left alone.
+func certifiBundles(in *injection) ([]string, error) {
+	var prefixes []string
+	if venv := envValue(in.env, "VIRTUAL_ENV"); path.IsAbs(venv) {
+		prefixes = append(prefixes, path.Clean(venv))
+	}
+	for _, dir := range searchPath(envValue(in.env, "PATH")) {
+		if isRegular(in.root, dir+"/python3") || isRegular(in.root, dir+"/python") {
+			prefixes = append(prefixes, path.Dir(dir))
+		}
+	}
+	prefixes = append(prefixes, "/usr/local", "/usr")
+	var candidates []string
+	var errs []error
+	isPython := func(name string) bool { return strings.HasPrefix(name, "python3") }
+	for _, prefix := range uniqueDirs(prefixes) {
+		libs, err := listDir(in.root, prefix+"/lib", isPython, maxPythons)
+		errs = append(errs, err)
+		for _, lib := range libs {
+			for _, site := range []string{"site-packages", "dist-packages"} {
+				dir := path.Join(prefix, "lib", lib, site)
+				for _, pkg := range []string{dir + "/certifi", dir + "/pip/_vendor/certifi"} {
+					if isRegular(in.root, pkg+"/cacert.pem") && certifiUsesItsBundle(in.root, pkg) {
+						candidates = append(candidates, pkg+"/cacert.pem")
+					}
+				}
+			}
+		}
+	}
+	return uniqueFiles(in.root, candidates), errors.Join(errs...)
+}
+
+// certifiUsesItsBundle tells a certifi that serves its own cacert.pem (as
+// pip installs it) from one a distribution patched to return the OS bundle
+// (Debian's, Fedora's, Alpine's), whose cacert.pem nothing reads: the
+// upstream core.py names the file, the patched ones do not. Without a
+// readable core.py (an image that keeps only .pyc files) the bundle is
+// merged: a merge too many costs a millisecond, one too few an outage.
+func certifiUsesItsBundle(root *safeDir, pkg string) bool {
+	core, _, err := root.readFile(pkg+"/core.py", maxCoreSize)
+	return err != nil || bytes.Contains(core, []byte("cacert.pem"))
 }
 
 // searchPath returns the absolute directories of a PATH value, once each,
@@ -134,6 +228,20 @@ func searchPath(pathEnv string) []string {
 		}
 	}
 	return dirs
+}
+
+// uniqueDirs keeps each directory once, in order, the first maxSearchDirs
+// of them.
+func uniqueDirs(dirs []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if !seen[d] && len(out) < maxSearchDirs {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // isRegular reports whether p is a regular file in the image.
@@ -159,20 +267,6 @@ func uniqueFiles(root *safeDir, candidates []string) []string {
 	return out
 }
 
-// uniqueDirs keeps each directory once, in order, the first maxSearchDirs
-// of them.
-func uniqueDirs(dirs []string) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, d := range dirs {
-		if !seen[d] && len(out) < maxSearchDirs {
-			seen[d] = true
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
 // listDir lists what keep accepts in the image directory p, at most max
 // names: a directory that is not there is empty, one that holds too much
 // gives what was found and the error that says where the search stopped.
@@ -182,216 +276,4 @@ func listDir(root *safeDir, p string, keep func(string) bool, max int) ([]string
 		err = nil
 	}
 	return names, err
-}
-
-// certifiBundles finds the CA bundles of certifi installs (pip's, and
-// pip's own vendored one) under every Python prefix the image has: the
-// parent of each PATH directory with a python3, VIRTUAL_ENV, /usr/local and
-// /usr. requests, httpx and pip read them, not the OS store; a certifi
-// patched to return the OS bundle is left alone.
-func certifiBundles(root *safeDir, env []string) ([]string, error) {
-	var prefixes []string
-	if venv := envValue(env, "VIRTUAL_ENV"); path.IsAbs(venv) {
-		prefixes = append(prefixes, path.Clean(venv))
-	}
-	for _, dir := range searchPath(envValue(env, "PATH")) {
-		if isRegular(root, dir+"/python3") || isRegular(root, dir+"/python") {
-			prefixes = append(prefixes, path.Dir(dir))
-		}
-	}
-	prefixes = append(prefixes, "/usr/local", "/usr")
-	var candidates []string
-	var errs []error
-	isPython := func(name string) bool { return strings.HasPrefix(name, "python3") }
-	for _, prefix := range uniqueDirs(prefixes) {
-		libs, err := listDir(root, prefix+"/lib", isPython, maxPythons)
-		errs = append(errs, err)
-		for _, lib := range libs {
-			for _, site := range []string{"site-packages", "dist-packages"} {
-				dir := path.Join(prefix, "lib", lib, site)
-				for _, pkg := range []string{dir + "/certifi", dir + "/pip/_vendor/certifi"} {
-					if isRegular(root, pkg+"/cacert.pem") && certifiUsesItsBundle(root, pkg) {
-						candidates = append(candidates, pkg+"/cacert.pem")
-					}
-				}
-			}
-		}
-	}
-	return uniqueFiles(root, candidates), errors.Join(errs...)
-}
-
-// certifiUsesItsBundle tells a certifi that serves its own cacert.pem (as
-// pip installs it) from one a distribution patched to return the OS bundle
-// (Debian's, Fedora's, Alpine's), whose cacert.pem nothing reads: the
-// upstream core.py names the file, the patched ones do not. Without a
-// readable core.py (an image that keeps only .pyc files) the bundle is
-// merged: a merge too many costs a millisecond, one too few an outage.
-func certifiUsesItsBundle(root *safeDir, pkg string) bool {
-	core, _, err := root.readFile(pkg+"/core.py", maxCoreSize)
-	return err != nil || bytes.Contains(core, []byte("cacert.pem"))
-}
-
-// maxCoreSize bounds certifi's core.py, which is about 3 KiB.
-const maxCoreSize = 64 << 10
-
-// javaStores finds the cacerts of every JVM in the image: JAVA_HOME, the
-// JVM behind each java in PATH (following its symlinks, inside the image),
-// and the usual homes (/usr/lib/jvm/*, Temurin's /opt/java/openjdk).
-func javaStores(root *safeDir, env []string) ([]string, error) {
-	var homes []string
-	if home := envValue(env, "JAVA_HOME"); path.IsAbs(home) {
-		homes = append(homes, path.Clean(home))
-	}
-	for _, dir := range searchPath(envValue(env, "PATH")) {
-		if !isRegular(root, dir+"/java") {
-			continue
-		}
-		if java, err := root.canonical(dir + "/java"); err == nil {
-			homes = append(homes, path.Dir(path.Dir(java)))
-		}
-	}
-	jvms, err := listDir(root, "/usr/lib/jvm", nil, maxJVMs)
-	for _, j := range jvms {
-		homes = append(homes, "/usr/lib/jvm/"+j)
-	}
-	homes = append(homes, "/opt/java/openjdk")
-	var candidates []string
-	for _, home := range uniqueDirs(homes) {
-		// JDK 9 and later, then JDK 8's layout (and a JRE's home inside a JDK).
-		candidates = append(candidates, home+"/lib/security/cacerts", home+"/jre/lib/security/cacerts")
-	}
-	return uniqueFiles(root, candidates), err
-}
-
-// ownBundles finds the files the container's own trust variables name, for
-// the enabled processors: a pod or image that sets SSL_CERT_FILE keeps its
-// value, and the file, if the image has it, gets our CAs merged in.
-func (in *injection) ownBundles() []string {
-	var candidates []string
-	for _, e := range trustEnvs {
-		v := envValue(in.env, e.name)
-		if path.IsAbs(v) && v != e.value && slices.ContainsFunc(e.processors, in.enabled) {
-			candidates = append(candidates, v)
-		}
-	}
-	return uniqueFiles(in.root, candidates)
-}
-
-// injectLanguages runs the enabled language processors on the image.
-func (in *injection) injectLanguages() (langResult, error) {
-	res := langResult{env: map[string]string{}, appendEnv: map[string]string{}}
-	var bundles []string
-	var errs []error
-	if in.enabled("lang-python") {
-		var err error
-		bundles, err = certifiBundles(in.root, in.env)
-		errs = append(errs, err)
-	}
-	for _, p := range append(bundles, in.ownBundles()...) {
-		if in.merged[p] {
-			continue
-		}
-		in.merged[p] = true
-		c, err := mergeBundleFile(in.root, p, in.ours)
-		res.changes = append(res.changes, c)
-		errs = append(errs, err)
-	}
-	if in.enabled("lang-java") {
-		errs = append(errs, in.injectJava(&res))
-	}
-	return res, errors.Join(errs...)
-}
-
-// mergeBundleFile merges ours into one PEM bundle file of the image.
-func mergeBundleFile(root *safeDir, p string, ours *caBundle) (fileChange, error) {
-	c := fileChange{Path: p, Action: "unchanged"}
-	data, _, err := root.readFile(p, maxBundleSize)
-	if err == nil {
-		var merged []byte
-		if merged, c.Added = mergeBundle(data, ours); c.Added > 0 {
-			c.Action = "merged"
-			_, err = root.writeFile(p, merged, 0o644)
-		}
-	}
-	if err != nil {
-		c.Action, c.Error = "failed", err.Error()
-	}
-	return c, err
-}
-
-// injectJava merges ours into each JVM's cacerts, in its own format, so
-// every JVM process, exec sessions included, trusts them with no option at
-// all. A store it cannot rewrite gets the fallback: a JKS of the merged
-// bundle in the staging directory, named by JAVA_TOOL_OPTIONS for PID 1.
-func (in *injection) injectJava(res *langResult) error {
-	stores, searchErr := javaStores(in.root, in.env)
-	fallback := false
-	for _, p := range stores {
-		if in.merged[p] {
-			continue
-		}
-		in.merged[p] = true
-		c, err := mergeJavaStore(in.root, p, in.ours)
-		if errors.Is(err, errStoreUnsupported) {
-			c.Action, fallback = "fallback", true
-			err = nil
-		}
-		res.changes = append(res.changes, c)
-		if err != nil {
-			return errors.Join(searchErr, err)
-		}
-	}
-	if !fallback {
-		return searchErr
-	}
-	if err := writeFallbackStore(in.staging, in.trust, in.trustAttrs); err != nil {
-		return errors.Join(searchErr, err)
-	}
-	if opts := envValue(in.env, "JAVA_TOOL_OPTIONS"); !strings.Contains(opts, "javax.net.ssl.trustStore=") {
-		res.appendEnv["JAVA_TOOL_OPTIONS"] = "-Djavax.net.ssl.trustStore=" + containerDir + "/" + javaFallbackStore +
-			" -Djavax.net.ssl.trustStoreType=JKS -Djavax.net.ssl.trustStorePassword=changeit"
-	}
-	return searchErr
-}
-
-func mergeJavaStore(root *safeDir, p string, ours *caBundle) (fileChange, error) {
-	c := fileChange{Path: p, Action: "unchanged"}
-	data, _, err := root.readFile(p, maxStoreSize)
-	var store *javaStore
-	if err == nil {
-		store, err = parseJavaStore(data)
-	}
-	if err == nil {
-		if c.Added = store.add(ours); c.Added > 0 {
-			c.Action = "merged"
-			if data, err = store.marshal(); err == nil {
-				_, err = root.writeFile(p, data, 0o644)
-			}
-		}
-	}
-	if err != nil {
-		c.Action, c.Error = "failed", err.Error()
-	}
-	return c, err
-}
-
-// writeFallbackStore writes the merged bundle as a JKS truststore, with
-// the attributes of the bundle it holds.
-func writeFallbackStore(staging *safeDir, trust []byte, attrs fileAttrs) error {
-	certs, err := bundleCertificates(trust, maxStoreEntries)
-	var data []byte
-	if err == nil {
-		entries := make([]storeEntry, len(certs))
-		for i, der := range certs {
-			entries[i] = storeEntry{alias: fmt.Sprintf("cert-%d", i), der: der}
-		}
-		data, err = marshalJKS(entries, "changeit")
-	}
-	if err == nil {
-		err = staging.writeFileAs(javaFallbackStore, data, attrs)
-	}
-	if err != nil {
-		return fmt.Errorf("write JVM fallback truststore: %w", err)
-	}
-	return nil
 }

@@ -39,17 +39,17 @@ func TestFindRuntimeTrustFiles(t *testing.T) {
 	addRuntimes(t, b.rootfs, "cacerts.jks")
 	root := imageRoot(t, b.rootfs)
 	env := []string{runtimesPATH}
-	if got, _ := certifiBundles(root, env); strings.Join(got, " ") != "/opt/venv/lib/python3.11/site-packages/certifi/cacert.pem" {
+	if got, _ := certifiBundles(&injection{root: root, env: env}); strings.Join(got, " ") != "/opt/venv/lib/python3.11/site-packages/certifi/cacert.pem" {
 		t.Errorf("certifi bundles %v, want the venv's only (Debian's certifi serves the OS bundle)", got)
 	}
 	// A certifi without its source (only .pyc files) is taken to serve its bundle.
 	if err := os.Remove(filepath.Join(b.rootfs, "opt/venv/lib/python3.11/site-packages/certifi/core.py")); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := certifiBundles(root, env); len(got) != 1 {
+	if got, _ := certifiBundles(&injection{root: root, env: env}); len(got) != 1 {
 		t.Errorf("certifi bundles without core.py %v, want the venv's", got)
 	}
-	if got, _ := javaStores(root, env); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
+	if got, _ := javaStores(&injection{root: root, env: env}); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
 		t.Errorf("java stores %v", got)
 	}
 	// /usr/lib/jvm may itself be a symlink, inside the image.
@@ -57,12 +57,12 @@ func TestFindRuntimeTrustFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeTree(t, b.rootfs, map[string]string{"/usr/lib/jvm": "->/opt/jdks"})
-	if got, _ := javaStores(root, []string{"PATH=/nowhere"}); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
+	if got, _ := javaStores(&injection{root: root, env: []string{"PATH=/nowhere"}}); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
 		t.Errorf("java stores through a symlinked /usr/lib/jvm %v", got)
 	}
 	// JAVA_HOME alone finds a JVM outside PATH and the usual places.
 	writeTree(t, b.rootfs, map[string]string{"/srv/jdk/lib/security/cacerts": "x"})
-	if got, _ := javaStores(root, []string{"JAVA_HOME=/srv/jdk"}); len(got) != 2 || got[0] != "/srv/jdk/lib/security/cacerts" {
+	if got, _ := javaStores(&injection{root: root, env: []string{"JAVA_HOME=/srv/jdk"}}); len(got) != 2 || got[0] != "/srv/jdk/lib/security/cacerts" {
 		t.Errorf("java stores with JAVA_HOME %v", got)
 	}
 }
@@ -115,7 +115,7 @@ func TestHookGivesAnUnreadableJVMStoreAFallback(t *testing.T) {
 		t.Errorf("the pod's JAVA_TOOL_OPTIONS must be kept and ours appended: %v", env)
 	}
 	// The fallback store holds the image's trust and ours, and the JDK reads it.
-	p := filepath.Join(b.staging, javaFallbackStore)
+	p := filepath.Join(b.staging, stagedJavaStore)
 	store, err := parseJavaStore(b.read(t, p))
 	if err != nil || len(store.entries) != 5 {
 		t.Fatalf("fallback store: %v", err)

@@ -286,55 +286,48 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer root.Close()
-	root.dryRun = true
-	rel, fam, detectErr := detectDistro(root)
+	in := newInjection(root, nil, processorNames, env, nil, nil)
+	in.dryRun = true
+	if set != nil {
+		in.ours, in.prefill = set.ours, set.noTrust
+	}
+	fam, store := inspectDetection(in, stdout)
+	if set == nil {
+		return 0
+	}
+	return inspectChanges(in, fam, store, stdout)
+}
+
+// inspectDetection prints what the hook finds in the image.
+func inspectDetection(in *injection, stdout io.Writer) (distroFamily, *imageStore) {
+	rel, fam, store, detectErr := in.detect()
 	fmt.Fprintf(stdout, "distribution: %q (id %q, id_like %v), family %s (processor %s)\n", rel.PrettyName, rel.ID, rel.IDLike, fam.name, fam.processor())
 	if detectErr != nil {
 		fmt.Fprintf(stdout, "os-release: %v\n", detectErr)
 	}
-	var ours *caBundle
-	if set != nil {
-		ours = set.ours
-	}
-	store := readImageStore(root, fam, ours)
 	for _, b := range store.bundles {
 		fmt.Fprintf(stdout, "trust store: %s (%s): %d certificates\n", b.path, b.canon, countCerts(b.data))
 	}
-	certifi, err := certifiBundles(root, env)
-	for _, p := range certifi {
-		fmt.Fprintf(stdout, "python certifi bundle: %s\n", p)
+	for _, search := range []struct {
+		what string
+		find func(*injection) ([]string, error)
+	}{{"python certifi bundle", certifiBundles}, {"JVM truststore", javaStores}} {
+		files, err := search.find(in)
+		for _, p := range files {
+			fmt.Fprintf(stdout, "%s: %s\n", search.what, p)
+		}
+		if err != nil {
+			fmt.Fprintf(stdout, "%s search: %v\n", search.what, err)
+		}
 	}
-	if err != nil {
-		fmt.Fprintf(stdout, "python search: %v\n", err)
-	}
-	jvms, err := javaStores(root, env)
-	for _, p := range jvms {
-		fmt.Fprintf(stdout, "JVM truststore: %s\n", p)
-	}
-	if err != nil {
-		fmt.Fprintf(stdout, "JVM search: %v\n", err)
-	}
-	if set == nil {
-		return 0
-	}
-	return inspectChanges(root, store, fam, env, set, stdout, stderr)
+	return fam, store
 }
 
-// inspectChanges runs the hook's writers with root in dry-run mode.
-func inspectChanges(root *safeDir, store *imageStore, fam distroFamily, env []string, set *trustSet, stdout, stderr io.Writer) int {
-	staging, err := openOwnDir(os.TempDir())
-	if err != nil {
-		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
-		return 1
-	}
-	defer staging.Close()
-	staging.dryRun = true
-	changes, osErr := store.write(root, fam, set.noTrust)
-	in := &injection{root: root, staging: staging, processors: processorNames, env: env, ours: set.ours,
-		trust: store.mergedTrust(set.noTrust), trustAttrs: store.trustAttrs(), merged: map[string]bool{}}
-	for _, p := range mergedPaths(changes) {
-		in.merged[p] = true
-	}
+// inspectChanges runs the hook's writers in a dry run and prints what they
+// would change.
+func inspectChanges(in *injection, fam distroFamily, store *imageStore, stdout io.Writer) int {
+	in.stageTrust(store)
+	changes, osErr := store.write(in, fam)
 	lang, langErr := in.injectLanguages()
 	for _, c := range append(changes, lang.changes...) {
 		line := fmt.Sprintf("would %s %s", verbOf(c.Action), c.Path)
@@ -362,15 +355,15 @@ func inspectChanges(root *safeDir, store *imageStore, fam distroFamily, env []st
 // verbOf renders a change's action for inspect.
 func verbOf(action string) string {
 	switch action {
-	case "merged":
+	case actionMerged:
 		return "merge into"
-	case "created":
+	case actionCreated:
 		return "create"
-	case "anchor":
+	case actionAnchor:
 		return "add anchor"
-	case "fallback":
+	case actionFallback:
 		return "leave (unreadable; fallback store for the JVM)"
-	case "failed":
+	case actionFailed:
 		return "fail on"
 	}
 	return "leave " + action

@@ -17,6 +17,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -471,10 +473,24 @@ func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []
 		adj.SetArgs(append([]string{containerWrapper, "wrap", "--"}, args...))
 	}
 	set, kept := trustEnvFor(processors, ctr.GetEnv())
-	for _, e := range set {
-		adj.AddEnv(e.name, e.value)
+	for _, v := range set {
+		adj.AddEnv(v.name, v.value)
 	}
 	return adj, kept
+}
+
+// trustEnvFor returns the variables to set for the enabled processors, and
+// the names of those it leaves alone because the container sets them
+// already: a value the pod or image chose itself always wins.
+func trustEnvFor(processors, containerEnv []string) (set []trustVar, kept []string) {
+	for _, v := range trustVars(func(p string) bool { return slices.Contains(processors, p) }) {
+		if envHas(containerEnv, v.name) {
+			kept = append(kept, v.name)
+			continue
+		}
+		set = append(set, v)
+	}
+	return set, kept
 }
 
 // PostStartContainer runs once the container started, its hook long done:
@@ -604,3 +620,17 @@ func (l nriLogger) Debugf(_ context.Context, f string, a ...any) { l.log.Debug(f
 func (l nriLogger) Infof(_ context.Context, f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
 func (l nriLogger) Warnf(_ context.Context, f string, a ...any)  { l.log.Warn(fmt.Sprintf(f, a...)) }
 func (l nriLogger) Errorf(_ context.Context, f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }
+
+// hookArgs renders the options as the hook's argv. The fail policy comes
+// first: a hook of another version that cannot read the rest still knows it.
+func hookArgs(o hookOptions) []string {
+	return []string{
+		"cainjekt", "hook",
+		"--fail-policy", o.failPolicy,
+		"--dynamic-ca-root", o.dynamicCARoot,
+		"--processors", strings.Join(o.processors, ","),
+		"--bundle", o.bundle,
+		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
+		"--log-level", strings.ToLower(o.logLevel.String()),
+	}
+}

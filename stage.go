@@ -23,14 +23,12 @@ package main
 // bundle: a trust store the image keeps from some users stays kept.
 
 import (
-	"context"
+	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"path"
-
-	"golang.org/x/sys/unix"
+	"strings"
+	"time"
+	"unicode"
 )
 
 // Paths inside the container.
@@ -46,15 +44,44 @@ const (
 
 // Files in a container's staging directory.
 const (
-	stagedCA     = "ca.pem"
-	stagedBundle = "bundle.pem"
-	stagedStatus = "status.json"
-	lockName     = ".lock"
+	stagedCA        = "ca.pem"
+	stagedBundle    = "bundle.pem"
+	stagedStatus    = "status.json"
+	stagedJavaStore = "java-cacerts.jks"
+	lockName        = ".lock"
 )
 
 // maxStatusSize bounds status.json, for the hook that writes it and for
 // the wrapper and the plugin that read it.
 const maxStatusSize = 64 << 10
+
+// status.json: its version, and the hook's results.
+const (
+	statusVersion = 1
+
+	hookResultOK      = "ok"
+	hookResultFailed  = "failed"
+	hookResultTimeout = "timeout"
+)
+
+// fileChange records what the hook did, or found, at one path of the image.
+type fileChange struct {
+	Path     string `json:"path"`               // as the distribution names it
+	Resolved string `json:"resolved,omitempty"` // the file behind its symlinks, when different
+	Action   string `json:"action"`             // one of the actions below
+	Added    int    `json:"added,omitempty"`    // certificates added
+	Error    string `json:"error,omitempty"`
+}
+
+// What the hook did at a path.
+const (
+	actionMerged    = "merged"    // our CAs added to the file
+	actionUnchanged = "unchanged" // it held them all already
+	actionCreated   = "created"   // a trust store the image lacked
+	actionAnchor    = "anchor"    // our CAs for the distribution's update tool
+	actionFallback  = "fallback"  // a format not rewritten: the runtime gets a store of its own
+	actionFailed    = "failed"
+)
 
 // validContainerID accepts what containerd's CRI generates: 64 lower-case hex
 // digits. Anything else never becomes a path.
@@ -70,186 +97,175 @@ func validContainerID(id string) bool {
 	return true
 }
 
-// stager owns the dynamic CA root.
-type stager struct {
-	dir  *safeDir
-	path string
+var hookResults = []string{hookResultOK, hookResultFailed, hookResultTimeout}
+
+// hookStatus is what the hook writes to status.json for the operator, the
+// plugin and the wrapper.
+type hookStatus struct {
+	Version     int       `json:"version"`
+	Result      string    `json:"result"`
+	ContainerID string    `json:"container_id"`
+	Bundle      string    `json:"bundle,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Pod         string    `json:"pod,omitempty"`
+	Container   string    `json:"container,omitempty"`
+	OSRelease   osRelease `json:"os_release"`
+	Family      string    `json:"family,omitempty"`
+	Processors  []string  `json:"processors"`
+	CABundle    string    `json:"ca_bundle_sha256,omitempty"`
+	ImageCerts  int       `json:"image_certificates"`
+	// ImageTrustBytes is how much of bundle.pem is the image's own trust:
+	// a rotation rebuilds bundle.pem from that part. 0: the image had none.
+	ImageTrustBytes int          `json:"image_trust_bytes"`
+	Wrapper         hookContext  `json:"wrapper"`
+	Files           []fileChange `json:"files,omitempty"`
+	Errors          []string     `json:"errors,omitempty"`
+	// FilesOmitted and ErrorsOmitted count what was not recorded: an image
+	// decides how many paths the hook meets, status.json stays small.
+	FilesOmitted  int     `json:"files_omitted,omitempty"`
+	ErrorsOmitted int     `json:"errors_omitted,omitempty"`
+	DurationMS    float64 `json:"duration_ms"`
+	// TimingsMS says where the hook's time went, phase by phase.
+	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
+	Finished  time.Time          `json:"finished"`
 }
 
-// openStager creates the dynamic CA root if needed and makes sure only root
-// can enter it.
-func openStager(root string) (*stager, error) {
-	if err := os.MkdirAll(root, 0o700); err != nil {
-		return nil, fmt.Errorf("create dynamic CA root: %w", err)
-	}
-	dir, err := openOwnDir(root)
-	if err != nil {
-		return nil, fmt.Errorf("dynamic CA root: %w", err)
-	}
-	if err := restrictDir(dir.fd, root); err != nil {
-		dir.Close()
-		return nil, err
-	}
-	return &stager{dir: dir, path: root}, nil
+// hookContext is what the hook leaves for the wrapper.
+type hookContext struct {
+	Injected bool   `json:"injected"`
+	Message  string `json:"message,omitempty"`
+	// Env is set where the container does not set it already; Append is
+	// appended to what the container sets (JAVA_TOOL_OPTIONS).
+	Env    map[string]string `json:"env,omitempty"`
+	Append map[string]string `json:"append,omitempty"`
 }
 
-// restrictDir makes sure the directory belongs to us and is 0700. A directory
-// created by a hostPath volume is 0755; one owned by another user is refused.
-func restrictDir(fd int, name string) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", name, err)
-	}
-	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("dynamic CA root %s belongs to uid %d, not to us (uid %d)", name, st.Uid, os.Geteuid())
-	}
-	if st.Mode&0o777 == 0o700 {
-		return nil
-	}
-	// fchmod does not work on an O_PATH descriptor; go through /proc.
-	if err := os.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), 0o700); err != nil {
-		return fmt.Errorf("restrict %s to 0700: %w", name, err)
-	}
-	return nil
-}
+// Bounds on what the hook records of an image, whatever it holds:
+// status.json stays within what its readers read, and a log line within
+// what a log collector takes.
+const (
+	maxRecordedFiles  = 32
+	maxRecordedErrors = 8
+	maxRecordedText   = 256 // bytes of a path or a message, as recorded
+)
 
-// Close releases the root.
-func (s *stager) Close() error { return s.dir.Close() }
-
-// lock takes the node-wide single-instance lock in the dynamic CA root and
-// holds it until the process exits. Two plugins with one name would both be
-// accepted by containerd and then make every CreateContainer fail.
-func (s *stager) lock() error {
-	fd, err := unix.Openat(s.dir.fd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("open lock %s: %w", path.Join(s.path, lockName), err)
-	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		unix.Close(fd)
-		if err == unix.EWOULDBLOCK {
-			return fmt.Errorf("another cainjekt plugin holds %s: refusing to run twice on one node", path.Join(s.path, lockName))
+// addFiles records changes, each path and message clipped, the first
+// maxRecordedFiles of them; the rest are counted.
+func (s *hookStatus) addFiles(changes []fileChange) {
+	for _, c := range changes {
+		if len(s.Files) == maxRecordedFiles {
+			s.FilesOmitted++
+			continue
 		}
-		return fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
-	}
-	return nil // the descriptor stays open, and the lock held, for the process's life
-}
-
-// lockHeld reports whether a plugin holds the node's lock, without keeping
-// it.
-func (s *stager) lockHeld() (bool, error) {
-	fd, err := unix.Openat(s.dir.fd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return false, fmt.Errorf("open lock %s: %w", path.Join(s.path, lockName), err)
-	}
-	defer unix.Close(fd)
-	switch err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err {
-	case nil:
-		return false, nil // closing the descriptor releases it
-	case unix.EWOULDBLOCK:
-		return true, nil
-	default:
-		return false, fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
+		c.Path, c.Resolved, c.Error = clip(c.Path), clip(c.Resolved), clip(c.Error)
+		s.Files = append(s.Files, c)
 	}
 }
 
-// stage writes a container's staging directory and returns its host path.
-func (s *stager) stage(id string, ca, bundle []byte) (string, error) {
-	if !validContainerID(id) {
-		return "", fmt.Errorf("refusing to stage for container ID %q: not 64 hex digits", id)
-	}
-	if err := s.dir.mkdir(id, 0o755); err != nil {
-		return "", err
-	}
-	for name, data := range map[string][]byte{stagedCA: ca, stagedBundle: bundle} {
-		if _, err := s.dir.writeFile(path.Join(id, name), data, 0o644); err != nil {
-			return "", err
+// addError records each error err joins, clipped, the first
+// maxRecordedErrors of them; the rest are counted.
+func (s *hookStatus) addError(err error) {
+	for _, e := range flatten(err) {
+		if len(s.Errors) == maxRecordedErrors {
+			s.ErrorsOmitted++
+			continue
 		}
+		s.Errors = append(s.Errors, clip(e.Error()))
 	}
-	return path.Join(s.path, id), nil
 }
 
-// remove deletes a container's staging directory; a missing one is fine.
-func (s *stager) remove(id string) error {
-	if !validContainerID(id) {
-		return fmt.Errorf("refusing to remove staging for container ID %q", id)
-	}
-	return s.dir.removeAll(id)
-}
-
-// list returns the container IDs that have a staging directory.
-func (s *stager) list() ([]string, error) {
-	names, err := s.dir.readDirNames(".")
-	if err != nil {
-		return nil, err
-	}
-	ids := names[:0]
-	for _, n := range names {
-		if validContainerID(n) {
-			ids = append(ids, n)
-		}
-	}
-	return ids, nil
-}
-
-// readStatus reads the status the hook left for a container; it returns
-// nil, nil when the hook has not written one.
-func (s *stager) readStatus(id string) (*hookStatus, error) {
-	data, _, err := s.dir.readFile(path.Join(id, stagedStatus), maxStatusSize)
-	if errors.Is(err, unix.ENOENT) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var st hookStatus
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("parse %s of %s: %w", stagedStatus, id, err)
-	}
-	return &st, nil
-}
-
-// refresh rewrites the trust files of a running container's staging for a
-// new CA bundle: ca.pem, bundle.pem rebuilt from its first bytes, which the
-// hook reported to be the image's own trust, and the JVM fallback store if
-// the hook made one. Programs that read these files per connection or per
-// process trust the new CAs, and no longer the removed ones, without a
-// restart. The image's part is the image's to choose: merging into it takes
-// time linear in its size (at most maxBundleSize), and ctx's deadline is
-// checked before each file is written.
-func (s *stager) refresh(ctx context.Context, id string, set *trustSet, imageTrustBytes int) error {
-	if !validContainerID(id) {
-		return fmt.Errorf("refusing to refresh staging for container ID %q", id)
-	}
-	dir, err := s.dir.sub(id)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	old, _, err := dir.readFile(stagedBundle, maxBundleSize)
-	if err != nil {
-		return err
-	}
-	if imageTrustBytes < 0 || imageTrustBytes > len(old) {
-		return fmt.Errorf("%s holds %d bytes, less than the %d of the image's trust", stagedBundle, len(old), imageTrustBytes)
-	}
-	bundle := trustFor(old[:imageTrustBytes], set.ours, set.noTrust)
-	steps := []func() error{
-		func() error { _, err := dir.writeFile(stagedCA, set.ours.pem, 0o644); return err },
-		func() error { _, err := dir.writeFile(stagedBundle, bundle, 0o644); return err },
-		func() error {
-			if info, _, err := dir.stat(javaFallbackStore); err == nil {
-				return writeFallbackStore(dir, bundle, attrsOf(info, 0o644))
-			}
+// flatten lists the errors that errors.Join joined, depth first.
+func flatten(err error) []error {
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		if err == nil {
 			return nil
-		},
-	}
-	for _, step := range steps {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("refresh of %s: %w", id, err)
 		}
-		if err := step(); err != nil {
-			return err
+		return []error{err}
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
+}
+
+// clip makes text from an image fit a record: printable, and at most
+// maxRecordedText bytes, marked where it was cut.
+func clip(v string) string {
+	if c := printable(v, maxRecordedText); len(c) < len(v) {
+		return c + "…"
+	}
+	return v
+}
+
+// marshal renders the status as status.json, never larger than
+// maxStatusSize: should the records not fit, the list of files goes first.
+func (s *hookStatus) marshal() ([]byte, error) {
+	for {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(s); err != nil {
+			return nil, err
+		}
+		switch {
+		case buf.Len() <= maxStatusSize:
+			return buf.Bytes(), nil
+		case len(s.Files) > 0:
+			s.FilesOmitted += len(s.Files)
+			s.Files = nil
+		case len(s.Errors) > 0:
+			s.ErrorsOmitted += len(s.Errors)
+			s.Errors, s.Wrapper.Message = nil, "cainjekt: CA injection "+s.Result+"; see "+containerStatus
+		default:
+			return nil, fmt.Errorf("status of %d bytes, more than %d", buf.Len(), maxStatusSize)
 		}
 	}
-	return nil
+}
+
+// openStaging opens the container's staging directory.
+func openStaging(dynamicRoot, id string) (*safeDir, error) {
+	root, err := openOwnDir(dynamicRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	dir, err := root.sub(id)
+	if err != nil {
+		return nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
+	}
+	return dir, nil
+}
+
+// readStaged reads the CAs and the pre-filled bundle the plugin staged.
+func readStaged(staging *safeDir) (*caBundle, []byte, error) {
+	caPEM, _, err := staging.readFile(stagedCA, maxBundleSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read staged CAs: %w", err)
+	}
+	ours, err := parseStagedCAs(caPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("staged CAs: %w", err)
+	}
+	prefill, _, err := staging.readFile(stagedBundle, maxBundleSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read staged bundle: %w", err)
+	}
+	return ours, prefill, nil
+}
+
+// printable drops control characters and truncates to max runes.
+func printable(v string, max int) string {
+	var b strings.Builder
+	for _, r := range v {
+		if b.Len() >= max {
+			break
+		}
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }

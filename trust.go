@@ -8,14 +8,13 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"iter"
-	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -191,11 +190,9 @@ func certificateDER(typ string, content []byte) []byte {
 	case "CERTIFICATE":
 		return content
 	case "TRUSTED CERTIFICATE":
-		var cert asn1.RawValue
-		if _, err := asn1.Unmarshal(content, &cert); err != nil {
-			return nil
-		}
-		return cert.FullBytes
+		d := der(content)
+		cert, _ := d.full(tagSequence)
+		return cert
 	}
 	return nil
 }
@@ -291,16 +288,6 @@ func mergeBundle(image []byte, ours *caBundle) ([]byte, int) {
 	return merged, added
 }
 
-// trustSet is what the plugin stages for an injected container.
-type trustSet struct {
-	bundle string // the bundle's name
-	ours   *caBundle
-	sha    string // of ours, naming this version in logs, status and metrics
-	// noTrust is the bundle for images that trust nothing of their own:
-	// the node's base bundle, if configured, plus ours.
-	noTrust []byte
-}
-
 // certPEM encodes one certificate.
 func certPEM(c caCert) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.der})
@@ -310,63 +297,33 @@ func certPEM(c caCert) []byte {
 // Mozilla bundle is about 220 KiB.
 const maxBundleSize = 8 << 20
 
-// fileChange records what the hook did, or found, at one path of the image.
-type fileChange struct {
-	Path     string `json:"path"`               // as the distribution names it
-	Resolved string `json:"resolved,omitempty"` // the file behind its symlinks, when different
-	Action   string `json:"action"`             // merged, created, unchanged, anchor or failed
-	Added    int    `json:"added,omitempty"`    // certificates added
-	Error    string `json:"error,omitempty"`
-}
-
-// foundBundle is one bundle file of an image's trust store.
-type foundBundle struct {
-	path, canon string
-	info        fileInfo
-	data        []byte
-	merged      []byte // data with ours merged in
-	added       int    // how many of ours that added
-}
-
 // imageStore is an image's OS trust store as the hook found it, and our
 // CAs merged into each of its bundles: once, for the staged bundle and the
 // OS store alike.
 type imageStore struct {
-	ours    *caBundle // nil: detection only
-	bundles []foundBundle
+	bundles []trustFile
 	// failed lists candidate paths that exist but could not be read (a FIFO,
 	// a directory, a file too large): they are reported and left alone.
-	failed []fileChange
+	failed []trustFile
 }
 
 // readImageStore reads every bundle of the family's candidates that exists,
 // once per real file (RHEL's three names for one bundle are read once), and
-// merges ours into each unless ours is nil.
-func readImageStore(root *safeDir, fam distroFamily, ours *caBundle) *imageStore {
-	s := &imageStore{ours: ours}
+// merges ours into each unless the injection only detects.
+func (in *injection) readImageStore(fam distroFamily) *imageStore {
+	s := &imageStore{}
 	seen := map[string]bool{}
 	for _, p := range bundleCandidates(fam) {
-		canon, err := root.canonical(p)
-		if err != nil {
-			s.failed = append(s.failed, fileChange{Path: p, Action: "failed", Error: err.Error()})
-			continue
-		}
-		if seen[canon] {
-			continue
-		}
-		seen[canon] = true
-		data, info, err := root.readFile(canon, maxBundleSize)
+		b := in.read(p, pemFormat)
 		switch {
-		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
-		case err != nil:
-			s.failed = append(s.failed, fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "failed", Error: err.Error()})
+		case seen[b.canon]:
+		case errors.Is(b.err, unix.ENOENT) || errors.Is(b.err, unix.ENOTDIR):
+		case b.err != nil:
+			s.failed = append(s.failed, b)
 		default:
-			b := foundBundle{path: p, canon: canon, info: info, data: data}
-			if ours != nil {
-				b.merged, b.added = mergeBundle(data, ours)
-			}
 			s.bundles = append(s.bundles, b)
 		}
+		seen[b.canon] = true
 	}
 	return s
 }
@@ -399,16 +356,6 @@ func (s *imageStore) trustAttrs() fileAttrs {
 	return attrsOf(s.bundles[0].info, 0o644)
 }
 
-// trustFor merges ours into an image's trust, or gives noTrust to an image
-// that had none.
-func trustFor(image []byte, ours *caBundle, noTrust []byte) []byte {
-	if len(image) == 0 {
-		return noTrust
-	}
-	merged, _ := mergeBundle(image, ours)
-	return merged
-}
-
 // imagePartLen is how many bytes of a merged bundle are the image's own:
 // mergeBundle keeps them, plus a newline if they lacked one, and appends.
 func imagePartLen(image []byte) int {
@@ -420,81 +367,31 @@ func imagePartLen(image []byte) int {
 }
 
 // write merges our CAs into every bundle found, or creates the family's
-// primary bundle (with noTrust) when the image has none, and drops each CA
-// into the family's anchor directory so that the distribution's own update
-// tool, run later inside the container, keeps it. A bundle that could not
-// be read is an error too: the image's store is then only partly ours. The
-// first error is returned; the changes record every path.
-func (s *imageStore) write(root *safeDir, fam distroFamily, noTrust []byte) ([]fileChange, error) {
+// primary bundle (with the no-trust bundle) when the image has none, and
+// drops our CAs into the family's anchor directory so that the
+// distribution's own update tool, run later inside the container, keeps
+// them. A bundle that could not be read is an error too: the image's store
+// is then only partly ours.
+func (s *imageStore) write(in *injection, fam distroFamily) ([]fileChange, error) {
 	var changes []fileChange
-	var firstErr error
-	for _, c := range s.failed {
-		changes = append(changes, c)
-		if firstErr == nil {
-			firstErr = errors.New(c.Error)
-		}
-	}
+	var errs []error
 	note := func(c fileChange, err error) {
-		if err != nil {
-			c.Action, c.Error = "failed", err.Error()
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
 		changes = append(changes, c)
+		errs = append(errs, err)
 	}
-	for _, b := range s.bundles {
-		c := fileChange{Path: b.path, Resolved: resolvedIfDifferent(b.path, b.canon), Action: "unchanged", Added: b.added}
-		var err error
-		if b.added > 0 {
-			c.Action = "merged"
-			_, err = root.writeFile(b.canon, b.merged, 0o644)
-		}
-		note(c, err)
+	for _, b := range slices.Concat(s.failed, s.bundles) {
+		note(in.apply(b))
 	}
 	if len(s.bundles) == 0 && len(s.failed) == 0 {
-		primary := fam.bundles[0]
-		canon, err := createFile(root, primary, noTrust)
-		note(fileChange{Path: primary, Resolved: resolvedIfDifferent(primary, canon), Action: "created", Added: countCerts(noTrust)}, err)
+		note(in.create(fam.bundles[0], in.prefill, actionCreated, countCerts(in.prefill)))
 	}
 	if fam.anchorDir != "" {
 		// One file for all our CAs: every distribution's update tool takes
 		// a PEM file of several certificates.
-		p := fam.anchorDir + "/cainjekt" + fam.anchorExt
-		canon, err := createFile(root, p, s.ours.pem)
-		note(fileChange{Path: p, Resolved: resolvedIfDifferent(p, canon), Action: "anchor", Added: len(s.ours.certs)}, err)
+		note(in.create(fam.anchorDir+"/cainjekt"+fam.anchorExt, in.ours.pem, actionAnchor, len(in.ours.certs)))
 	}
-	return changes, firstErr
-}
-
-// mergedPaths lists the real files the changes were about: the language
-// runtimes' files that are the same file are not merged a second time.
-func mergedPaths(changes []fileChange) []string {
-	paths := make([]string, len(changes))
-	for i, c := range changes {
-		paths[i] = cmp.Or(c.Resolved, c.Path)
+	for _, c := range changes {
+		in.merged[cmp.Or(c.Resolved, c.Path)] = true
 	}
-	return paths
-}
-
-// createFile writes a file of ours into the image, creating its directory.
-// A dangling symlink at p (ca-certificates.crt naming a bundle the image
-// lacks) gets its target created, inside the image, with the target's
-// directory: both names then hold the bundle.
-func createFile(root *safeDir, p string, data []byte) (string, error) {
-	canon, err := root.canonical(p)
-	if err != nil {
-		return "", err
-	}
-	if _, err := root.mkdirAll(path.Dir(canon), 0o755); err != nil {
-		return "", err
-	}
-	return root.writeFile(canon, data, 0o644)
-}
-
-func resolvedIfDifferent(p, canon string) string {
-	if canon == p {
-		return ""
-	}
-	return canon
+	return changes, errors.Join(errs...)
 }

@@ -158,7 +158,7 @@ func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 	if err := writeFallbackStore(staging, trusted, fileAttrs{mode: 0o644, uid: -1, gid: -1}); err != nil {
 		t.Fatal(err)
 	}
-	data, _, err := staging.readFile(javaFallbackStore, maxStoreSize)
+	data, _, err := staging.readFile(stagedJavaStore, maxStoreSize)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -148,3 +148,11 @@ func lookPath(name, pathEnv string) (string, error) {
 	}
 	return "", fmt.Errorf("%w in PATH %q", exec.ErrNotFound, pathEnv)
 }
+
+// envHas reports whether a KEY=value list sets name.
+func envHas(env []string, name string) bool {
+	return slices.ContainsFunc(env, func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return k == name
+	})
+}
