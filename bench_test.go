@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // threeCAs is the injected bundle of the benchmarks: root, proxy and one more.
@@ -58,6 +60,7 @@ func BenchmarkDetect(b *testing.B) {
 	root := benchRootfs(b)
 	env := []string{runtimesPATH}
 	for b.Loop() {
+		root.budget = newImageBudget() // each container's hook run has its own
 		_, fam, err := detectDistro(root)
 		if err != nil || fam.name != "debian" {
 			b.Fatal(fam.name, err)
@@ -127,6 +130,7 @@ func BenchmarkCreateContainerAnnotated(b *testing.B) {
 			b.Fatal("not adjusted")
 		}
 		p.RemoveContainer(ctx, pod, ctr)
+		p.drain()
 	}
 }
 
@@ -137,5 +141,38 @@ func copyDir(b *testing.B, src, dst string) {
 	}
 	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
 		b.Fatalf("cp: %v %s", err, out)
+	}
+}
+
+// BenchmarkHookFatImage is the hook's work on a fat image: a JDK, a
+// virtualenv with a pip-installed certifi, Node, and the OS bundle, such as
+// the root filesystem of the e2e runtimes image (CAINJEKT_BENCH_ROOTFS
+// names it; make bench extracts it). Each round mounts a fresh overlay on
+// it, as runc gives a container. Needs root.
+func BenchmarkHookFatImage(b *testing.B) {
+	lower := os.Getenv("CAINJEKT_BENCH_ROOTFS")
+	if lower == "" || os.Geteuid() != 0 {
+		b.Skip("CAINJEKT_BENCH_ROOTFS names no root filesystem, or not root")
+	}
+	bed := newHookBed(b, "scratch", "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	args := bed.args(failClosed)
+	state := string(bed.state())
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		upper := filepath.Join(b.TempDir(), "upper")
+		work := filepath.Join(filepath.Dir(upper), "work")
+		os.Mkdir(upper, 0o755)
+		os.Mkdir(work, 0o755)
+		if err := unix.Mount("overlay", bed.rootfs, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		code := runHook(args, strings.NewReader(state), io.Discard)
+		b.StopTimer()
+		unix.Unmount(bed.rootfs, 0)
+		if code != 0 {
+			b.Fatalf("exit %d", code)
+		}
+		b.StartTimer()
 	}
 }

@@ -179,7 +179,11 @@ func parseJKS(data []byte) (*javaStore, error) {
 }
 
 func marshalJKS(entries []storeEntry, password string) ([]byte, error) {
-	b := binary.BigEndian.AppendUint32(nil, jksMagic)
+	size := 12 + sha1.Size
+	for _, e := range entries {
+		size += 4 + 2 + len(e.alias) + 8 + 2 + len("X.509") + 4 + len(e.der)
+	}
+	b := binary.BigEndian.AppendUint32(make([]byte, 0, size), jksMagic)
 	b = binary.BigEndian.AppendUint32(b, jksVersion)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
 	utf := func(s string) {
@@ -430,44 +434,81 @@ func certBagContents(wrapped der) ([]byte, error) {
 
 // marshalPKCS12 writes a password-less truststore as the JDK does.
 func marshalPKCS12(entries []storeEntry) []byte {
-	var bags [][]byte
-	for _, e := range entries {
-		cert := tlv(tagSequence, tlv(tagOID, oidX509), tlv(tagExplicit0, tlv(tagOctetString, e.der)))
+	bags := make([]asn, len(entries))
+	for i, e := range entries {
+		cert := seq(oid(oidX509), explicit(leaf(tagOctetString, e.der)))
 		attrs := setOf(
-			tlv(tagSequence, tlv(tagOID, oidFriendlyName), tlv(tagSet, tlv(tagBMPString, encodeBMP(e.alias)))),
-			tlv(tagSequence, tlv(tagOID, oidTrustedUsage), tlv(tagSet, tlv(tagOID, oidAnyKeyUsage))))
-		bags = append(bags, tlv(tagSequence, tlv(tagOID, oidCertBag), tlv(tagExplicit0, cert), attrs))
+			seq(oid(oidFriendlyName), asn{tag: tagSet, kids: []asn{leaf(tagBMPString, encodeBMP(e.alias))}}),
+			seq(oid(oidTrustedUsage), asn{tag: tagSet, kids: []asn{oid(oidAnyKeyUsage)}}))
+		bags[i] = seq(oid(oidCertBag), explicit(cert), attrs)
 	}
-	dataInfo := func(content []byte) []byte {
-		return tlv(tagSequence, tlv(tagOID, oidData), tlv(tagExplicit0, tlv(tagOctetString, content)))
+	dataInfo := func(content asn) asn {
+		return seq(oid(oidData), explicit(asn{tag: tagOctetString, kids: []asn{content}}))
 	}
-	authSafe := tlv(tagSequence, dataInfo(tlv(tagSequence, bags...)))
-	return tlv(tagSequence, tlv(tagInteger, []byte{3}), dataInfo(authSafe))
+	authSafe := seq(dataInfo(asn{tag: tagSequence, kids: bags}))
+	return seq(leaf(tagInteger, []byte{3}), dataInfo(authSafe)).encode()
 }
 
-// tlv encodes one DER value of a tag, whose contents are parts.
-func tlv(tag byte, parts ...[]byte) []byte {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
+// asn is a DER value to write: contents, or the values it holds. Its
+// encoding is made in one buffer, each certificate copied once, however
+// deep the PKCS#12 nests it.
+type asn struct {
+	tag      byte
+	contents []byte
+	kids     []asn
+}
+
+func leaf(tag byte, contents []byte) asn { return asn{tag: tag, contents: contents} }
+func oid(contents []byte) asn            { return leaf(tagOID, contents) }
+func seq(kids ...asn) asn                { return asn{tag: tagSequence, kids: kids} }
+func explicit(kid asn) asn               { return asn{tag: tagExplicit0, kids: []asn{kid}} }
+
+// setOf is a SET OF, its values in the order DER requires.
+func setOf(kids ...asn) asn {
+	slices.SortFunc(kids, func(a, b asn) int { return bytes.Compare(a.encode(), b.encode()) })
+	return asn{tag: tagSet, kids: kids}
+}
+
+// size is the length of the contents.
+func (a asn) size() int {
+	n := len(a.contents)
+	for _, k := range a.kids {
+		n += k.encodedSize()
 	}
-	b := []byte{tag}
+	return n
+}
+
+func (a asn) encodedSize() int {
+	n := a.size()
+	return 1 + lengthSize(n) + n
+}
+
+func lengthSize(n int) int {
+	if n < 0x80 {
+		return 1
+	}
+	return 1 + (bits.Len(uint(n))+7)/8
+}
+
+func (a asn) encode() []byte { return a.appendTo(make([]byte, 0, a.encodedSize())) }
+
+func (a asn) appendTo(b []byte) []byte {
+	n := a.size()
+	b = append(b, a.tag)
 	if n < 0x80 {
 		b = append(b, byte(n))
 	} else {
-		size := (bits.Len(uint(n)) + 7) / 8
+		size := lengthSize(n) - 1
 		b = append(b, 0x80|byte(size))
 		for i := size - 1; i >= 0; i-- {
 			b = append(b, byte(n>>(8*i)))
 		}
 	}
-	return slices.Concat(append([][]byte{b}, parts...)...)
-}
-
-// setOf encodes a SET OF, its elements in the order DER requires.
-func setOf(elems ...[]byte) []byte {
-	slices.SortFunc(elems, bytes.Compare)
-	return tlv(tagSet, elems...)
+	b = append(b, a.contents...)
+	for _, k := range a.kids {
+		b = k.appendTo(b)
+	}
+	return b
 }
 
 func encodeBMP(s string) []byte {
