@@ -58,6 +58,7 @@ type hookOptions struct {
 	failPolicy    string
 	processors    []string
 	bundle        string // the CA bundle's name, for status.json
+	image         string // the image's config digest, for the image cache; "" if unknown
 	timeout       time.Duration
 	logLevel      slog.Level
 }
@@ -71,6 +72,7 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	bundle := fs.String("bundle", "", "the CA bundle's name")
 	timeout := fs.Int("timeout", 5, "the runtime's timeout for this hook, in seconds")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	image := fs.String("image", "", "the image's config digest, sha256:<hex>, for the image cache")
 	if err := fs.Parse(args); err != nil {
 		// A flag of a newer plugin stops parsing; the fail policy, which
 		// hookArgs writes first, is known by then.
@@ -90,6 +92,9 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	}
 	if o.failPolicy != failOpen && o.failPolicy != failClosed {
 		errs = append(errs, fmt.Errorf("--fail-policy %q is neither %s nor %s", o.failPolicy, failOpen, failClosed))
+	}
+	if validImageID(*image) {
+		o.image = *image // anything else: no cache, nothing else changes
 	}
 	if o.timeout <= 0 {
 		errs = append(errs, errors.New("--timeout must be positive"))
@@ -185,10 +190,11 @@ func (h *hook) run(stdin io.Reader) error {
 		s.Pod = printable(state.Annotations[criPodName], 253)
 		s.Container = printable(state.Annotations[criContainerName], 253)
 	})
-	staging, err := openStaging(h.opts.dynamicCARoot, state.ID)
+	dynamicRoot, staging, err := openStaging(h.opts.dynamicCARoot, state.ID)
 	if err != nil {
 		return err
 	}
+	defer dynamicRoot.Close()
 	h.mu.Lock()
 	h.staging = staging
 	h.mu.Unlock()
@@ -206,11 +212,57 @@ func (h *hook) run(stdin io.Reader) error {
 	}
 	defer root.Close()
 	h.lap("rootfs")
-	return h.inject(newInjection(root, staging, h.opts.processors, env, ours, prefill))
+	in := newInjection(root, staging, h.opts.processors, env, ours, prefill)
+	if h.opts.image == "" {
+		return h.inject(in)
+	}
+	return h.injectCached(in, dynamicRoot)
 }
 
-// inject does the injection, phase by phase, and records each in the status.
-func (h *hook) inject(in *injection) error {
+// injectCached replays the image cache's entry for the injection if there
+// is one, else does the injection and saves the entry. The cache only ever
+// saves time: whatever goes wrong with it, the injection is done in full.
+func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
+	cache, err := openCache(dynamicRoot)
+	if err != nil {
+		h.log.Warn("image cache unusable", "error", err)
+		return h.inject(in)
+	}
+	defer cache.Close()
+	entry := cacheEntry(h.opts.image, in)
+	p, err := loadPlan(cache, entry)
+	if err == nil {
+		if err = in.replay(cache, entry, p); err == nil {
+			h.note(func(s *hookStatus) {
+				s.Cache, s.OSRelease, s.Family, s.ImageCerts, s.ImageTrustBytes = cacheHit, p.OSRelease, p.Family, p.ImageCerts, p.ImageTrustBytes
+				s.addFiles(p.Files)
+				s.Wrapper.Env, s.Wrapper.Append = p.Env, p.Append
+			})
+			h.lap("cache")
+			return nil
+		}
+	}
+	if !errors.Is(err, errNoEntry) {
+		// Dropped, and made again below.
+		h.log.Warn("image cache entry unusable; injecting in full", "entry", entry, "error", err)
+		cache.removeAll(entry)
+	}
+	in.writes = nil
+	p = &plan{}
+	if err := h.inject(in, p); err != nil {
+		return err
+	}
+	if err := in.savePlan(cache, entry, p); err != nil {
+		h.log.Warn("image cache entry not saved", "entry", entry, "error", err)
+	}
+	h.note(func(s *hookStatus) { s.Cache = cacheMiss })
+	h.lap("cache")
+	return nil
+}
+
+// inject does the injection, phase by phase, and records each in the
+// status, and in the plan for the image cache if asked.
+func (h *hook) inject(in *injection, record ...*plan) error {
 	rel, fam, store, detectErr := in.detect()
 	h.lap("detect")
 	h.note(func(s *hookStatus) { s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust()) })
@@ -220,8 +272,8 @@ func (h *hook) inject(in *injection) error {
 	h.note(func(s *hookStatus) { s.ImageTrustBytes = imagePartLen(store.trust()) })
 	h.lap("staged_bundle")
 	var osErr error
+	var changes []fileChange
 	if in.enabled(fam.processor()) {
-		var changes []fileChange
 		changes, osErr = store.write(in, fam)
 		h.note(func(s *hookStatus) { s.addFiles(changes) })
 		h.lap("os_store")
@@ -232,6 +284,10 @@ func (h *hook) inject(in *injection) error {
 		s.Wrapper.Env, s.Wrapper.Append = lang.env, lang.appendEnv
 	})
 	h.lap("languages")
+	for _, p := range record {
+		*p = plan{OSRelease: rel, Family: fam.name, ImageCerts: countCerts(store.trust()), ImageTrustBytes: imagePartLen(store.trust()),
+			Files: append(changes, lang.changes...), Env: lang.env, Append: lang.appendEnv}
+	}
 	return errors.Join(prefixed("update OS trust store ("+fam.processor()+")", osErr),
 		prefixed("language runtimes", langErr), prefixed("os-release", detectErr))
 }

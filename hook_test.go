@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,32 +21,53 @@ type hookBed struct {
 	bundle, rootfs, dynamicRoot, staging string
 	ours                                 *caBundle
 	prefill                              []byte
+	id                                   string
+	env                                  []string
+	stager                               *stager
 }
 
 func newHookBed(t testing.TB, fixture string, env ...string) *hookBed {
 	t.Helper()
-	b := &hookBed{bundle: t.TempDir(), ours: corpBundle(t)}
+	s, root := newTestStager(t)
+	b := &hookBed{ours: corpBundle(t), dynamicRoot: root, stager: s, id: testID, env: env}
+	b.prefill = b.ours.pem
+	b.create(t, filepath.Join("testdata/rootfs", fixture))
+	return b
+}
+
+// create makes the bed's container: its bundle with a copy of the rootfs
+// at src, and its staging.
+func (b *hookBed) create(t testing.TB, src string) {
+	t.Helper()
+	b.bundle = t.TempDir()
 	b.rootfs = filepath.Join(b.bundle, "rootfs")
-	if err := os.Rename(copyTree(t, filepath.Join("testdata/rootfs", fixture)), b.rootfs); err != nil {
+	if err := os.Rename(copyTree(t, src), b.rootfs); err != nil {
 		t.Fatal(err)
 	}
 	spec, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs", Readonly: true},
-		Process: &specs.Process{Env: env}})
+		Process: &specs.Process{Env: b.env}})
 	if err := os.WriteFile(filepath.Join(b.bundle, "config.json"), spec, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, root := newTestStager(t)
-	b.dynamicRoot, b.prefill = root, b.ours.pem
-	dir, err := s.stage(testID, b.ours.pem, b.prefill)
+	dir, err := b.stager.stage(b.id, b.ours.pem, b.prefill)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.staging = dir
-	return b
+}
+
+// sibling is another container of the bed's image, on the same node, as
+// its rootfs is now: call it before the hook runs on the bed.
+func (b *hookBed) sibling(t testing.TB, id string, env ...string) *hookBed {
+	t.Helper()
+	s := *b
+	s.id, s.env = id, append(slices.Clone(b.env), env...)
+	s.create(t, b.rootfs)
+	return &s
 }
 
 func (b *hookBed) state() []byte {
-	st, _ := json.Marshal(specs.State{Version: specs.Version, ID: testID, Status: "creating", Pid: 4242, Bundle: b.bundle,
+	st, _ := json.Marshal(specs.State{Version: specs.Version, ID: b.id, Status: "creating", Pid: 4242, Bundle: b.bundle,
 		Annotations: map[string]string{criPodName: "web", criPodNamespace: "shop", criContainerName: "app"}})
 	return st
 }

@@ -28,10 +28,21 @@ type injection struct {
 	// dryRun resolves every write and stops there: inspect says what the
 	// hook would change.
 	dryRun bool
+	// writes are every write made, in order, for the image's cache (cache.go).
+	writes []plannedWrite
 }
 
+// newInjection makes the context of an injection. Of the container's
+// environment it keeps the variables the injection reads, and only those:
+// the image cache keys on them (cache.go).
 func newInjection(root, staging *safeDir, processors, env []string, ours *caBundle, prefill []byte) *injection {
-	return &injection{root: root, staging: staging, processors: processors, env: env, ours: ours,
+	var seen []string
+	for _, name := range injectionEnvNames() {
+		if envHas(env, name) {
+			seen = append(seen, name+"="+envValue(env, name))
+		}
+	}
+	return &injection{root: root, staging: staging, processors: processors, env: seen, ours: ours,
 		prefill: prefill, merged: map[string]bool{}}
 }
 
@@ -51,12 +62,10 @@ func (in *injection) stageTrust(store *imageStore) error {
 	if string(in.trust) == string(in.prefill) {
 		return nil
 	}
-	return in.stage(func(staging *safeDir) error {
-		if err := staging.writeFileAs(stagedBundle, in.trust, in.trustAttrs); err != nil {
-			return fmt.Errorf("write staged bundle: %w", err)
-		}
-		return nil
-	})
+	if err := in.stage(stagedBundle, in.trust, in.trustAttrs); err != nil {
+		return fmt.Errorf("write staged bundle: %w", err)
+	}
+	return nil
 }
 
 // trustFormat is a kind of trust file: how large one may be, and what
@@ -107,7 +116,7 @@ func (in *injection) apply(t trustFile) (fileChange, error) {
 		return c, nil
 	case err == nil && t.added > 0:
 		c.Action = actionMerged
-		_, err = in.write(t.canon, t.merged)
+		err = in.write(t.canon, t.merged)
 	}
 	if err != nil {
 		c.Action, c.Error = actionFailed, err.Error()
@@ -122,10 +131,8 @@ func (in *injection) apply(t trustFile) (fileChange, error) {
 func (in *injection) create(p string, data []byte, action string, certs int) (fileChange, error) {
 	c := fileChange{Path: p, Action: action, Added: certs}
 	canon, err := in.root.canonical(p)
-	if err == nil && !in.dryRun {
-		if _, err = in.root.mkdirAll(path.Dir(canon), 0o755); err == nil {
-			_, err = in.write(canon, data)
-		}
+	if err == nil {
+		err = in.do(plannedWrite{Op: opCreate, Path: canon}, data)
 	}
 	c.Resolved = resolvedIfDifferent(p, canon)
 	if err != nil {
@@ -134,21 +141,57 @@ func (in *injection) create(p string, data []byte, action string, certs int) (fi
 	return c, err
 }
 
-// write replaces a file of the image as writeFile does; in a dry run it
-// only resolves it.
-func (in *injection) write(p string, data []byte) (string, error) {
-	if in.dryRun {
-		return in.root.canonical(p)
-	}
-	return in.root.writeFile(p, data, 0o644)
+// write replaces a file of the image as writeFile does.
+func (in *injection) write(canon string, data []byte) error {
+	return in.do(plannedWrite{Op: opWrite, Path: canon}, data)
 }
 
-// stage writes into the container's staging directory, unless in a dry run.
-func (in *injection) stage(write func(staging *safeDir) error) error {
+// stage writes a file of the container's staging directory with attrs.
+func (in *injection) stage(name string, data []byte, attrs fileAttrs) error {
+	return in.do(plannedWrite{Op: opStage, Path: name, Mode: attrs.mode, UID: attrs.uid, GID: attrs.gid}, data)
+}
+
+// What a write does.
+const (
+	opWrite  = "write"  // replace a file of the image, keeping its attributes
+	opCreate = "create" // the same, creating its directories first
+	opStage  = "stage"  // replace a file of the staging directory, with given attributes
+)
+
+// plannedWrite is one write of an injection, as the image's cache keeps it:
+// every container of the image gets the same.
+type plannedWrite struct {
+	Op   string `json:"op"`
+	Path string `json:"path"` // canonical inside the image, or a staged file's name
+	Blob string `json:"blob"` // the data's sha256, naming it in the cache entry
+	// The attributes of a staged file.
+	Mode uint32 `json:"mode,omitempty"`
+	UID  int    `json:"uid,omitempty"`
+	GID  int    `json:"gid,omitempty"`
+	data []byte
+}
+
+// do makes a write, and records it; a dry run does nothing.
+func (in *injection) do(w plannedWrite, data []byte) error {
 	if in.dryRun {
 		return nil
 	}
-	return write(in.staging)
+	var err error
+	switch w.Op {
+	case opCreate:
+		if _, err = in.root.mkdirAll(path.Dir(w.Path), 0o755); err == nil {
+			_, err = in.root.writeFile(w.Path, data, 0o644)
+		}
+	case opWrite:
+		_, err = in.root.writeFile(w.Path, data, 0o644)
+	case opStage:
+		err = in.staging.writeFileAs(w.Path, data, fileAttrs{mode: w.Mode, uid: w.UID, gid: w.GID})
+	}
+	if err == nil {
+		w.data = data
+		in.writes = append(in.writes, w)
+	}
+	return err
 }
 
 func resolvedIfDifferent(p, canon string) string {

@@ -71,8 +71,12 @@ func javaFallback(in *injection, changes []fileChange, res *langResult) error {
 	if !hasAction(changes, actionFallback) {
 		return nil
 	}
-	if err := in.stage(func(staging *safeDir) error { return writeFallbackStore(staging, in.trust, in.trustAttrs) }); err != nil {
-		return err
+	store, err := fallbackStore(in.trust)
+	if err == nil {
+		err = in.stage(stagedJavaStore, store, in.trustAttrs)
+	}
+	if err != nil {
+		return fmt.Errorf("write JVM fallback truststore: %w", err)
 	}
 	if opts := envValue(in.env, "JAVA_TOOL_OPTIONS"); !strings.Contains(opts, "javax.net.ssl.trustStore=") {
 		res.appendEnv["JAVA_TOOL_OPTIONS"] = "-Djavax.net.ssl.trustStore=" + containerDir + "/" + stagedJavaStore +
@@ -81,23 +85,15 @@ func javaFallback(in *injection, changes []fileChange, res *langResult) error {
 	return nil
 }
 
-// writeFallbackStore writes a bundle as the JKS fallback store, with the
-// attributes of the bundle it holds.
-func writeFallbackStore(staging *safeDir, trust []byte, attrs fileAttrs) error {
+// fallbackStore is a bundle as the JKS fallback store.
+func fallbackStore(trust []byte) ([]byte, error) {
 	certs, err := bundleCertificates(trust, maxStoreEntries)
-	var data []byte
-	if err == nil {
-		entries := make([]storeEntry, len(certs))
-		for i, der := range certs {
-			entries[i] = storeEntry{alias: fmt.Sprintf("cert-%d", i), der: der}
-		}
-		data, err = marshalJKS(entries, storePassword)
-	}
-	if err == nil {
-		err = staging.writeFileAs(stagedJavaStore, data, attrs)
-	}
 	if err != nil {
-		return fmt.Errorf("write JVM fallback truststore: %w", err)
+		return nil, err
 	}
-	return nil
+	entries := make([]storeEntry, len(certs))
+	for i, der := range certs {
+		entries[i] = storeEntry{alias: fmt.Sprintf("cert-%d", i), der: der}
+	}
+	return marshalJKS(entries, storePassword)
 }

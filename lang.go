@@ -103,6 +103,15 @@ func trustVars(enabled func(processor string) bool) []trustVar {
 
 // The hook's part.
 
+// injectionEnvNames are the container's variables the injection reads.
+func injectionEnvNames() []string {
+	names := []string{"PATH", "VIRTUAL_ENV", "JAVA_HOME", "JAVA_TOOL_OPTIONS"}
+	for _, v := range trustVars(func(string) bool { return true }) {
+		names = append(names, v.name)
+	}
+	return names
+}
+
 const (
 	maxSearchDirs = 32       // PATH entries, prefixes and JVM homes looked at
 	maxPythons    = 8        // python3* directories taken from one lib directory

@@ -463,6 +463,7 @@ func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []
 			failPolicy:    p.cfg.failPolicy,
 			processors:    processors,
 			bundle:        bundle,
+			image:         imageID(ctr),
 			timeout:       p.cfg.hookTimeout,
 			logLevel:      p.cfg.logLevel,
 		}),
@@ -477,6 +478,16 @@ func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []
 		adj.AddEnv(v.name, v.value)
 	}
 	return adj, kept
+}
+
+// imageID is the container's image as its config digest, which the
+// runtime gives (containerd 2.x) and which names the image's content: the
+// image cache's key (cache.go). "" where the runtime gives none.
+func imageID(ctr *api.Container) string {
+	if id := ctr.GetImage().GetConfigDigest(); validImageID(id) {
+		return id
+	}
+	return ""
 }
 
 // trustEnvFor returns the variables to set for the enabled processors, and
@@ -526,6 +537,14 @@ func (p *plugin) noteIfActive(id string, w work) {
 // of its bundle than the current one. It runs in the worker.
 func (p *plugin) refreshStaged() {
 	p.bundles.refresh()
+	var current []string
+	for _, src := range p.bundles.sources() {
+		current = append(current, src.currentSHA())
+	}
+	if err := p.stager.pruneCache(current, time.Now()); err != nil {
+		p.metrics.errors.inc(stageCleanup)
+		p.log.Error("prune the image cache", "error", err)
+	}
 	p.mu.Lock()
 	ids := make([]string, 0, len(p.active))
 	for id := range p.active {
@@ -624,7 +643,7 @@ func (l nriLogger) Errorf(_ context.Context, f string, a ...any) { l.log.Error(f
 // hookArgs renders the options as the hook's argv. The fail policy comes
 // first: a hook of another version that cannot read the rest still knows it.
 func hookArgs(o hookOptions) []string {
-	return []string{
+	args := []string{
 		"cainjekt", "hook",
 		"--fail-policy", o.failPolicy,
 		"--dynamic-ca-root", o.dynamicCARoot,
@@ -633,4 +652,8 @@ func hookArgs(o hookOptions) []string {
 		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
 		"--log-level", strings.ToLower(o.logLevel.String()),
 	}
+	if o.image != "" {
+		args = append(args, "--image", o.image)
+	}
+	return args
 }

@@ -23,6 +23,7 @@ package main
 // sees the old or the new content and never half of it.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,9 +88,14 @@ func openImageRoot(at int, p string) (*safeDir, error) {
 	d, err := openSafeDir(at, p, openResolve,
 		unix.RESOLVE_IN_ROOT|unix.RESOLVE_NO_MAGICLINKS|unix.RESOLVE_NO_XDEV)
 	if err == nil {
-		d.budget = &imageBudget{bytes: imageReadBudget, entries: imageEntryBudget}
+		d.budget = newImageBudget()
 	}
 	return d, err
+}
+
+// newImageBudget is the budget of one hook run.
+func newImageBudget() *imageBudget {
+	return &imageBudget{bytes: imageReadBudget, entries: imageEntryBudget}
 }
 
 // openOwnDir opens a directory of cainjekt's own on the host. The path is the
@@ -257,10 +264,12 @@ type fileInfo struct {
 	uid, gid uint32
 	size     int64
 	dev, ino uint64
+	mtime    time.Time
 }
 
 func infoOf(st *unix.Stat_t) fileInfo {
-	return fileInfo{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid, size: st.Size, dev: st.Dev, ino: st.Ino}
+	return fileInfo{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid, size: st.Size, dev: st.Dev, ino: st.Ino,
+		mtime: time.Unix(st.Mtim.Unix())}
 }
 
 // stat describes the file at p, following symlinks inside the tree.
@@ -311,7 +320,12 @@ func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
 	}
 	f := os.NewFile(uintptr(fd), d.show(p))
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	// One buffer of the size fstat gave, and room to see the file grew or
+	// reach its end: growing a buffer as io.ReadAll does costs more than
+	// reading, in a process whose every allocation is a fresh page.
+	buf := bytes.NewBuffer(make([]byte, 0, st.Size+bytes.MinRead))
+	_, err = buf.ReadFrom(io.LimitReader(f, limit+1))
+	data := buf.Bytes()
 	if err != nil {
 		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: err}
 	}
@@ -474,8 +488,12 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 	}
 	defer unix.Close(fd)
 	proc := "/proc/self/fd/" + strconv.Itoa(fd)
-	list := make([]byte, maxXattrBytes)
-	n, err := unix.Listxattr(proc, list)
+	n, err := unix.Listxattr(proc, nil) // the size of the list, usually 0
+	var list []byte
+	if err == nil && n > 0 {
+		list = make([]byte, min(n, maxXattrBytes))
+		n, err = unix.Listxattr(proc, list)
+	}
 	switch {
 	case err == unix.ENOTSUP:
 		return nil, nil
@@ -584,4 +602,79 @@ func (d *safeDir) readDir(p string, keep func(string) bool, max int) ([]string, 
 			names = append(names, name)
 		}
 	}
+}
+
+// mkdir creates the single directory p (its parent must exist) with exactly
+// perm, whatever the umask. An existing directory is left as it is.
+func (d *safeDir) mkdir(p string, perm uint32) error {
+	dir, base := path.Split(path.Clean("/" + p))
+	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if err := unix.Mkdirat(parent, base, perm); err != nil {
+		if err == unix.EEXIST {
+			return nil
+		}
+		return &os.PathError{Op: "mkdir", Path: d.show(p), Err: err}
+	}
+	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, perm); err != nil {
+		return &os.PathError{Op: "chmod", Path: d.show(p), Err: err}
+	}
+	return nil
+}
+
+// removeAll removes p and everything below it without following any symlink:
+// each level is opened relative to its parent with O_NOFOLLOW, so swapping a
+// directory for a symlink mid-way makes removal fail, not wander.
+func (d *safeDir) removeAll(p string) error {
+	dir, base := path.Split(path.Clean("/" + p))
+	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if err := removeEntry(parent, base, 0); err != nil && err != unix.ENOENT {
+		return &os.PathError{Op: "remove", Path: d.show(p), Err: err}
+	}
+	return nil
+}
+
+// maxRemoveDepth bounds recursion in removeEntry; cainjekt's trees are two
+// levels deep, anything deeper was not made by us.
+const maxRemoveDepth = 8
+
+func removeEntry(parent int, name string, depth int) error {
+	err := unix.Unlinkat(parent, name, 0)
+	if err != unix.EISDIR && err != unix.EPERM {
+		return err
+	}
+	if depth >= maxRemoveDepth {
+		return unix.ELOOP
+	}
+	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	names, err := f.Readdirnames(-1)
+	if err == nil {
+		for _, child := range names {
+			if err = removeEntry(fd, child, depth+1); err != nil && err != unix.ENOENT {
+				break
+			}
+			err = nil
+		}
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 }

@@ -62,6 +62,9 @@ const (
 	hookResultOK      = "ok"
 	hookResultFailed  = "failed"
 	hookResultTimeout = "timeout"
+
+	cacheHit  = "hit"
+	cacheMiss = "miss"
 )
 
 // fileChange records what the hook did, or found, at one path of the image.
@@ -120,6 +123,9 @@ type hookStatus struct {
 	Wrapper         hookContext  `json:"wrapper"`
 	Files           []fileChange `json:"files,omitempty"`
 	Errors          []string     `json:"errors,omitempty"`
+	// Cache says whether the image cache served the injection: hit, miss
+	// (done in full, and saved), or empty (no cache).
+	Cache string `json:"cache,omitempty"`
 	// FilesOmitted and ErrorsOmitted count what was not recorded: an image
 	// decides how many paths the hook meets, status.json stays small.
 	FilesOmitted  int     `json:"files_omitted,omitempty"`
@@ -226,17 +232,15 @@ func (s *hookStatus) marshal() ([]byte, error) {
 }
 
 // openStaging opens the container's staging directory.
-func openStaging(dynamicRoot, id string) (*safeDir, error) {
-	root, err := openOwnDir(dynamicRoot)
-	if err != nil {
-		return nil, err
+func openStaging(dynamicRoot, id string) (root, staging *safeDir, err error) {
+	if root, err = openOwnDir(dynamicRoot); err != nil {
+		return nil, nil, err
 	}
-	defer root.Close()
-	dir, err := root.sub(id)
-	if err != nil {
-		return nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
+	if staging, err = root.sub(id); err != nil {
+		root.Close()
+		return nil, nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
 	}
-	return dir, nil
+	return root, staging, nil
 }
 
 // readStaged reads the CAs and the pre-filled bundle the plugin staged.

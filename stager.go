@@ -14,6 +14,9 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -185,10 +188,14 @@ func (s *stager) refresh(ctx context.Context, id string, set *trustSet, imageTru
 		func() error { _, err := dir.writeFile(stagedCA, set.ours.pem, 0o644); return err },
 		func() error { _, err := dir.writeFile(stagedBundle, bundle, 0o644); return err },
 		func() error {
-			if info, _, err := dir.stat(stagedJavaStore); err == nil {
-				return writeFallbackStore(dir, bundle, attrsOf(info, 0o644))
+			if _, _, err := dir.stat(stagedJavaStore); err != nil {
+				return nil
 			}
-			return nil
+			store, err := fallbackStore(bundle)
+			if err == nil {
+				_, err = dir.writeFile(stagedJavaStore, store, 0o644)
+			}
+			return err
 		},
 	}
 	for _, step := range steps {
@@ -210,4 +217,88 @@ func trustFor(image []byte, ours *caBundle, noTrust []byte) []byte {
 	}
 	merged, _ := mergeBundle(image, ours)
 	return merged
+}
+
+// Bounds on the image cache (cache.go), on the node's tmpfs: a fat image's
+// entry is about 1 MiB.
+const (
+	cacheMaxEntries = 128
+	cacheMaxBytes   = 64 << 20
+	// A temporary entry older than this was left by a hook that died.
+	cacheTempAge = time.Minute
+)
+
+// cachedEntry is an entry of the image cache, as pruneCache weighs it.
+type cachedEntry struct {
+	name  string
+	used  time.Time
+	bytes int64
+}
+
+// pruneCache drops the image cache's entries made for CA sets other than
+// the current ones (an entry's name starts with its set's sha256), the
+// temporary entries of hooks that died while writing one, and then the
+// entries used least recently, beyond the cache's bounds.
+func (s *stager) pruneCache(currentSHAs []string, now time.Time) error {
+	cache, err := s.dir.sub(cacheDirName)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+	names, err := cache.readDirNames(".")
+	if err != nil {
+		return err
+	}
+	var keep []cachedEntry
+	var errs []error
+	for _, name := range names {
+		e, err := weighEntry(cache, name)
+		current := validCacheEntry(name) && slices.ContainsFunc(currentSHAs, func(sha string) bool { return strings.HasPrefix(name, sha[:min(16, len(sha))]+"-") })
+		switch {
+		case err == nil && current:
+			keep = append(keep, e)
+		case err == nil && strings.HasPrefix(name, ".tmp-") && now.Sub(e.used) < cacheTempAge:
+		default: // of another CA set, left by a dead hook, or not ours at all
+			errs = append(errs, cache.removeAll(name))
+		}
+	}
+	slices.SortFunc(keep, func(a, b cachedEntry) int { return b.used.Compare(a.used) })
+	var total int64
+	for i, e := range keep {
+		if total += e.bytes; i >= cacheMaxEntries || total > cacheMaxBytes {
+			errs = append(errs, cache.removeAll(e.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// weighEntry says when a cache entry was last used and how large it is.
+func weighEntry(cache *safeDir, name string) (cachedEntry, error) {
+	e := cachedEntry{name: name}
+	info, typ, err := cache.stat(name) // refuses a symlink: nothing here is one
+	if err != nil || typ != unix.S_IFDIR {
+		return e, err
+	}
+	e.used = info.mtime
+	dir, err := cache.sub(name)
+	if err != nil {
+		return e, err
+	}
+	defer dir.Close()
+	files, err := dir.readDirNames(".")
+	for _, f := range files {
+		if info, _, err := dir.stat(f); err == nil {
+			e.bytes += info.size
+		}
+	}
+	return e, err
+}
+
+// validCacheEntry accepts the names cacheEntry makes.
+func validCacheEntry(name string) bool {
+	ours, key, ok := strings.Cut(name, "-")
+	return ok && len(ours) == 16 && len(key) == 64 && isHex(ours) && isHex(key)
 }

@@ -154,11 +154,7 @@ func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 		t.Error("bundleSums missed the certificate inside a TRUSTED CERTIFICATE block")
 	}
 	// The JVM fallback store, built from the image's trust, keeps it too.
-	staging := imageRoot(t, t.TempDir())
-	if err := writeFallbackStore(staging, trusted, fileAttrs{mode: 0o644, uid: -1, gid: -1}); err != nil {
-		t.Fatal(err)
-	}
-	data, _, err := staging.readFile(stagedJavaStore, maxStoreSize)
+	data, err := fallbackStore(trusted)
 	if err != nil {
 		t.Fatal(err)
 	}

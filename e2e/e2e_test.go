@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -749,6 +750,30 @@ func TestMetricsAreValidAndCount(t *testing.T) {
 	if n, err := plugin.Metric("cainjekt_nri_connected"); err != nil || n != 1 {
 		t.Errorf("cainjekt_nri_connected = %v (%v)", n, err)
 	}
+}
+
+// The image cache on the real node: containerd gives the plugin the image's
+// config digest, the first container of an image (with these variables)
+// is injected in full, and the next one from the cache, with the same
+// result: it trusts the CA and everything the image trusted.
+func TestImageCacheOnTheNode(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	spec := sleepIn(bed.image)
+	// A JAVA_HOME of its own: a cache key no other test shares.
+	spec.Env = map[string]string{"JAVA_HOME": "/nonexistent/" + strconv.FormatInt(time.Now().UnixNano(), 10)}
+	first, err := pod(t, ctx, "cache-first", optIn()).Run(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := pod(t, ctx, "cache-second", optIn()).Run(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := stagedStatus(t, first), stagedStatus(t, second); a.Cache != "miss" || b.Cache != "hit" {
+		t.Fatalf("image cache: %q then %q, want miss then hit (does the runtime give the image's config digest?)", a.Cache, b.Cache)
+	}
+	expectInjected(t, ctx, second)
 }
 
 // labelXattrs are the extended attributes of the labels image's trust store.

@@ -305,6 +305,7 @@ type hookReport struct {
 	Result string   `json:"result"`
 	Family string   `json:"family"`
 	Errors []string `json:"errors"`
+	Cache  string   `json:"cache"`
 	Files  []struct {
 		Path   string `json:"path"`
 		Action string `json:"action"`

@@ -1,0 +1,227 @@
+package main
+
+// The image cache: the hook's work, done once per image.
+//
+// Image layers are immutable and content-addressed. Every container of an
+// image starts from the same files, so what the hook reads, decides and
+// merges is the same for each, given the same CAs, processors and the few
+// variables it reads. The first container of an image records every write
+// its injection made (the merged OS bundle, certifi bundles, cacerts, the
+// staged files) in an entry of the cache; the next ones replay those writes
+// without reading, parsing or merging anything of the image, and their
+// staged files are hard links to the entry's.
+//
+// Why it is safe: the key holds the image's config digest, the sha256 of its
+// content, which names its layers; the plugin takes it from the runtime,
+// never from the pod. An image can only ever reach its own entries. The rest
+// of the key is everything else the injection reads: the CAs, the bundle
+// for images without trust, the processors and the container's variables
+// the injection sees (injectionEnvNames), nothing else. Only a run without
+// any error is recorded, an entry is bounded (maxPlanWrites writes,
+// maxPlanBytes of data), and it is written by the hook as root into a
+// directory only root can enter, replayed through the same safe writes as
+// the first run. What can make two containers of one image differ is the
+// mount points runc creates for their volumes, empty files and directories
+// that the volumes then hide: a plan made beside one writes files that
+// another container sees, which hold the image's files and our CAs only.
+// The plugin drops every entry of a CA set no longer current, and bounds
+// the cache (cacheMaxEntries, cacheMaxBytes).
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// cacheDirName is the cache's directory in the dynamic CA root.
+	cacheDirName = ".cache"
+	// cacheFormat changes whenever what an entry means changes.
+	cacheFormat = "cainjekt-plan-1"
+	planFile    = "plan.json"
+
+	maxPlanSize   = 64 << 10 // plan.json
+	maxPlanWrites = 64       // a fat image makes about 6
+	maxPlanBytes  = 16 << 20 // a fat image writes about 1 MiB
+)
+
+// validImageID accepts an image config digest as the runtime gives it.
+func validImageID(id string) bool {
+	hexPart, ok := strings.CutPrefix(id, "sha256:")
+	return ok && len(hexPart) == 64 && isHex(hexPart)
+}
+
+// plan is a cache entry's plan.json: what the first container's injection
+// did, for the next ones to do the same.
+type plan struct {
+	Writes []plannedWrite `json:"writes"`
+	// What the status and the wrapper say.
+	OSRelease       osRelease         `json:"os_release"`
+	Family          string            `json:"family"`
+	ImageCerts      int               `json:"image_certificates"`
+	ImageTrustBytes int               `json:"image_trust_bytes"`
+	Files           []fileChange      `json:"files"`
+	Env             map[string]string `json:"env,omitempty"`
+	Append          map[string]string `json:"append,omitempty"`
+}
+
+// cacheEntry names the entry of an injection: the sha256 of ours first, so
+// that the plugin drops the entries of CA sets no longer current, then the
+// key of everything else.
+func cacheEntry(imageID string, in *injection) string {
+	h := sha256.New()
+	field := func(v string) { fmt.Fprintf(h, "%d:%s\n", len(v), v) }
+	field(cacheFormat)
+	field(version)
+	field(imageID)
+	prefill := sha256.Sum256(in.prefill)
+	field(string(prefill[:]))
+	field(strings.Join(in.processors, ","))
+	for _, kv := range in.env {
+		field(kv)
+	}
+	return in.ours.sha256()[:16] + "-" + hex.EncodeToString(h.Sum(nil))
+}
+
+func isHex(s string) bool {
+	return strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// errNoEntry says the image cache has no entry for an injection yet.
+var errNoEntry = errors.New("no cache entry")
+
+// loadPlan reads the entry's plan, or says why there is none to use.
+func loadPlan(cache *safeDir, entry string) (*plan, error) {
+	data, _, err := cache.readFile(entry+"/"+planFile, maxPlanSize)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, errNoEntry
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p plan
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("cache entry %s: %w", entry, err)
+	}
+	if len(p.Writes) > maxPlanWrites {
+		return nil, fmt.Errorf("cache entry %s: %d writes", entry, len(p.Writes))
+	}
+	return &p, nil
+}
+
+// replay makes the plan's writes: the image's files from the entry's data,
+// and the staged files as hard links to it.
+func (in *injection) replay(cache *safeDir, entry string, p *plan) error {
+	dir, err := cache.sub(entry)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	for _, w := range p.Writes {
+		if !isHex(w.Blob) || len(w.Blob) != 64 {
+			return fmt.Errorf("cache entry %s: blob %q", entry, w.Blob)
+		}
+		if w.Op == opStage {
+			err = linkFile(dir, w.Blob, in.staging, w.Path)
+		} else {
+			var data []byte
+			if data, _, err = dir.readFile(w.Blob, maxBundleSize); err == nil {
+				err = in.do(w, data)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("replay cache entry %s: %w", entry, err)
+		}
+	}
+	// Touched, for the plugin to evict the entries used least recently.
+	now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
+	unix.UtimesNanoAt(cache.fd, entry, now, unix.AT_SYMLINK_NOFOLLOW)
+	return nil
+}
+
+// savePlan records a successful injection as the entry. The entry is
+// written beside and renamed into place: a hook replaying it sees all of it
+// or none; of two hooks saving one entry, the second one's is dropped.
+func (in *injection) savePlan(cache *safeDir, entry string, p *plan) error {
+	total := 0
+	for _, w := range in.writes {
+		total += len(w.data)
+	}
+	if len(in.writes) > maxPlanWrites || total > maxPlanBytes {
+		return nil // an unusual image: not worth keeping
+	}
+	tmp := fmt.Sprintf(".tmp-%s-%d", entry, os.Getpid())
+	if err := cache.mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	err := in.writeEntry(cache, tmp, p)
+	if err == nil {
+		err = unix.Renameat(cache.fd, tmp, cache.fd, entry)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			err = nil // another container of the image saved it first
+		}
+	}
+	cache.removeAll(tmp)
+	return err
+}
+
+// writeEntry writes the data of every write, and the plan naming it.
+func (in *injection) writeEntry(cache *safeDir, tmp string, p *plan) error {
+	dir, err := cache.sub(tmp)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	p.Writes = nil
+	blobs := map[string]fileAttrs{}
+	for _, w := range in.writes {
+		sum := sha256.Sum256(w.data)
+		w.Blob = hex.EncodeToString(sum[:])
+		p.Writes = append(p.Writes, w)
+		// A staged file is linked, not copied: its data, kept once however
+		// many files hold it, gets the staged file's attributes.
+		if attrs, ok := blobs[w.Blob]; !ok || w.Op == opStage {
+			if w.Op == opStage {
+				attrs = fileAttrs{mode: w.Mode, uid: w.UID, gid: w.GID}
+			} else if !ok {
+				attrs = fileAttrs{mode: 0o600, uid: -1, gid: -1}
+			}
+			blobs[w.Blob] = attrs
+			if err := dir.writeFileAs(w.Blob, w.data, attrs); err != nil {
+				return err
+			}
+		}
+	}
+	data, err := json.Marshal(p)
+	if err == nil {
+		err = dir.writeFileAs(planFile, data, fileAttrs{mode: 0o600, uid: -1, gid: -1})
+	}
+	return err
+}
+
+// linkFile makes name in to a hard link of blob in from, replacing name.
+func linkFile(from *safeDir, blob string, to *safeDir, name string) error {
+	tmp := fmt.Sprintf(".%s.cainjekt-%d.link", name, os.Getpid())
+	if err := unix.Linkat(from.fd, blob, to.fd, tmp, 0); err != nil {
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	if err := unix.Renameat(to.fd, tmp, to.fd, name); err != nil {
+		unix.Unlinkat(to.fd, tmp, 0)
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	return nil
+}
+
+// openCache opens the cache in the dynamic CA root, creating it.
+func openCache(dynamicRoot *safeDir) (*safeDir, error) {
+	if err := dynamicRoot.mkdir(cacheDirName, 0o700); err != nil {
+		return nil, err
+	}
+	return dynamicRoot.sub(cacheDirName)
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const testImage = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
+// imageBeds are containers of one image with language runtimes, on one
+// node, none of them started yet.
+func imageBeds(t *testing.T, n int) []*hookBed {
+	t.Helper()
+	first := newHookBed(t, "debian", runtimesPATH, "HOSTNAME=first")
+	addRuntimes(t, first.rootfs, "cacerts.jks")
+	beds := []*hookBed{first}
+	for i := 1; i < n; i++ {
+		beds = append(beds, first.sibling(t, hexID(100+i), "HOSTNAME=other"))
+	}
+	return beds
+}
+
+// runCached runs the hook on a bed as the plugin does for an image it
+// knows, and returns its status.
+func runCached(t *testing.T, b *hookBed, image string, processors ...string) hookStatus {
+	t.Helper()
+	args := append(b.args(failClosed, processors...), "--image", image)
+	if code := runHook(args, strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		st, _ := b.status(t)
+		t.Fatalf("exit %d: %v", code, st.Errors)
+	}
+	st, _ := b.status(t)
+	return st
+}
+
+// The second container of an image gets, from the cache, exactly what the
+// first got by doing the work: every file of its rootfs and its staging,
+// the status and the wrapper's variables. Its staged bundle is a link to
+// the cache's, with the image bundle's attributes.
+func TestImageCacheReplaysTheSameInjection(t *testing.T) {
+	beds := imageBeds(t, 2)
+	os.Chmod(filepath.Join(beds[0].rootfs, "etc/ssl/certs/ca-certificates.crt"), 0o640)
+	os.Chmod(filepath.Join(beds[1].rootfs, "etc/ssl/certs/ca-certificates.crt"), 0o640)
+	first, second := runCached(t, beds[0], testImage), runCached(t, beds[1], testImage)
+	if first.Cache != cacheMiss || second.Cache != cacheHit {
+		t.Fatalf("cache %q then %q, want a miss then a hit", first.Cache, second.Cache)
+	}
+	if !maps.Equal(snapshot(t, beds[0].rootfs), snapshot(t, beds[1].rootfs)) {
+		t.Error("the rootfs of the second container differs from the first's")
+	}
+	for _, name := range []string{stagedBundle, stagedCA} {
+		if string(beds[0].read(t, filepath.Join(beds[0].staging, name))) != string(beds[1].read(t, filepath.Join(beds[1].staging, name))) {
+			t.Errorf("staged %s differs", name)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(beds[1].staging, stagedBundle))
+	if err != nil || fi.Sys().(*syscall.Stat_t).Nlink < 2 || fi.Mode().Perm() != 0o640 {
+		t.Errorf("the staged bundle is not a link to the cache's with the image bundle's mode: %v %v", fi.Mode(), err)
+	}
+	if !slices.Equal(first.Files, second.Files) || first.ImageTrustBytes != second.ImageTrustBytes ||
+		first.OSRelease.ID != second.OSRelease.ID || first.Family != second.Family {
+		t.Errorf("status differs:\n%+v\n%+v", first, second)
+	}
+}
+
+// Whatever the injection depends on is in the cache's key: another image,
+// other CAs, processors or variables the injection reads make a miss;
+// variables it does not read do not.
+func TestImageCacheKey(t *testing.T) {
+	beds := imageBeds(t, 6)
+	runCached(t, beds[0], testImage)
+	other := "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	if st := runCached(t, beds[1], other); st.Cache != cacheMiss {
+		t.Errorf("another image: %s", st.Cache)
+	}
+	if st := runCached(t, beds[2], testImage, procPython); st.Cache != cacheMiss {
+		t.Errorf("other processors: %s", st.Cache)
+	}
+	javaHome := beds[3].sibling(t, hexID(200), "JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64")
+	if st := runCached(t, javaHome, testImage); st.Cache != cacheMiss {
+		t.Errorf("another JAVA_HOME: %s", st.Cache)
+	}
+	otherCAs := beds[4]
+	otherCAs.ours, _, _ = parseCABundle(readTestdata(t, "certs/corp-second.pem"))
+	otherCAs.create(t, beds[5].rootfs)
+	if st := runCached(t, otherCAs, testImage); st.Cache != cacheMiss {
+		t.Errorf("other CAs: %s", st.Cache)
+	}
+	if st := runCached(t, beds[5], testImage); st.Cache != cacheHit {
+		t.Errorf("only HOSTNAME differs: %s, want a hit", st.Cache)
+	}
+}
+
+// Only a run without any error is kept: an image whose injection failed
+// is injected in full, and fails, every time.
+func TestImageCacheKeepsNoFailure(t *testing.T) {
+	beds := imageBeds(t, 2)
+	for _, b := range beds {
+		p := filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt")
+		os.Remove(p)
+		os.Mkdir(p, 0o755)
+	}
+	for _, b := range beds {
+		args := append(b.args(failOpen), "--image", testImage)
+		runHook(args, strings.NewReader(string(b.state())), io.Discard)
+		if st, _ := b.status(t); st.Result != hookResultFailed || st.Cache == cacheHit {
+			t.Errorf("result %s, cache %q", st.Result, st.Cache)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(beds[0].dynamicRoot, cacheDirName)); len(entries) != 0 {
+		t.Errorf("a failed injection left %d cache entries", len(entries))
+	}
+}
+
+// An entry that does not replay (here, data that names no file of it)
+// costs a full injection, which replaces it.
+func TestImageCacheRecoversFromABrokenEntry(t *testing.T) {
+	beds := imageBeds(t, 3)
+	runCached(t, beds[0], testImage)
+	cache := filepath.Join(beds[0].dynamicRoot, cacheDirName)
+	entries, _ := os.ReadDir(cache)
+	if len(entries) != 1 {
+		t.Fatalf("%d entries", len(entries))
+	}
+	plan := filepath.Join(cache, entries[0].Name(), planFile)
+	data, _ := os.ReadFile(plan)
+	os.WriteFile(plan, []byte(strings.Replace(string(data), `"blob":"`, `"blob":"../../`, 1)), 0o600)
+	if st := runCached(t, beds[1], testImage); st.Cache != cacheMiss || st.Result != hookResultOK {
+		t.Errorf("a broken entry: cache %q, result %s", st.Cache, st.Result)
+	}
+	if st := runCached(t, beds[2], testImage); st.Cache != cacheHit {
+		t.Errorf("after the broken entry was replaced: %s", st.Cache)
+	}
+}
+
+// The plugin keeps the cache to the current CA sets and its bounds: it
+// drops entries of other sets, temporaries of dead hooks, what is not an
+// entry at all, and the entries used least recently beyond the bounds.
+func TestPruneCache(t *testing.T) {
+	s, root := newTestStager(t)
+	cache := filepath.Join(root, cacheDirName)
+	current, old := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	now := time.Now()
+	entry := func(sha string, n int, used time.Time, size int) string {
+		name := sha[:16] + "-" + hexID(n)
+		writeTree(t, cache, map[string]string{name + "/" + planFile: strings.Repeat("x", size)})
+		os.Chtimes(filepath.Join(cache, name), used, used)
+		return name
+	}
+	var want []string
+	for i := range cacheMaxEntries + 5 {
+		name := entry(current, i, now.Add(-time.Duration(i)*time.Minute), 10)
+		if i < cacheMaxEntries {
+			want = append(want, name)
+		}
+	}
+	entry(old, 1, now, 10)
+	writeTree(t, cache, map[string]string{".tmp-dead/x": "x", ".tmp-busy/x": "x", "junk": "x"})
+	os.Chtimes(filepath.Join(cache, ".tmp-dead"), now.Add(-time.Hour), now.Add(-time.Hour))
+	want = append(want, ".tmp-busy")
+	if err := s.pruneCache([]string{current}, now); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	entries, _ := os.ReadDir(cache)
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("left %d entries, want %d: %v", len(got), len(want), got[len(got)-3:])
+	}
+
+	big := entry(current, 999, now.Add(time.Minute), cacheMaxBytes)
+	if err := s.pruneCache([]string{current}, now); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(cache); len(entries) != 2 || entries[0].Name() == big {
+		t.Errorf("an entry over the cache's bytes: left %d entries", len(entries))
+	}
+}
