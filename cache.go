@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -73,20 +74,21 @@ type plan struct {
 
 // cacheEntry names the entry of an injection: the sha256 of ours first, so
 // that the plugin drops the entries of CA sets no longer current, then the
-// key of everything else.
-func cacheEntry(imageID string, in *injection) string {
+// key of everything else the injection depends on. env is what
+// injectionEnv keeps of the container's environment.
+func cacheEntry(imageID, oursSHA string, prefill []byte, processors, env []string) string {
 	h := sha256.New()
 	field := func(v string) { fmt.Fprintf(h, "%d:%s\n", len(v), v) }
 	field(cacheFormat)
 	field(version)
 	field(imageID)
-	prefill := sha256.Sum256(in.prefill)
-	field(string(prefill[:]))
-	field(strings.Join(in.processors, ","))
-	for _, kv := range in.env {
+	prefillSum := sha256.Sum256(prefill)
+	field(string(prefillSum[:]))
+	field(strings.Join(processors, ","))
+	for _, kv := range env {
 		field(kv)
 	}
-	return in.ours.sha256()[:16] + "-" + hex.EncodeToString(h.Sum(nil))
+	return oursSHA[:16] + "-" + hex.EncodeToString(h.Sum(nil))
 }
 
 func isHex(s string) bool {
@@ -130,10 +132,7 @@ func (in *injection) replay(cache *safeDir, entry string, p *plan) error {
 		if w.Op == opStage {
 			err = linkFile(dir, w.Blob, in.staging, w.Path)
 		} else {
-			var data []byte
-			if data, _, err = dir.readFile(w.Blob, maxBundleSize); err == nil {
-				err = in.do(w, data)
-			}
+			err = replayWrite(in.root, dir, w)
 		}
 		if err != nil {
 			return fmt.Errorf("replay cache entry %s: %w", entry, err)
@@ -143,6 +142,22 @@ func (in *injection) replay(cache *safeDir, entry string, p *plan) error {
 	now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
 	unix.UtimesNanoAt(cache.fd, entry, now, unix.AT_SYMLINK_NOFOLLOW)
 	return nil
+}
+
+// replayWrite makes a write of the image from the entry's data, which the
+// kernel copies.
+func replayWrite(root, entry *safeDir, w plannedWrite) error {
+	from, _, err := entry.openFile(w.Blob, maxBundleSize)
+	if err != nil {
+		return err
+	}
+	defer from.Close()
+	if w.Op == opCreate {
+		if _, err := root.mkdirAll(path.Dir(w.Path), 0o755); err != nil {
+			return err
+		}
+	}
+	return root.writeFileFrom(w.Path, from, 0o644)
 }
 
 // savePlan records a successful injection as the entry. The entry is

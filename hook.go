@@ -229,7 +229,7 @@ func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
 		return h.inject(in)
 	}
 	defer cache.Close()
-	entry := cacheEntry(h.opts.image, in)
+	entry := cacheEntry(h.opts.image, in.ours.sha256(), in.prefill, in.processors, in.env)
 	p, err := loadPlan(cache, entry)
 	if err == nil {
 		if err = in.replay(cache, entry, p); err == nil {

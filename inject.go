@@ -36,14 +36,20 @@ type injection struct {
 // environment it keeps the variables the injection reads, and only those:
 // the image cache keys on them (cache.go).
 func newInjection(root, staging *safeDir, processors, env []string, ours *caBundle, prefill []byte) *injection {
-	var seen []string
+	return &injection{root: root, staging: staging, processors: processors, env: injectionEnv(env), ours: ours,
+		prefill: prefill, merged: map[string]bool{}}
+}
+
+// injectionEnv keeps the variables of env the injection reads, in a fixed
+// order, the first value of each.
+func injectionEnv(env []string) []string {
+	var kept []string
 	for _, name := range injectionEnvNames() {
 		if envHas(env, name) {
-			seen = append(seen, name+"="+envValue(env, name))
+			kept = append(kept, name+"="+envValue(env, name))
 		}
 	}
-	return &injection{root: root, staging: staging, processors: processors, env: seen, ours: ours,
-		prefill: prefill, merged: map[string]bool{}}
+	return kept
 }
 
 func (in *injection) enabled(processor string) bool { return slices.Contains(in.processors, processor) }

@@ -69,7 +69,8 @@ type injectedContainer struct {
 	// runtime stores hold it until it restarts. stagedSHA names the bundle
 	// its staged files hold, which rotations refresh.
 	injectedSHA, stagedSHA string
-	imageTrustBytes        int // from the hook's status, for refresh
+	imageTrustBytes        int    // from the hook's status, for refresh
+	entry                  string // its image entry (imageEntry), "" if unknown
 }
 
 // plugin implements the NRI handlers.
@@ -89,13 +90,16 @@ type plugin struct {
 	connected bool
 	lastErr   error
 	pending   map[string]work // the worker's to-do list, by container ID
-	sweepLive map[string]bool // the live set of a Synchronize, for the worker to sweep with
-	wake      chan struct{}   // tells the worker there is work (capacity 1)
+	// wrapperless holds the image entries whose containers need no
+	// wrapper, as far as the worker learned (learnWrapper).
+	wrapperless map[string]bool
+	sweepLive   map[string]bool // the live set of a Synchronize, for the worker to sweep with
+	wake        chan struct{}   // tells the worker there is work (capacity 1)
 }
 
 func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
 	p := &plugin{cfg: cfg, log: log, stager: st, active: map[string]*injectedContainer{},
-		pending: map[string]work{}, wake: make(chan struct{}, 1)}
+		pending: map[string]work{}, wrapperless: map[string]bool{}, wake: make(chan struct{}, 1)}
 	p.bundles = newBundleSet(cfg, log)
 	p.metrics = newMetrics(p.activeCount, p.outdatedCount, p.bundles.snapshots)
 	p.policy = injectionPolicy{
@@ -282,7 +286,7 @@ func (p *plugin) do(id string, w work) {
 		return
 	}
 	if w&(workCollect|workRemove) != 0 && !c.hookReported {
-		p.collectHookStatus(id, &c)
+		p.learnWrapper(c.entry, p.collectHookStatus(id, &c))
 		p.update(id, func(have *injectedContainer) {
 			have.hookReported = true
 			have.learn(c)
@@ -410,10 +414,14 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if err != nil {
 		return nil, nil, p.fail(log, stageBundle, err)
 	}
+	a := adjusting{ctr: ctr, processors: d.processors, bundle: set.bundle}
+	a.vars, a.kept = trustEnvFor(d.processors, ctr.GetEnv())
+	entry := imageEntry(ctr, set, a.processors, a.vars)
 	// Known before its directory exists, so that no sweep takes it for an orphan.
 	p.mu.Lock()
 	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName(),
-		bundle: set.bundle, injectedSHA: set.sha, stagedSHA: set.sha}
+		bundle: set.bundle, injectedSHA: set.sha, stagedSHA: set.sha, entry: entry}
+	a.wrapper = entry == "" || !p.wrapperless[entry]
 	p.mu.Unlock()
 	dir, err := p.stager.stage(ctr.GetId(), set.ours.pem, set.noTrust)
 	if err != nil {
@@ -426,9 +434,11 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, p.fail(log, stageStaging, err)
 	}
 
-	adj, kept := p.adjustment(ctr, dir, d.processors, set.bundle)
+	a.stagingDir = dir
+	adj := p.adjustment(a)
 	p.metrics.injections.Add(1)
-	log.Info("injecting", "processors", strings.Join(d.processors, ","), "bundle", set.bundle, "ca_bundle_sha256", set.sha, "env_kept_from_pod", kept)
+	log.Info("injecting", "processors", strings.Join(d.processors, ","), "bundle", set.bundle, "ca_bundle_sha256", set.sha,
+		"env_kept_from_pod", a.kept, "wrapper", a.wrapper)
 	return adj, nil, nil
 }
 
@@ -445,39 +455,91 @@ func (p *plugin) fail(log *slog.Logger, stage string, err error) error {
 	return nil
 }
 
+// adjusting is what an opted-in container's adjustment is made of.
+type adjusting struct {
+	ctr        *api.Container
+	stagingDir string
+	processors []string
+	bundle     string
+	vars       []trustVar // the trust variables to set
+	kept       []string   // those the container sets itself
+	// wrapper is whether the container's command goes through the
+	// wrapper: unless the plugin learned that its image, with this CA set
+	// and these variables, needs none (imageEntry).
+	wrapper bool
+}
+
 // adjustment is what the plugin changes in an opted-in container.
-func (p *plugin) adjustment(ctr *api.Container, stagingDir string, processors []string, bundle string) (*api.ContainerAdjustment, []string) {
+func (p *plugin) adjustment(a adjusting) *api.ContainerAdjustment {
 	adj := &api.ContainerAdjustment{}
 	adj.AddMount(&api.Mount{
-		Destination: containerDir, Source: stagingDir, Type: "bind",
+		Destination: containerDir, Source: a.stagingDir, Type: "bind",
 		Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"},
-	})
-	adj.AddMount(&api.Mount{
-		Destination: containerWrapper, Source: p.cfg.hostBinary, Type: "bind",
-		Options: []string{"bind", "ro", "nosuid", "nodev"},
 	})
 	adj.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{{
 		Path: p.cfg.hostBinary,
 		Args: hookArgs(hookOptions{
 			dynamicCARoot: p.cfg.dynamicCARoot,
 			failPolicy:    p.cfg.failPolicy,
-			processors:    processors,
-			bundle:        bundle,
-			image:         imageID(ctr),
+			processors:    a.processors,
+			bundle:        a.bundle,
+			image:         imageID(a.ctr),
 			timeout:       p.cfg.hookTimeout,
 			logLevel:      p.cfg.logLevel,
 		}),
 		Env:     hookEnv,
 		Timeout: &api.OptionalInt{Value: int64(p.cfg.hookTimeout / time.Second)},
 	}}})
-	if args := ctr.GetArgs(); len(args) > 0 {
+	if args := a.ctr.GetArgs(); len(args) > 0 && a.wrapper {
+		adj.AddMount(&api.Mount{
+			Destination: containerWrapper, Source: p.cfg.hostBinary, Type: "bind",
+			Options: []string{"bind", "ro", "nosuid", "nodev"},
+		})
 		adj.SetArgs(append([]string{containerWrapper, "wrap", "--"}, args...))
 	}
-	set, kept := trustEnvFor(processors, ctr.GetEnv())
-	for _, v := range set {
+	for _, v := range a.vars {
 		adj.AddEnv(v.name, v.value)
 	}
-	return adj, kept
+	return adj
+}
+
+// imageEntry names what the plugin learns of the injections of a
+// container's image, with the CA set, processors and trust variables it
+// gets: the image cache's entry its hook will use (cache.go), "" where the
+// runtime does not name the image. The worker learns from each hook's
+// report whether its container needed the wrapper (the JVM fallback store,
+// or a failure to report in the container's log); the next containers of
+// the entry go without it when none did.
+func imageEntry(ctr *api.Container, set *trustSet, processors []string, vars []trustVar) string {
+	id := imageID(ctr)
+	if id == "" {
+		return ""
+	}
+	env := slices.Clone(ctr.GetEnv())
+	for _, v := range vars {
+		env = append(env, v.name+"="+v.value)
+	}
+	return cacheEntry(id, set.sha, set.noTrust, processors, injectionEnv(env))
+}
+
+// maxLearned bounds what the plugin remembers of image entries.
+const maxLearned = 4096
+
+// learnWrapper remembers whether a container of an image entry needed the
+// wrapper; one that did makes every later container of the entry get it.
+func (p *plugin) learnWrapper(entry string, st *hookStatus) {
+	if entry == "" {
+		return
+	}
+	needed := st == nil || st.Result != hookResultOK || len(st.Wrapper.Env)+len(st.Wrapper.Append) > 0
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.wrapperless) >= maxLearned {
+		clear(p.wrapperless)
+	}
+	if _, known := p.wrapperless[entry]; !known || needed {
+		p.wrapperless[entry] = !needed
+	}
 }
 
 // imageID is the container's image as its config digest, which the
@@ -587,9 +649,9 @@ func (p *plugin) refreshOne(id string, c injectedContainer) bool {
 	return true
 }
 
-// collectHookStatus reads, counts and logs what the hook reported, and
-// notes it in c.
-func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
+// collectHookStatus reads, counts and logs what the hook reported, notes
+// it in c, and returns it (nil if there is none).
+func (p *plugin) collectHookStatus(id string, c *injectedContainer) *hookStatus {
 	log := p.log.With("namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id)
 	st, err := p.stager.readStatus(id)
 	switch {
@@ -597,12 +659,12 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
 		p.metrics.hookRuns.inc(hookResultMissing)
 		p.metrics.errors.inc(stageHook)
 		log.Error("hook status unreadable", "error", err)
-		return
+		return nil
 	case st == nil:
 		p.metrics.hookRuns.inc(hookResultMissing)
 		p.metrics.errors.inc(stageHook)
 		log.Error("the hook left no status: it did not run or was killed")
-		return
+		return nil
 	case st.Result == hookResultOK:
 		p.metrics.hookRuns.inc(hookResultOK)
 		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files)+st.FilesOmitted, "duration_ms", st.DurationMS)
@@ -616,6 +678,7 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) {
 	}
 	p.metrics.hookDuration.observe(st.DurationMS / 1000)
 	c.learn(fromStatus(st))
+	return st
 }
 
 // removeStaging deletes a staging directory and forgets the container.

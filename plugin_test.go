@@ -375,3 +375,50 @@ func TestHostileRefreshDoesNotStallThePlugin(t *testing.T) {
 
 // hexID is the n-th of any number of valid container IDs.
 func hexID(n int) string { return fmt.Sprintf("%064x", n+1) }
+
+// The wrapper stays out of containers that do not need it: once the hook
+// of an image's container reported no variable for the wrapper, the next
+// containers of that image (same CAs, processors and variables) start
+// their command directly, without the wrapper or its mount. One that
+// needed it (the JVM fallback store) keeps it for all.
+func TestWrapperOnlyWhereNeeded(t *testing.T) {
+	p, _ := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	ctx := context.Background()
+	withImage := func(id, image string, env ...string) *api.Container {
+		c := container(id, "app", env...)
+		c.Image = &api.Image{ConfigDigest: image}
+		return c
+	}
+	wrapped := func(adj *api.ContainerAdjustment) bool {
+		return slices.ContainsFunc(adj.GetMounts(), func(m *api.Mount) bool { return m.Destination == containerWrapper }) &&
+			slices.Equal(adj.GetArgs()[:3], []string{containerWrapper, "wrap", "--"})
+	}
+	start := func(i int, ctr *api.Container, status string) *api.ContainerAdjustment {
+		adj, _, err := p.CreateContainer(ctx, optedIn(nil), ctr)
+		if err != nil || adj == nil {
+			t.Fatal("not injected", err)
+		}
+		os.WriteFile(filepath.Join(p.cfg.dynamicCARoot, ctr.Id, stagedStatus), []byte(status), 0o644)
+		p.PostStartContainer(ctx, nil, ctr)
+		p.drain()
+		return adj
+	}
+	plain, java := testImage, strings.Replace(testImage, "1", "2", -1)
+	ok, fallback := `{"result":"ok"}`, `{"result":"ok","wrapper":{"append":{"JAVA_TOOL_OPTIONS":"-D"}}}`
+	if !wrapped(start(0, withImage(hexID(0), plain), ok)) {
+		t.Error("the first container of an image must get the wrapper")
+	}
+	if adj := start(1, withImage(hexID(1), plain), ok); wrapped(adj) || len(adj.GetArgs()) != 0 {
+		t.Errorf("the next container of an image that needed none got the wrapper: args %v", adj.GetArgs())
+	}
+	if !wrapped(start(2, withImage(hexID(2), plain, "JAVA_HOME=/opt/jdk"), ok)) {
+		t.Error("other variables the injection reads: the wrapper must stay until learned")
+	}
+	start(3, withImage(hexID(3), java), fallback)
+	if !wrapped(start(4, withImage(hexID(4), java), ok)) {
+		t.Error("an image whose container needed the wrapper must keep it")
+	}
+	if !wrapped(start(5, container(hexID(5), "app"), ok)) || !wrapped(start(6, container(hexID(6), "app"), ok)) {
+		t.Error("a container the runtime names no image of must always get the wrapper")
+	}
+}

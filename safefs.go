@@ -286,11 +286,12 @@ func (d *safeDir) stat(p string) (fileInfo, uint32, error) {
 	return infoOf(&st), st.Mode & unix.S_IFMT, nil
 }
 
-// readFile reads the regular file at p, following symlinks inside the tree,
-// and fails if it is larger than limit bytes. It first opens p with O_PATH,
-// which has no side effects even on a FIFO or a device, checks the type, and
-// only then opens that very inode for reading through /proc/self/fd.
-func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
+// openFile opens the regular file at p for reading, following symlinks
+// inside the tree, if it is at most limit bytes. It first opens p with
+// O_PATH, which has no side effects even on a FIFO or a device, checks the
+// type and size, and only then opens that very inode for reading through
+// /proc/self/fd. Below an image, the size must fit in the budget left.
+func (d *safeDir) openFile(p string, limit int64) (*os.File, fileInfo, error) {
 	pathFD, err := d.open(p, unix.O_PATH, 0)
 	if err != nil {
 		return nil, fileInfo{}, err
@@ -301,29 +302,37 @@ func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
 		return nil, fileInfo{}, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
 	}
 	info := infoOf(&st)
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: errNotRegular}
-	}
-	if st.Size > limit {
+	case st.Size > limit:
 		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, st.Size, limit)}
-	}
-	if d.budget != nil {
-		if st.Size > d.budget.bytes {
-			return nil, info, &os.PathError{Op: "read", Path: d.show(p),
-				Err: fmt.Errorf("%w: %d bytes, and the read budget of %d MiB for this image has %d left", errBudget, st.Size, imageReadBudget>>20, d.budget.bytes)}
-		}
-		limit = min(limit, d.budget.bytes)
+	case d.budget != nil && st.Size > d.budget.bytes:
+		return nil, info, &os.PathError{Op: "read", Path: d.show(p),
+			Err: fmt.Errorf("%w: %d bytes, and the read budget of %d MiB for this image has %d left", errBudget, st.Size, imageReadBudget>>20, d.budget.bytes)}
 	}
 	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pathFD), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, info, &os.PathError{Op: "reopen", Path: d.show(p), Err: err}
 	}
-	f := os.NewFile(uintptr(fd), d.show(p))
+	return os.NewFile(uintptr(fd), d.show(p)), info, nil
+}
+
+// readFile reads the regular file at p, following symlinks inside the tree,
+// and fails if it is larger than limit bytes (see openFile).
+func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
+	f, info, err := d.openFile(p, limit)
+	if err != nil {
+		return nil, info, err
+	}
 	defer f.Close()
+	if d.budget != nil {
+		limit = min(limit, d.budget.bytes)
+	}
 	// One buffer of the size fstat gave, and room to see the file grew or
 	// reach its end: growing a buffer as io.ReadAll does costs more than
 	// reading, in a process whose every allocation is a fresh page.
-	buf := bytes.NewBuffer(make([]byte, 0, st.Size+bytes.MinRead))
+	buf := bytes.NewBuffer(make([]byte, 0, info.size+bytes.MinRead))
 	_, err = buf.ReadFrom(io.LimitReader(f, limit+1))
 	data := buf.Bytes()
 	if err != nil {
@@ -358,17 +367,30 @@ func attrsOf(info fileInfo, perm uint32) fileAttrs {
 // regular file. Missing parent directories are an error. It returns the
 // canonical path it wrote.
 func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) {
-	return d.write(p, data, perm, nil)
+	return d.write(p, body{data: data}, perm, nil)
+}
+
+// writeFileFrom is writeFile with the content of from, a file of ours,
+// which the kernel copies: nothing of it passes through this process.
+func (d *safeDir) writeFileFrom(p string, from *os.File, perm uint32) error {
+	_, err := d.write(p, body{from: from}, perm, nil)
+	return err
 }
 
 // writeFileAs atomically replaces the file at p with data, with exactly
 // attrs whatever the file had.
 func (d *safeDir) writeFileAs(p string, data []byte, attrs fileAttrs) error {
-	_, err := d.write(p, data, 0, &attrs)
+	_, err := d.write(p, body{data: data}, 0, &attrs)
 	return err
 }
 
-func (d *safeDir) write(p string, data []byte, perm uint32, attrs *fileAttrs) (string, error) {
+// body is what a write puts in a file: data, or the content of a file.
+type body struct {
+	data []byte
+	from *os.File
+}
+
+func (d *safeDir) write(p string, content body, perm uint32, attrs *fileAttrs) (string, error) {
 	canon, err := d.canonical(p)
 	if err != nil {
 		return "", err
@@ -404,7 +426,7 @@ func (d *safeDir) write(p string, data []byte, perm uint32, attrs *fileAttrs) (s
 	if err != nil {
 		return "", &os.PathError{Op: "create", Path: d.show(dir), Err: err}
 	}
-	if err := t.fill(fd, data); err != nil {
+	if err := t.fill(fd, content); err != nil {
 		unix.Unlinkat(dirFD, tmp, 0)
 		return "", &os.PathError{Op: "write", Path: d.show(canon), Err: err}
 	}
@@ -442,10 +464,16 @@ type tempFile struct {
 // fd. Ownership is set before the mode so that setuid/setgid bits are not
 // cleared by chown, and extended attributes last, as chown clears
 // security.capability.
-func (t tempFile) fill(fd int, data []byte) error {
+func (t tempFile) fill(fd int, content body) error {
 	f := os.NewFile(uintptr(fd), "temp")
 	defer f.Close()
-	if _, err := f.Write(data); err != nil {
+	var err error
+	if content.from != nil {
+		err = sendFile(fd, content.from)
+	} else {
+		_, err = f.Write(content.data)
+	}
+	if err != nil {
 		return err
 	}
 	if t.attrs.uid >= 0 || t.attrs.gid >= 0 {
@@ -462,6 +490,30 @@ func (t tempFile) fill(fd int, data []byte) error {
 		}
 	}
 	return f.Close()
+}
+
+// sendFile copies all of from to fd in the kernel, with sendfile(2): unlike
+// copy_file_range it copies between filesystems (the image cache, on tmpfs,
+// to a container's upper directory).
+func sendFile(fd int, from *os.File) error {
+	raw, err := from.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var copyErr error
+	err = raw.Control(func(src uintptr) {
+		for {
+			n, err := unix.Sendfile(fd, int(src), nil, 1<<30)
+			if err == unix.EINTR || err == unix.EAGAIN {
+				continue
+			}
+			if n == 0 || err != nil {
+				copyErr = err
+				return
+			}
+		}
+	})
+	return errors.Join(err, copyErr)
 }
 
 // xattr is one extended attribute.

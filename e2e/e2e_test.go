@@ -755,7 +755,8 @@ func TestMetricsAreValidAndCount(t *testing.T) {
 // The image cache on the real node: containerd gives the plugin the image's
 // config digest, the first container of an image (with these variables)
 // is injected in full, and the next one from the cache, with the same
-// result: it trusts the CA and everything the image trusted.
+// result: it trusts the CA and everything the image trusted, and starts
+// without the wrapper, which the first one did not need.
 func TestImageCacheOnTheNode(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
@@ -774,6 +775,13 @@ func TestImageCacheOnTheNode(t *testing.T) {
 		t.Fatalf("image cache: %q then %q, want miss then hit (does the runtime give the image's config digest?)", a.Cache, b.Cache)
 	}
 	expectInjected(t, ctx, second)
+	// The first one's hook needed no wrapper: the second goes without.
+	if r := run(t, ctx, first, "test", "-x", "/.cainjekt/cainjekt"); r.code != 0 {
+		t.Error("the first container of an image has no wrapper")
+	}
+	if r := run(t, ctx, second, "test", "-e", "/.cainjekt/cainjekt"); r.code == 0 {
+		t.Error("the second container has the wrapper it does not need")
+	}
 }
 
 // labelXattrs are the extended attributes of the labels image's trust store.
