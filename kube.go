@@ -11,6 +11,8 @@ package main
 // last answer is used while it is not too old.
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -19,7 +21,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -65,9 +70,9 @@ func (n *namespaceInfo) metadata(key string) (string, bool) {
 
 // kubeClient reads namespaces from the API server.
 type kubeClient struct {
-	api       string // https://host:port
+	api       *url.URL // https://host:port
 	tokenFile string
-	client    *http.Client
+	tls       *tls.Config
 	log       *slog.Logger
 	metrics   *metrics
 
@@ -97,15 +102,17 @@ func newKubeClient(api, caFile, tokenFile string, log *slog.Logger, m *metrics) 
 	if !pool.AppendCertsFromPEM(ca) {
 		return nil, fmt.Errorf("API server CA %s holds no certificate", caFile)
 	}
-	transport := &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     time.Minute,
+	u, err := url.Parse(strings.TrimSuffix(api, "/"))
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("API server %q is not an https:// URL", api)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "443")
 	}
 	return &kubeClient{
-		api:       strings.TrimSuffix(api, "/"),
+		api:       u,
 		tokenFile: tokenFile,
-		client:    &http.Client{Transport: transport, Timeout: namespaceTimeout},
+		tls:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ServerName: u.Hostname()},
 		log:       log,
 		metrics:   m,
 		cache:     map[string]namespaceEntry{},
@@ -174,18 +181,11 @@ func (k *kubeClient) fetch(ctx context.Context, name string) (*namespaceInfo, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, namespaceTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.api+"/api/v1/namespaces/"+name, nil)
-	if err != nil {
-		return nil, err
+	resp, body, err := k.get(ctx, "/api/v1/namespaces/"+name, strings.TrimSpace(string(token)))
+	if errors.Is(err, os.ErrDeadlineExceeded) || err != nil && ctx.Err() != nil {
+		// What ran out, rather than the I/O it cut short.
+		err = fmt.Errorf("%w (%v)", cmp.Or(ctx.Err(), context.DeadlineExceeded), err)
 	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	req.Header.Set("Accept", "application/json")
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("get namespace %s: %w", name, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIResponse))
 	if err != nil {
 		return nil, fmt.Errorf("get namespace %s: %w", name, err)
 	}
@@ -203,6 +203,40 @@ func (k *kubeClient) fetch(ctx context.Context, name string) (*namespaceInfo, er
 		return nil, fmt.Errorf("get namespace %s: %w", name, err)
 	}
 	return info, nil
+}
+
+// get makes one GET of the API server over a connection of its own, and
+// returns the response with its body, at most maxAPIResponse bytes. The
+// standard library writes the request and parses the response; lookups
+// are rare (cached) enough that a TLS handshake each costs nothing that
+// matters, and net/http's client would add a megabyte to the plugin.
+func (k *kubeClient) get(ctx context.Context, path, token string) (*http.Response, []byte, error) {
+	dialer := &tls.Dialer{Config: k.tls}
+	conn, err := dialer.DialContext(ctx, "tcp", k.api.Host)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.api.JoinPath(path).String(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return nil, nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIResponse))
+	return resp, body, err
 }
 
 // parseNamespace takes the labels and annotations of a Namespace object.

@@ -124,7 +124,7 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 	} else {
 		log.Info("namespace lookups are off: namespaces cannot opt in or pick a bundle", "hint", "run in a pod, or set CAINJEKT_KUBE_API")
 	}
-	stopHTTP, err := serveHTTP(cfg.httpAddr, newHTTPHandler(p.metrics, p), log)
+	stopHTTP, _, err := serveHTTP(cfg.httpAddr, endpoints(p.metrics, p), log)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,8 @@ package main
 // HTTP endpoints: /metrics, /healthz and /readyz.
 
 import (
-	"context"
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +110,8 @@ type metrics struct {
 	cleanups           *counterVec
 	annotationWarnings *counterVec
 	namespaceLookups   *counterVec
+	imageCache         *counterVec
+	wrapperless        atomic.Uint64
 	nriConnected       atomic.Bool
 	nriRegistrations   atomic.Uint64
 	activeContainers   func() int
@@ -125,6 +128,7 @@ func newMetrics(active, outdated func() int, bundles func() []bundleSnapshot) *m
 		cleanups:           newCounterVec("reason", cleanupRemoved, cleanupOrphan),
 		annotationWarnings: newCounterVec("kind", annotationWarningKinds...),
 		namespaceLookups:   newCounterVec("result", lookupResults...),
+		imageCache:         newCounterVec("result", cacheHit, cacheMiss, cacheOff),
 		activeContainers:   active,
 		outdated:           outdated,
 		bundles:            bundles,
@@ -143,6 +147,8 @@ func (m *metrics) write(w io.Writer) {
 	e.vec("cainjekt_namespace_lookups_total", "Namespace lookups at the API server, by result.", m.namespaceLookups)
 	e.vec("cainjekt_hook_runs_total", "OCI hook outcomes of injected containers, by result.", m.hookRuns)
 	e.histogram("cainjekt_hook_duration_seconds", "Wall time of the OCI hook, as the hook reports it.", m.hookDuration)
+	e.vec("cainjekt_image_cache_total", "Successful hooks by what the image cache did: hit (replayed an entry), miss (injected in full, saved an entry), off (the runtime named no image).", m.imageCache)
+	e.single("cainjekt_wrapperless_starts_total", "counter", "Injected containers started without the wrapper: earlier containers of their image, CA set and variables needed none.", float64(m.wrapperless.Load()))
 	e.vec("cainjekt_staging_cleanups_total", "Staging directories removed, by reason.", m.cleanups)
 	m.writeBundles(e)
 	e.single("cainjekt_active_containers", "gauge", "Injected containers with a staging directory.", float64(m.activeContainers()))
@@ -279,50 +285,110 @@ type readiness interface {
 	ready() (bool, string)
 }
 
-// newHTTPHandler serves /metrics, /healthz and /readyz.
-func newHTTPHandler(m *metrics, r readiness) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		m.write(w)
-	})
-	// Alive as long as the process serves: the plugin never gives up on
-	// the runtime, so there is nothing a restart would fix.
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := r.ready()
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready: %s\n", why)
-			return
-		}
-		io.WriteString(w, "ok\n")
-	})
-	return mux
+// The HTTP endpoints. The plugin answers three GETs on a port any pod of
+// the cluster may reach, and nothing else of HTTP: each connection gets one
+// request, read by the standard library's parser (http.ReadRequest) under a
+// deadline and a size bound, and one answer, after which it is closed.
+// net/http's server and client would take the plugin's binary, on every
+// node, from 9 MiB to 11.
+const (
+	httpTimeout     = 5 * time.Second // to read the request and write the answer
+	maxRequestBytes = 8 << 10         // request line and headers
+	maxConnections  = 128             // served at once; more are closed at once
+)
+
+// answer is a response: its status, content type and body.
+type answer struct {
+	status      int
+	contentType string
+	body        []byte
 }
 
-// serveHTTP serves h on addr until the returned stop is called. The listener
-// is opened before it returns, so a port in use is a startup error.
-func serveHTTP(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+func textAnswer(status int, body string) answer {
+	return answer{status: status, contentType: "text/plain; charset=utf-8", body: []byte(body)}
+}
+
+// endpoints answers a request for /metrics, /healthz or /readyz.
+func endpoints(m *metrics, r readiness) func(*http.Request) answer {
+	return func(req *http.Request) answer {
+		if req.Method != http.MethodGet {
+			return textAnswer(http.StatusMethodNotAllowed, "only GET\n")
+		}
+		switch req.URL.Path {
+		case "/metrics":
+			var buf bytes.Buffer
+			m.write(&buf)
+			return answer{status: http.StatusOK, contentType: "text/plain; version=0.0.4; charset=utf-8", body: buf.Bytes()}
+		case "/healthz":
+			// Alive as long as the process serves: the plugin never gives up
+			// on the runtime, so there is nothing a restart would fix.
+			return textAnswer(http.StatusOK, "ok\n")
+		case "/readyz":
+			if ok, why := r.ready(); !ok {
+				return textAnswer(http.StatusServiceUnavailable, "not ready: "+why+"\n")
+			}
+			return textAnswer(http.StatusOK, "ok\n")
+		}
+		return textAnswer(http.StatusNotFound, "not found\n")
+	}
+}
+
+// serveHTTP serves handle on addr until the returned stop is called, and
+// says where it listens. The listener is opened before it returns, so a
+// port in use is a startup error.
+func serveHTTP(addr string, handle func(*http.Request) answer, log *slog.Logger) (stop func(), bound string, err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, "", fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	slots := make(chan struct{}, maxConnections)
+	var served sync.WaitGroup
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server stopped", "error", err)
+		for {
+			conn, err := ln.Accept()
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				log.Error("HTTP accept", "error", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			default:
+				conn.Close() // a flood: those already in are served first
+				continue
+			}
+			served.Go(func() {
+				defer func() { <-slots }()
+				serveConn(conn, handle)
+			})
 		}
 	}()
 	log.Info("serving /metrics, /healthz and /readyz", "addr", ln.Addr().String())
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
+		ln.Close()
 		<-done
-	}, nil
+		served.Wait() // each connection ends within httpTimeout
+	}, ln.Addr().String(), nil
+}
+
+// serveConn reads one request from conn and writes its answer.
+func serveConn(conn net.Conn, handle func(*http.Request) answer) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(httpTimeout))
+	a := textAnswer(http.StatusBadRequest, "bad request\n")
+	req, err := http.ReadRequest(bufio.NewReader(io.LimitReader(conn, maxRequestBytes)))
+	if err == nil {
+		a = handle(req)
+	}
+	resp := &http.Response{
+		StatusCode: a.status, ProtoMajor: 1, ProtoMinor: 1, Close: true,
+		Header:        http.Header{"Content-Type": {a.contentType}},
+		ContentLength: int64(len(a.body)), Body: io.NopCloser(bytes.NewReader(a.body)),
+	}
+	resp.Write(conn)
 }

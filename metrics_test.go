@@ -2,8 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -108,23 +109,79 @@ type fixedReadiness struct {
 
 func (f fixedReadiness) ready() (bool, string) { return f.ok, f.why }
 
+// serveTest serves the endpoints on a port of the loopback, for the test.
+func serveTest(t *testing.T, m *metrics, r readiness) string {
+	t.Helper()
+	stop, addr, err := serveHTTP("127.0.0.1:0", endpoints(m, r), newLogger(io.Discard, "text", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return "http://" + addr
+}
+
 func TestHTTPEndpoints(t *testing.T) {
 	m := busyMetrics(t)
 	for _, tc := range []struct {
-		path  string
-		ready fixedReadiness
-		code  int
-		body  string
+		method, path string
+		ready        fixedReadiness
+		code         int
+		body         string
 	}{
-		{"/healthz", fixedReadiness{}, 200, "ok"},
-		{"/readyz", fixedReadiness{ok: true}, 200, "ok"},
-		{"/readyz", fixedReadiness{why: "no socket"}, 503, "not ready: no socket"},
-		{"/metrics", fixedReadiness{}, 200, "# TYPE cainjekt_injections_total counter"},
+		{"GET", "/healthz", fixedReadiness{}, 200, "ok"},
+		{"GET", "/readyz", fixedReadiness{ok: true}, 200, "ok"},
+		{"GET", "/readyz", fixedReadiness{why: "no socket"}, 503, "not ready: no socket"},
+		{"GET", "/metrics", fixedReadiness{}, 200, "# TYPE cainjekt_injections_total counter"},
+		{"GET", "/nothing", fixedReadiness{}, 404, "not found"},
+		{"POST", "/metrics", fixedReadiness{}, 405, "only GET"},
 	} {
-		rec := httptest.NewRecorder()
-		newHTTPHandler(m, tc.ready).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.path, nil))
-		if rec.Code != tc.code || !strings.Contains(rec.Body.String(), tc.body) {
-			t.Errorf("%s: %d %q", tc.path, rec.Code, rec.Body.String())
+		req, _ := http.NewRequest(tc.method, serveTest(t, m, tc.ready)+tc.path, strings.NewReader(""))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.body) {
+			t.Errorf("%s %s: %d %q", tc.method, tc.path, resp.StatusCode, body)
+		}
+		if tc.path == "/metrics" && tc.code == 200 && resp.Header.Get("Content-Type") != "text/plain; version=0.0.4; charset=utf-8" {
+			t.Errorf("/metrics content type %q", resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
+// The endpoints are one GET per connection and nothing more: a request
+// over the size bound, or garbage, is refused, and a client that sends
+// nothing is cut off, while the others are served.
+func TestHTTPServerRefusesWhatIsNotAGet(t *testing.T) {
+	addr := strings.TrimPrefix(serveTest(t, busyMetrics(t), fixedReadiness{ok: true}), "http://")
+	for name, req := range map[string]string{
+		"headers over the bound": "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", maxRequestBytes) + "\r\n\r\n",
+		"not HTTP":               "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte(req))
+		reply, _ := io.ReadAll(conn)
+		conn.Close()
+		if !strings.HasPrefix(string(reply), "HTTP/1.1 400 ") {
+			t.Errorf("%s: %.60q", name, reply)
+		}
+	}
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if resp, err := http.Get("http://" + addr + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("with an idle client connected: %v", err)
+	}
+	began := time.Now()
+	io.ReadAll(idle)
+	if took := time.Since(began); took > httpTimeout+time.Second {
+		t.Errorf("an idle client was cut off after %s, want %s", took, httpTimeout)
 	}
 }

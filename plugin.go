@@ -14,6 +14,7 @@ package main
 // an NRI answer, not /readyz or /metrics.
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -437,6 +438,9 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	a.stagingDir = dir
 	adj := p.adjustment(a)
 	p.metrics.injections.Add(1)
+	if !a.wrapper {
+		p.metrics.wrapperless.Add(1)
+	}
 	log.Info("injecting", "processors", strings.Join(d.processors, ","), "bundle", set.bundle, "ca_bundle_sha256", set.sha,
 		"env_kept_from_pod", a.kept, "wrapper", a.wrapper)
 	return adj, nil, nil
@@ -667,6 +671,7 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) *hookStatus 
 		return nil
 	case st.Result == hookResultOK:
 		p.metrics.hookRuns.inc(hookResultOK)
+		p.metrics.imageCache.inc(cmp.Or(st.Cache, cacheOff))
 		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files)+st.FilesOmitted, "duration_ms", st.DurationMS)
 	default:
 		if st.Result != hookResultTimeout {

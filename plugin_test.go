@@ -5,7 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http/httptest"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -342,13 +342,23 @@ func TestHostileRefreshDoesNotStallThePlugin(t *testing.T) {
 	os.WriteFile(caFile+".new", readTestdata(t, "certs/corp-second.pem"), 0o644)
 	os.Rename(caFile+".new", caFile)
 
+	server := serveTest(t, p.metrics, p)
+	get := func(path string) func(int) {
+		return func(int) {
+			if resp, err := http.Get(server + path); err != nil || resp.StatusCode != 200 {
+				t.Errorf("%s: %v", path, err)
+			} else {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
 	done := make(chan struct{})
 	go func() { defer close(done); p.refreshStaged() }()
-	handler := newHTTPHandler(p.metrics, p)
 	probes := map[string]func(i int){
 		"CreateContainer": func(i int) { p.CreateContainer(ctx, optedIn(nil), container(hexID(containers+i%8), "new")) },
-		"/metrics":        func(int) { handler.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/metrics", nil)) },
-		"/readyz":         func(int) { handler.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/readyz", nil)) },
+		"/metrics":        get("/metrics"),
+		"/readyz":         get("/readyz"),
 	}
 	for i, running := 0, true; running; i++ {
 		select {

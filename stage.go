@@ -65,6 +65,7 @@ const (
 
 	cacheHit  = "hit"
 	cacheMiss = "miss"
+	cacheOff  = "off" // in metrics: the runtime named no image
 )
 
 // fileChange records what the hook did, or found, at one path of the image.

@@ -323,3 +323,56 @@ func commandSourceDir(name string) (string, error) {
 	}
 	return dir, nil
 }
+
+// ImageRootfs extracts an image's root filesystem (its one layer) into the cache, once,
+// and returns the directory: what a container of it starts from, for benchmarks that run
+// the hook outside a node.
+func ImageRootfs(ctx context.Context, img *Image) (string, error) {
+	key := "rootfs-" + filepath.Base(filepath.Dir(img.Archive))
+	dir, err := cached(key, func(tmp string) error {
+		layout := filepath.Join(tmp, "layout")
+		if err := os.Mkdir(layout, 0o755); err != nil {
+			return err
+		}
+		if err := run(command(ctx, "tar", "-xf", img.Archive, "-C", layout)); err != nil {
+			return err
+		}
+		layer, err := onlyLayer(layout)
+		if err != nil {
+			return err
+		}
+		rootfs := filepath.Join(tmp, "rootfs")
+		if err := os.Mkdir(rootfs, 0o755); err != nil {
+			return err
+		}
+		if err := run(command(ctx, "tar", "-xf", layer, "-C", rootfs, "--numeric-owner", "--xattrs", "--xattrs-include=*")); err != nil {
+			return err
+		}
+		return os.RemoveAll(layout)
+	})
+	return filepath.Join(dir, "rootfs"), err
+}
+
+// onlyLayer finds the one layer of the image in an OCI layout.
+func onlyLayer(layout string) (string, error) {
+	var index, manifest struct {
+		Manifests []descriptor `json:"manifests"`
+		Layers    []descriptor `json:"layers"`
+	}
+	blob := func(d descriptor) string {
+		return filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(d.Digest, "sha256:"))
+	}
+	data, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &index)
+	}
+	if err == nil && len(index.Manifests) == 1 {
+		if data, err = os.ReadFile(blob(index.Manifests[0])); err == nil {
+			err = json.Unmarshal(data, &manifest)
+		}
+	}
+	if err != nil || len(manifest.Layers) != 1 {
+		return "", fmt.Errorf("image layout %s: want one manifest of one layer: %v", layout, err)
+	}
+	return blob(manifest.Layers[0]), nil
+}

@@ -30,9 +30,9 @@ const DenoVersion = "2.9.6"
 // trust cainjekt must prove, from Debian's packages, plus
 //   - /opt/probe/Probe.class: HttpsURLConnection and java.net.http.HttpClient clients,
 //     compiled at build time (the JDK is removed again, the JRE stays);
-//   - /opt/venv: a virtualenv whose certifi bundle holds only pub, standing in for the
-//     Mozilla roots a pip-installed certifi carries, and /opt/app/app.py, which calls
-//     requests with verify=certifi.where(), as httpx and many apps do;
+//   - /opt/venv: a virtualenv with a pip-style certifi whose bundle holds pub and the
+//     Mozilla roots (Debian's), as large as a pip-installed one, and /opt/app/app.py,
+//     which calls requests with verify=certifi.where(), as httpx and many apps do;
 //   - /usr/local/bin/deno, which Debian does not package, from the npm registry;
 //   - /opt/encrypted-jdk/lib/security/cacerts: the JVM's roots as a password-protected
 //     PKCS#12, a store cainjekt cannot rewrite, for a pod that points JAVA_HOME there.
@@ -58,6 +58,7 @@ func RuntimesTestImage(ctx context.Context, pub *CA, log func(string, ...any)) (
 		},
 		Setup: [][]string{
 			{"python3", "-m", "venv", "--without-pip", "--system-site-packages", venv},
+			{"sh", "-c", "cat /etc/ssl/certs/ca-certificates.crt >>" + venv + "/lib/python3.11/site-packages/certifi/cacert.pem"},
 			{"javac", "-d", "/opt/probe", "/opt/probe/Probe.java"},
 			{"mkdir", "-p", EncryptedJDK + "/lib/security"},
 			{"keytool", "-importkeystore", "-noprompt", "-srckeystore", "/etc/ssl/certs/java/cacerts", "-srcstorepass", "changeit",

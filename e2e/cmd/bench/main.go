@@ -1,11 +1,14 @@
-// Command bench measures what cainjekt costs on a real node: pod start
-// latency without the plugin, with the plugin and an unannotated pod, with
-// an injected pod, and with a plugin whose hook and wrapper do nothing (what
+// Command bench measures what cainjekt costs on a real node, with a fat
+// image (a JVM, a virtualenv with a pip-installed certifi, Node, Ruby, PHP):
+// the hook on its root filesystem in go benchmarks, then pod start latency
+// without the plugin, with the plugin and an unannotated pod, with an
+// injected pod, and with a plugin whose hook and wrapper do nothing (what
 // running any hook costs), interleaved on three private nodes so that
-// machine noise hits all variants alike; the hook's and the wrapper's own
-// time; the plugin's footprint after a churn of injected containers; the
-// binaries' sizes. It prints a table and each budget line with its verdict.
-// Run it with `make bench` (root).
+// machine noise hits all variants alike; the hook's own time, for the
+// first container of an image and the next ones; the wrapper's and the
+// hook binary's start; the plugin's footprint after a churn of injected
+// containers; the binaries' sizes. It prints a table and each budget line
+// with its verdict. Run it with `make bench` (root).
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -28,8 +32,12 @@ import (
 
 var (
 	bin    = flag.String("cainjekt", "", "the cainjekt binary (cainjekt-hook beside it)")
+	repo   = flag.String("repo", "", "the repository, whose go benchmarks run first on the image's root filesystem (none if empty)")
 	rounds = flag.Int("pods", 100, "pods per variant")
 	churn  = flag.Int("churn", 500, "injected containers created and removed before the footprint is read")
+	// Every missEvery-th injected pod finds the image cache emptied: it is
+	// the first container of its image again.
+	missEvery = flag.Int("miss-every", 10, "empty the image cache before every N-th injected pod")
 )
 
 func main() {
@@ -73,6 +81,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if err := goBenchmarks(ctx, b.image); err != nil {
+		return err
+	}
 	var r report
 	if err := b.podStarts(ctx, &r); err != nil {
 		return err
@@ -104,7 +115,15 @@ func setUp(ctx context.Context) (*bench, func(), error) {
 	if err != nil {
 		return nil, cleanup, err
 	}
-	if b.image, err = testbed.BuildDebianImage(ctx, testbed.DebianTestImage(), logf); err != nil {
+	pub, err := testbed.PublicCA()
+	if err != nil {
+		return nil, cleanup, err
+	}
+	spec, err := testbed.RuntimesTestImage(ctx, pub, logf)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	if b.image, err = testbed.BuildDebianImage(ctx, spec, logf); err != nil {
 		return nil, cleanup, err
 	}
 	for i := range b.nodes {
@@ -194,6 +213,7 @@ func (s sample) total() time.Duration { return s.run + s.create + s.start }
 // hookReport is what the bench reads of status.json.
 type hookReport struct {
 	Result     string             `json:"result"`
+	Cache      string             `json:"cache"`
 	DurationMS float64            `json:"duration_ms"`
 	TimingsMS  map[string]float64 `json:"timings_ms"`
 }
@@ -232,8 +252,8 @@ func (b *bench) startPod(ctx context.Context, v variant, i int) (sample, hookRep
 	if err == nil {
 		err = json.Unmarshal(data, &st)
 	}
-	if err == nil && st.Result != "ok" {
-		err = fmt.Errorf("hook result %q", st.Result)
+	if err == nil && (st.Result != "ok" || st.Cache == "") {
+		err = fmt.Errorf("hook result %q, image cache %q", st.Result, st.Cache)
 	}
 	return s, st, err
 }
@@ -241,9 +261,12 @@ func (b *bench) startPod(ctx context.Context, v variant, i int) (sample, hookRep
 // podStarts runs the variants interleaved, in a shuffled order each round,
 // after a warm-up.
 func (b *bench) podStarts(ctx context.Context, r *report) error {
-	r.samples, r.hookPhases = map[string][]sample{}, map[string][]float64{}
+	r.samples, r.hookMS, r.hookPhases = map[string][]sample{}, map[string][]float64{}, map[string][]float64{}
 	for i := -3; i < *rounds; i++ {
 		if i > 0 && (i == *rounds/3 || i == 2**rounds/3) {
+			if err := b.tally(r); err != nil {
+				return err
+			}
 			if err := b.rotate(ctx); err != nil {
 				return err
 			}
@@ -256,6 +279,11 @@ func (b *bench) podStarts(ctx context.Context, r *report) error {
 		}
 		order := slices.Clone(variants)
 		rand.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
+		if i%*missEvery == 0 {
+			if err := os.RemoveAll(filepath.Join(b.staging, ".cache")); err != nil {
+				return err
+			}
+		}
 		for _, v := range order {
 			s, hook, err := b.startPod(ctx, v, i+3)
 			if err != nil {
@@ -264,25 +292,46 @@ func (b *bench) podStarts(ctx context.Context, r *report) error {
 			if i < 0 {
 				continue // warm-up
 			}
-			r.samples[v.name] = append(r.samples[v.name], s)
 			if v.reports {
-				r.hookMS = append(r.hookMS, hook.DurationMS)
+				r.hookMS[hook.Cache] = append(r.hookMS[hook.Cache], hook.DurationMS)
 				for phase, t := range hook.TimingsMS {
-					r.hookPhases[phase] = append(r.hookPhases[phase], t)
+					r.hookPhases[hook.Cache+" "+phase] = append(r.hookPhases[hook.Cache+" "+phase], t)
+				}
+				if hook.Cache == "miss" {
+					// The first container of an image: its pod start is reported apart.
+					r.samples[v.name+"-first"] = append(r.samples[v.name+"-first"], s)
+					continue
 				}
 			}
+			r.samples[v.name] = append(r.samples[v.name], s)
 		}
 		if i >= 0 && (i+1)%10 == 0 {
 			logf("%d/%d rounds", i+1, *rounds)
 		}
 	}
+	return b.tally(r)
+}
+
+// tally adds up what the plugin counted of its injections, before it is
+// replaced: each plugin process learns anew which containers need the
+// wrapper, so the first container it injects has it.
+func (b *bench) tally(r *report) error {
+	for name, dst := range map[string]*float64{"cainjekt_injections_total": &r.injections, "cainjekt_wrapperless_starts_total": &r.wrapperless} {
+		v, err := b.plugin.Metric(name)
+		if err != nil {
+			return err
+		}
+		*dst += v
+	}
+	r.plugins++
 	return nil
 }
 
-// wrapperCost times, inside an injected container, exec of /bin/true
-// through the wrapper against exec of /bin/true, alternating batches; and
-// the same binary starting and exiting (`version`), the floor of any Go
-// program.
+// wrapperCost times, inside an injected container that has the wrapper
+// (the first of its image, CA set and variables: a JAVA_HOME of its own),
+// exec of /bin/true through the wrapper against exec of /bin/true,
+// alternating batches; and the hook binary starting and exiting
+// (`version`), the floor of any Go program.
 func (b *bench) wrapperCost(ctx context.Context, r *report) error {
 	pod, err := b.withPlugin().RunPod(ctx, testbed.PodSpec{Name: "wrapper", Namespace: "bench",
 		Annotations: map[string]string{"cainjekt.natron.io/enabled": "true"}})
@@ -290,7 +339,8 @@ func (b *bench) wrapperCost(ctx context.Context, r *report) error {
 		return err
 	}
 	defer pod.Remove(context.Background())
-	id, err := pod.Run(ctx, testbed.ContainerSpec{Name: "app", Image: b.image.Ref, Command: []string{"sleep", "3600"}})
+	id, err := pod.Run(ctx, testbed.ContainerSpec{Name: "app", Image: b.image.Ref, Command: []string{"sleep", "3600"},
+		Env: map[string]string{"JAVA_HOME": "/nonexistent/wrapper-cost"}})
 	if err != nil {
 		return err
 	}
@@ -357,11 +407,28 @@ func (b *bench) footprint(ctx context.Context, r *report) error {
 		return err
 	}
 	for _, e := range entries {
-		if e.IsDir() {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") { // not the image cache
 			r.stagingLeft++
 		}
 	}
 	return nil
+}
+
+// goBenchmarks runs the repository's go benchmarks, the hook's on the
+// image's root filesystem among them, and prints their results.
+func goBenchmarks(ctx context.Context, image *testbed.Image) error {
+	if *repo == "" {
+		return nil
+	}
+	rootfs, err := testbed.ImageRootfs(ctx, image)
+	if err != nil {
+		return err
+	}
+	logf("go benchmarks, the hook on %s", rootfs)
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", ".", "-benchmem", ".")
+	cmd.Dir, cmd.Stdout, cmd.Stderr = *repo, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "CAINJEKT_BENCH_ROOTFS="+rootfs)
+	return cmd.Run()
 }
 
 func (b *bench) processMetrics() (map[string]float64, error) {

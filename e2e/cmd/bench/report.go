@@ -16,10 +16,13 @@ import (
 // report collects the measurements.
 type report struct {
 	samples             map[string][]sample
-	hookMS              []float64
-	hookPhases          map[string][]float64
-	directNS, wrappedNS []float64 // per exec, one value per batch
-	startNS             []float64 // per exec of `cainjekt-hook version`, one value per batch
+	hookMS              map[string][]float64 // by the image cache's result: hit, miss
+	hookPhases          map[string][]float64 // by "<cache result> <phase>"
+	directNS, wrappedNS []float64            // per exec, one value per batch
+	startNS             []float64            // per exec of `cainjekt-hook version`, one value per batch
+	injections          float64              // injected containers during the pod starts
+	wrapperless         float64              // of them, started without the wrapper
+	plugins             int                  // plugin processes they were injected by
 	before, after       map[string]float64
 	stagingLeft         int
 	binSizes            map[string]int64
@@ -66,7 +69,8 @@ var variantNames = []struct{ key, label string }{
 	{"no-plugin", "(a) no plugin"},
 	{"plugin-unannotated", "(b) plugin, pod not annotated"},
 	{"plugin-injected", "(c) plugin, pod injected"},
-	{"noop-injected", "(d) as (c), no-op hook and wrapper"},
+	{"plugin-injected-first", "(c1) as (c), first of its image"},
+	{"noop-injected", "(d) no-op hook, with wrapper"},
 }
 
 func (r *report) sizes() {
@@ -120,16 +124,21 @@ func (r *report) print() {
 		r.ratio("plugin-injected", "total"), r.ratio("plugin-injected", "StartContainer"),
 		r.ratio("noop-injected", "total"), r.ratio("noop-injected", "StartContainer"))
 	start := func(v string) float64 { return r.median(v, "StartContainer") }
-	injected, runtimeShare := start("plugin-injected")-start("no-plugin"), start("noop-injected")-start("no-plugin")
-	fmt.Printf("StartContainer, injected: %+.1f ms over (a) = %+.1f ms mounting and running any hook ((d)-(a)) %+.1f ms cainjekt's hook process ((c)-(d)), of which its own work %.1f ms\n",
-		injected, runtimeShare, injected-runtimeShare, quantile(r.hookMS, 0.5))
-	fmt.Printf("hook, its own wall time (status.json): median %.2f ms, p90 %.2f ms; by phase (medians):", quantile(r.hookMS, 0.5), quantile(r.hookMS, 0.9))
-	for _, phase := range slices.Sorted(maps.Keys(r.hookPhases)) {
-		fmt.Printf(" %s %.2f", phase, quantile(r.hookPhases[phase], 0.5))
+	fmt.Printf("StartContainer over (a): injected %+.1f ms, the first container of an image %+.1f ms; a no-op hook with the wrapper (d) %+.1f ms\n",
+		start("plugin-injected")-start("no-plugin"), start("plugin-injected-first")-start("no-plugin"), start("noop-injected")-start("no-plugin"))
+	for _, c := range []struct{ key, label string }{{"hit", "image cached"}, {"miss", "first container of an image"}} {
+		fmt.Printf("hook, its own wall time (status.json), %s (%d): median %.2f ms, p90 %.2f ms; by phase (medians):",
+			c.label, len(r.hookMS[c.key]), quantile(r.hookMS[c.key], 0.5), quantile(r.hookMS[c.key], 0.9))
+		for _, phase := range slices.Sorted(maps.Keys(r.hookPhases)) {
+			if name, ok := strings.CutPrefix(phase, c.key+" "); ok {
+				fmt.Printf(" %s %.2f", name, quantile(r.hookPhases[phase], 0.5))
+			}
+		}
+		fmt.Println()
 	}
-	fmt.Println()
-	fmt.Printf("wrapper, added to an exec (in an injected container, %d batches): median %.2f ms, p90 %.2f ms; the same binary only starting and exiting (version): %.2f ms\n",
-		len(wrapped), quantile(wrapped, 0.5), quantile(wrapped, 0.9), quantile(started, 0.5))
+	fmt.Printf("wrapper: %.0f of %.0f injected containers started with it (the first each of %d plugin processes injected, which learn anew); where it is, added to an exec (%d batches): median %.2f ms, p90 %.2f ms\n",
+		r.injections-r.wrapperless, r.injections, r.plugins, len(wrapped), quantile(wrapped, 0.5), quantile(wrapped, 0.9))
+	fmt.Printf("cainjekt-hook starting and exiting (version), over /bin/true: median %.2f ms\n", quantile(started, 0.5))
 	fmt.Printf("plugin after %d injected containers came and went: RSS %.1f -> %.1f MiB (anonymous %.1f -> %.1f, the binary's file pages %.1f -> %.1f), open fds %.0f -> %.0f, goroutines %.0f -> %.0f, injected containers tracked %.0f; staging directories left: %d\n",
 		*churn, r.before["process_resident_memory_bytes"]/(1<<20), rss,
 		r.before["RssAnon"]/(1<<20), r.after["RssAnon"]/(1<<20), r.before["RssFile"]/(1<<20), r.after["RssFile"]/(1<<20),
@@ -140,24 +149,41 @@ func (r *report) print() {
 		sizes = append(sizes, fmt.Sprintf("%s %.1f MiB", name, float64(r.binSizes[name])/(1<<20)))
 	}
 	fmt.Printf("stripped static binaries: %s\n\nbudget:\n", strings.Join(sizes, ", "))
+	r.budget(wrapped, started, rss)
+}
 
+// budget prints each line of the budget with its verdict.
+func (r *report) budget(wrapped, started []float64, rss float64) {
 	verdict := func(name string, ok bool, got string) {
 		mark := "ok  "
 		if !ok {
 			mark = "MISS"
 		}
-		fmt.Printf("  %s %-52s %s\n", mark, name, got)
+		fmt.Printf("  %s %-60s %s\n", mark, name, got)
 	}
-	verdict("(b)/(a) total pod start <= 1.02", r.ratio("plugin-unannotated", "total") <= 1.02, fmt.Sprintf("%.3f", r.ratio("plugin-unannotated", "total")))
-	verdict("(c)/(a) total pod start <= 1.05", r.ratio("plugin-injected", "total") <= 1.05, fmt.Sprintf("%.3f", r.ratio("plugin-injected", "total")))
-	verdict("hook wall time median <= 5 ms", quantile(r.hookMS, 0.5) <= 5, fmt.Sprintf("%.2f ms", quantile(r.hookMS, 0.5)))
-	verdict("wrapper added time median <= 2 ms", quantile(wrapped, 0.5) <= 2, fmt.Sprintf("%.2f ms", quantile(wrapped, 0.5)))
-	verdict("plugin RSS <= 12 MiB after the churn", rss <= 12, fmt.Sprintf("%.1f MiB", rss))
+	b, c := r.ratio("plugin-unannotated", "total"), r.ratio("plugin-injected", "total")
+	startDelta := r.median("plugin-injected", "StartContainer") - r.median("no-plugin", "StartContainer")
+	hit := r.hookMS["hit"]
+	needless := r.injections - r.wrapperless - float64(r.plugins)
+	verdict("(b)/(a) total pod start <= 1.02", b <= 1.02, fmt.Sprintf("%.3f", b))
+	verdict("(c)/(a) total pod start <= 1.03", c <= 1.03, fmt.Sprintf("%.3f", c))
+	verdict("(c)-(a) StartContainer <= 8 ms", startDelta <= 8, fmt.Sprintf("%+.1f ms", startDelta))
+	verdict("hook, image cached: median <= 3 ms", quantile(hit, 0.5) <= 3, fmt.Sprintf("%.2f ms", quantile(hit, 0.5)))
+	verdict("hook, image cached: p90 <= 5 ms", quantile(hit, 0.9) <= 5, fmt.Sprintf("%.2f ms", quantile(hit, 0.9)))
+	verdict("hook binary start <= 1 ms", quantile(started, 0.5) <= 1, fmt.Sprintf("%.2f ms", quantile(started, 0.5)))
+	verdict("wrapper <= 1 ms, or gone where not needed", quantile(wrapped, 0.5) <= 1 || needless <= 0,
+		fmt.Sprintf("%.2f ms; in %.0f containers that did not need it", quantile(wrapped, 0.5), max(needless, 0)))
+	verdict("plugin RSS <= 14 MiB after the churn", rss <= 14, fmt.Sprintf("%.1f MiB", rss))
 	verdict("no growth in open fds", r.after["process_open_fds"] <= r.before["process_open_fds"], fmt.Sprintf("%.0f -> %.0f", r.before["process_open_fds"], r.after["process_open_fds"]))
 	verdict("no growth in goroutines", r.after["go_goroutines"] <= r.before["go_goroutines"], fmt.Sprintf("%.0f -> %.0f", r.before["go_goroutines"], r.after["go_goroutines"]))
 	verdict("zero staging directories after the churn", r.stagingLeft == 0 && r.after["cainjekt_active_containers"] == 0, fmt.Sprintf("%d", r.stagingLeft))
-	for _, name := range slices.Sorted(maps.Keys(r.binSizes)) {
-		verdict("stripped binary <= 8 MiB: "+name, r.binSizes[name] <= 8<<20, fmt.Sprintf("%.1f MiB", float64(r.binSizes[name])/(1<<20)))
+	for _, b := range []struct {
+		name  string
+		limit float64
+	}{{filepath.Base(*bin), 9.5}, {"cainjekt-hook", 8}} {
+		name, limit := b.name, b.limit
+		size := float64(r.binSizes[name]) / (1 << 20)
+		verdict(fmt.Sprintf("stripped binary <= %.1f MiB: %s", limit, name), size <= limit, fmt.Sprintf("%.1f MiB", size))
 	}
 }
 
