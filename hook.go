@@ -29,7 +29,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -386,7 +385,16 @@ func (e prefixedError) Error() string { return e.prefix + ": " + e.err.Error() }
 func (e prefixedError) Unwrap() error { return e.err }
 
 // readState reads the OCI state runc writes on stdin.
-func readState(r io.Reader) (*specs.State, error) {
+// ociState is what the hook reads of the OCI state (runtime-spec's
+// State): the rest is of no use to it, and decoding only these fields
+// spares the hook a package to load at every container start.
+type ociState struct {
+	ID          string            `json:"id"`
+	Bundle      string            `json:"bundle"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+func readState(r io.Reader) (*ociState, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read OCI state: %w", err)
@@ -394,7 +402,7 @@ func readState(r io.Reader) (*specs.State, error) {
 	if len(data) > maxStateSize {
 		return nil, fmt.Errorf("OCI state larger than %d bytes", maxStateSize)
 	}
-	var st specs.State
+	var st ociState
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("parse OCI state: %w", err)
 	}
