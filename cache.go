@@ -100,16 +100,13 @@ var errNoEntry = errors.New("no cache entry")
 
 // loadPlan reads the entry's plan, or says why there is none to use.
 func loadPlan(cache *safeDir, entry string) (*plan, error) {
-	data, _, err := cache.readFile(entry+"/"+planFile, maxPlanSize)
+	var p plan
+	err := readJSON(cache, entry+"/"+planFile, maxPlanSize, &p)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, errNoEntry
 	}
 	if err != nil {
 		return nil, err
-	}
-	var p plan
-	if err := json.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("cache entry %s: %w", entry, err)
 	}
 	if len(p.Writes) > maxPlanWrites {
 		return nil, fmt.Errorf("cache entry %s: %d writes", entry, len(p.Writes))
@@ -194,23 +191,22 @@ func (in *injection) writeEntry(cache *safeDir, tmp string, p *plan) error {
 	}
 	defer dir.Close()
 	p.Writes = nil
-	blobs := map[string]fileAttrs{}
+	written := map[string]bool{}
 	for _, w := range in.writes {
 		sum := sha256.Sum256(w.data)
 		w.Blob = hex.EncodeToString(sum[:])
 		p.Writes = append(p.Writes, w)
-		// A staged file is linked, not copied: its data, kept once however
-		// many files hold it, gets the staged file's attributes.
-		if attrs, ok := blobs[w.Blob]; !ok || w.Op == opStage {
-			if w.Op == opStage {
-				attrs = fileAttrs{mode: w.Mode, uid: w.UID, gid: w.GID}
-			} else if !ok {
-				attrs = fileAttrs{mode: 0o600, uid: -1, gid: -1}
-			}
-			blobs[w.Blob] = attrs
-			if err := dir.writeFileAs(w.Blob, w.data, attrs); err != nil {
-				return err
-			}
+		// Data is kept once however many files hold it. A staged file is
+		// linked, not copied: its data gets the staged file's attributes.
+		attrs := fileAttrs{mode: 0o600, uid: -1, gid: -1}
+		if w.Op == opStage {
+			attrs = fileAttrs{mode: w.Mode, uid: w.UID, gid: w.GID}
+		} else if written[w.Blob] {
+			continue
+		}
+		written[w.Blob] = true
+		if err := dir.writeFileAs(w.Blob, w.data, attrs); err != nil {
+			return err
 		}
 	}
 	data, err := json.Marshal(p)
@@ -221,9 +217,16 @@ func (in *injection) writeEntry(cache *safeDir, tmp string, p *plan) error {
 }
 
 // linkFile makes name in to a hard link of blob in from, replacing name.
+// The link is made from a descriptor opened as a regular file, of a size a
+// staged file may have: whatever the entry holds, nothing else is linked.
 func linkFile(from *safeDir, blob string, to *safeDir, name string) error {
+	f, _, err := from.openFile(blob, maxBundleSize)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
 	tmp := fmt.Sprintf(".%s.cainjekt-%d.link", name, os.Getpid())
-	if err := unix.Linkat(from.fd, blob, to.fd, tmp, 0); err != nil {
+	if err := unix.Linkat(int(f.Fd()), "", to.fd, tmp, unix.AT_EMPTY_PATH); err != nil {
 		return fmt.Errorf("link %s: %w", name, err)
 	}
 	if err := unix.Renameat(to.fd, tmp, to.fd, name); err != nil {

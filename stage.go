@@ -26,6 +26,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 	"unicode"
@@ -242,6 +243,19 @@ func openStaging(dynamicRoot, id string) (root, staging *safeDir, err error) {
 		return nil, nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
 	}
 	return root, staging, nil
+}
+
+// readJSON decodes the JSON file at p below dir, at most limit bytes, into
+// v: status.json and the image cache's plans.
+func readJSON(dir *safeDir, p string, limit int64, v any) error {
+	data, _, err := dir.readFile(p, limit)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path.Join(dir.name, p), err)
+	}
+	return nil
 }
 
 // readStaged reads the CAs and the pre-filled bundle the plugin staged.

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -145,16 +144,13 @@ func (s *stager) list() ([]string, error) {
 // readStatus reads the status the hook left for a container; it returns
 // nil, nil when the hook has not written one.
 func (s *stager) readStatus(id string) (*hookStatus, error) {
-	data, _, err := s.dir.readFile(path.Join(id, stagedStatus), maxStatusSize)
+	var st hookStatus
+	err := readJSON(s.dir, path.Join(id, stagedStatus), maxStatusSize, &st)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
-	}
-	var st hookStatus
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("parse %s of %s: %w", stagedStatus, id, err)
 	}
 	return &st, nil
 }
