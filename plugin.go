@@ -288,6 +288,7 @@ func (p *plugin) do(id string, w work) {
 	}
 	if w&(workCollect|workRemove) != 0 && !c.hookReported {
 		p.learnWrapper(c.entry, p.collectHookStatus(id, &c))
+		c.hookReported = true
 		p.update(id, func(have *injectedContainer) {
 			have.hookReported = true
 			have.learn(c)

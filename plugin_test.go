@@ -432,3 +432,25 @@ func TestWrapperOnlyWhereNeeded(t *testing.T) {
 		t.Error("a container the runtime names no image of must always get the wrapper")
 	}
 }
+
+// A container created before a CA rotation and started after it gets the
+// new CAs in its staged files once it started: the worker reads its hook's
+// report and refreshes it in one go.
+func TestRotationBetweenCreateAndStart(t *testing.T) {
+	p, caFile := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	ctx := context.Background()
+	if _, _, err := p.CreateContainer(ctx, optedIn(nil), container(testID, "app")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(caFile+".new", readTestdata(t, "certs/corp-second.pem"), 0o644)
+	os.Rename(caFile+".new", caFile)
+	p.bundles.refresh()
+	staging := filepath.Join(p.cfg.dynamicCARoot, testID)
+	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(`{"result":"ok","image_trust_bytes":0}`), 0o644)
+	p.PostStartContainer(ctx, nil, container(testID, "app"))
+	p.drain()
+	second, _, _ := parseCABundle(readTestdata(t, "certs/corp-second.pem"))
+	if ca, _ := os.ReadFile(filepath.Join(staging, stagedCA)); string(ca) != string(second.pem) {
+		t.Error("the staged CAs of a container started after a rotation are not the new ones")
+	}
+}
