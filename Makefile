@@ -9,11 +9,14 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # net/http's bundled HTTP/2 out takes 0.6 MB off the binary.
 PLUGIN_TAGS := nethttpomithttp2
 E2E_TIMEOUT ?= 60m
+# make image: the release image, as an OCI layout archive.
+IMAGE         ?= ghcr.io/cainjekt/cainjekt:$(VERSION)
+IMAGE_ARCHIVE ?= bin/cainjekt-image.tar
 
 FUZZTIME ?= 30s
 FUZZ_TARGETS = $(shell grep -ho '^func Fuzz[A-Za-z]*' *_test.go | cut -d' ' -f2)
 
-.PHONY: all build deps lint unit vendor-check e2e test demo bench fuzz clean
+.PHONY: all build image deps lint unit vendor-check e2e cluster-e2e test demo bench fuzz clean
 
 all: build
 
@@ -22,6 +25,14 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(PLUGIN_TAGS) -ldflags '$(LDFLAGS)' -o $(BIN) .
 	CGO_ENABLED=0 $(GO) build -trimpath -tags hookonly -ldflags '$(LDFLAGS)' -o $(HOOKBIN) .
+
+# The release image without a Docker engine: the Dockerfile's two binaries
+# for linux/amd64 and linux/arm64 (the arm64 ones run under qemu-user), one
+# multi-platform OCI index, written as an OCI layout archive that
+# `ctr images import` loads and registry clients push. It prints the
+# index's and each platform's digest; the same commit gives the same digests.
+image: deps
+	cd e2e && $(GO) run ./cmd/image --src .. --version $(VERSION) --ref $(IMAGE) --out $(abspath $(IMAGE_ARCHIVE))
 
 deps:
 	./scripts/install-deps.sh
@@ -36,7 +47,7 @@ lint:
 
 unit: deps
 	CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 -tags $(PLUGIN_TAGS) ./...
-	cd e2e && CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./deploytest
+	cd e2e && CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./deploytest ./release
 
 # Air-gapped builds vendor the module: prove that works, in a scratch copy.
 vendor-check:

@@ -7,6 +7,7 @@
 #   promtool     (Debian's prometheus package) checks the /metrics format
 #   keytool      (Debian's JRE) reads back the Java truststores cainjekt writes
 #   npm          fetches Deno, which Debian does not package, for the runtimes image
+#   qemu-aarch64 (Debian's qemu-user) runs the arm64 binaries of make image
 #   tar, openssl, ca-certificates, iproute2, util-linux: the test bed's tools
 set -euo pipefail
 
@@ -18,6 +19,7 @@ declare -A want=(
   [tar]=tar
   [openssl]=openssl
   [mountpoint]=util-linux
+  [qemu-aarch64]=qemu-user
 )
 missing=()
 for tool in "${!want[@]}"; do
