@@ -65,7 +65,18 @@ e2e: deps build
 	cd e2e && $(GO) test -c -o bin/e2e.test .
 	cd e2e && CAINJEKT_BIN=$(abspath $(BIN)) ./bin/e2e.test -test.v -test.timeout $(E2E_TIMEOUT)
 
-test: lint unit vendor-check e2e
+# The install path on a real single-node Kubernetes: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kube-proxy and a kubelet of one
+# release on the test bed's containerd and runc, pods on the CNI bridge
+# plugin; make image's image imported, deploy/ applied as the docs say.
+# Needs root. Builds and caches Kubernetes on first run (about half an hour).
+cluster-e2e: deps build image
+	@[ "$$(id -u)" -eq 0 ] || { echo "make cluster-e2e needs root (it runs a kubelet)"; exit 1; }
+	cd e2e && $(GO) test -c -o bin/cluster.test ./cluster
+	cd e2e/cluster && CAINJEKT_BIN=$(abspath $(BIN)) CAINJEKT_VERSION=$(VERSION) CAINJEKT_IMAGE=$(IMAGE) \
+		CAINJEKT_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) ../bin/cluster.test -test.v -test.timeout $(E2E_TIMEOUT)
+
+test: lint unit vendor-check e2e cluster-e2e
 
 # A private real node: the same pod without and with cainjekt, side by side.
 demo: deps build
