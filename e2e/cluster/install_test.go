@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,7 +46,7 @@ func TestImageIsReproducible(t *testing.T) {
 func TestImagePushesToARegistry(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
-	addr, err := freePort()
+	addr, err := testbed.FreeLoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,16 +90,6 @@ func TestImagePushesToARegistry(t *testing.T) {
 			t.Errorf("the registry serves %s for the %s manifest %s", got, m.Platform.Architecture, m.Digest)
 		}
 	}
-}
-
-// freePort is a free TCP address on the loopback.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // archiveIndexDigest reads the image index an OCI layout archive names.
@@ -153,8 +142,10 @@ func importImage(t *testing.T, ctx context.Context, archive string) {
 func rollout(t *testing.T, ctx context.Context) {
 	t.Helper()
 	if _, err := bed.cluster.Kubectl(ctx, "-n", "cainjekt", "rollout", "status", "daemonset/cainjekt", "--timeout=3m"); err != nil {
+		// Why: the pods, or the events of a DaemonSet that could not make them.
 		pods, _ := bed.cluster.Kubectl(ctx, "-n", "cainjekt", "describe", "pods")
-		t.Fatalf("%v\n%s", err, pods)
+		events, _ := bed.cluster.Kubectl(ctx, "-n", "cainjekt", "get", "events", "--sort-by=.lastTimestamp")
+		t.Fatalf("%v\n%s\n%s", err, pods, tail(events, 10))
 	}
 }
 
@@ -455,6 +446,12 @@ func TestUpgrade(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func imageTag(ref string) string { return ref[strings.LastIndex(ref, ":")+1:] }

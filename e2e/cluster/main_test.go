@@ -19,9 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,27 +51,7 @@ var verbose = flag.Bool("cluster.verbose", false, "print the Kubernetes componen
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	code, err := runSuite(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cluster-e2e setup:", err)
-		fmt.Println("0 passed, 1 failed")
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-func runSuite(m *testing.M) (int, error) {
-	if os.Geteuid() != 0 {
-		return 0, fmt.Errorf("the cluster tests need root")
-	}
-	teardown, err := setUp()
-	defer teardown()
-	if err != nil {
-		return 0, err
-	}
-	code := m.Run()
-	printSummary()
-	return code, nil
+	os.Exit(testbed.RunSuite(m, "cluster-e2e", setUp))
 }
 
 func logf(format string, args ...any) {
@@ -82,13 +60,7 @@ func logf(format string, args ...any) {
 
 // setUp builds (or takes from the cache) the cluster's binaries and the test
 // image, starts the cluster and the HTTPS servers.
-func setUp() (func(), error) {
-	var cleanups []func()
-	teardown := func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-	}
+func setUp(cleanup func(func())) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -97,47 +69,47 @@ func setUp() (func(), error) {
 	bed.image = os.Getenv("CAINJEKT_IMAGE")
 	bed.version = os.Getenv("CAINJEKT_VERSION")
 	if bed.bin == "" || bed.archive == "" || bed.image == "" || bed.version == "" {
-		return teardown, fmt.Errorf("CAINJEKT_BIN, CAINJEKT_IMAGE_ARCHIVE, CAINJEKT_IMAGE and CAINJEKT_VERSION must be set (make cluster-e2e sets them)")
+		return fmt.Errorf("CAINJEKT_BIN, CAINJEKT_IMAGE_ARCHIVE, CAINJEKT_IMAGE and CAINJEKT_VERSION must be set (make cluster-e2e sets them)")
 	}
 	repo, err := filepath.Abs("../..")
 	if err != nil {
-		return teardown, err
+		return err
 	}
 	bed.repo = repo
 
 	bins, err := testbed.EnsureKubeBinaries(ctx, logf)
 	if err != nil {
-		return teardown, err
+		return err
 	}
 	pause, err := testbed.BuildPauseImage(ctx, logf)
 	if err != nil {
-		return teardown, err
+		return err
 	}
 	if bed.debian, err = testbed.BuildDebianImage(ctx, testbed.DebianTestImage(), logf); err != nil {
-		return teardown, err
+		return err
 	}
 	logf("binaries and images ready in %s", time.Since(start).Round(time.Second))
 
 	if bed.dir, err = os.MkdirTemp("", "cainjekt-cluster-e2e-"); err != nil {
-		return teardown, err
+		return err
 	}
-	cleanups = append(cleanups, func() { os.RemoveAll(bed.dir) })
+	cleanup(func() { os.RemoveAll(bed.dir) })
 	// The user's checkout: kustomize edit changes deploy/base in place.
 	bed.deploy = filepath.Join(bed.dir, "deploy")
 	if err := os.CopyFS(bed.deploy, os.DirFS(filepath.Join(repo, "deploy"))); err != nil {
-		return teardown, fmt.Errorf("copy deploy/: %w", err)
+		return fmt.Errorf("copy deploy/: %w", err)
 	}
 
 	// Valid for a year: the docs lint the bundle with --strict first.
 	if bed.ca, err = testbed.NewCAValidFor("cainjekt cluster-e2e CA", 365*24*time.Hour); err != nil {
-		return teardown, err
+		return err
 	}
 	if bed.rotated, err = testbed.NewCAValidFor("cainjekt cluster-e2e rotated CA", 365*24*time.Hour); err != nil {
-		return teardown, err
+		return err
 	}
 	bed.caFile = filepath.Join(bed.dir, "ca-bundle.pem")
 	if err := os.WriteFile(bed.caFile, bed.ca.CertPEM, 0o644); err != nil {
-		return teardown, err
+		return err
 	}
 
 	clusterStart := time.Now()
@@ -145,9 +117,9 @@ func setUp() (func(), error) {
 	opts := testbed.ClusterOptions{Bins: bins, PauseImage: pause, HostDirs: []string{"/run/cainjekt", "/opt/cainjekt"}}
 	bed.cluster, err = testbed.StartCluster(ctx, opts)
 	if err != nil {
-		return teardown, err
+		return err
 	}
-	cleanups = append(cleanups, func() {
+	cleanup(func() {
 		if err := bed.cluster.Close(); err != nil {
 			logf("cluster teardown: %v", err)
 		}
@@ -155,38 +127,25 @@ func setUp() (func(), error) {
 	logf("cluster ready in %s", time.Since(clusterStart).Round(time.Second))
 	// Servers on the node's bridge address, where pods reach the host.
 	if bed.server, err = bed.ca.ServeOn(net.ParseIP(testbed.HostIP)); err != nil {
-		return teardown, err
+		return err
 	}
 	if bed.rotServer, err = bed.rotated.ServeOn(net.ParseIP(testbed.HostIP)); err != nil {
-		return teardown, err
+		return err
 	}
-	cleanups = append(cleanups, func() { bed.server.Close(); bed.rotServer.Close() })
+	cleanup(func() { bed.server.Close(); bed.rotServer.Close() })
 	// The test pods' image; the cainjekt image is imported by the tests, as
 	// the docs tell a user.
 	if err := bed.cluster.Node.ImportImage(ctx, bed.debian); err != nil {
-		return teardown, err
+		return err
 	}
 	logf("set up in %s", time.Since(start).Round(time.Second))
-	return teardown, nil
-}
-
-// Results, for the summary line.
-var results struct {
-	sync.Mutex
-	passed, failed []string
+	return nil
 }
 
 // track records the test's outcome for the summary; a failed test prints
 // the plugin's log and, with -cluster.verbose, the components' logs.
 func track(t *testing.T) {
-	t.Cleanup(func() {
-		results.Lock()
-		defer results.Unlock()
-		if !t.Failed() {
-			results.passed = append(results.passed, t.Name())
-			return
-		}
-		results.failed = append(results.failed, t.Name())
+	testbed.Track(t, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		out, _ := bed.cluster.Kubectl(ctx, "-n", "cainjekt", "logs", "ds/cainjekt", "--tail=40")
@@ -195,16 +154,6 @@ func track(t *testing.T) {
 			t.Logf("components:\n%s", bed.cluster.Tail(30))
 		}
 	})
-}
-
-func printSummary() {
-	results.Lock()
-	defer results.Unlock()
-	sort.Strings(results.failed)
-	for _, name := range results.failed {
-		fmt.Printf("FAILED: %s\n", name)
-	}
-	fmt.Printf("%d passed, %d failed\n", len(results.passed), len(results.failed))
 }
 
 func testContext(t *testing.T) context.Context {
@@ -297,13 +246,7 @@ func runPod(t *testing.T, ctx context.Context, ns, name string, opts podOptions)
 		"metadata":   map[string]any{"name": name, "namespace": ns, "annotations": opts.annotations, "labels": opts.labels},
 		"spec":       spec,
 	}
-	data, err := json.Marshal(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bed.cluster.KubectlIn(ctx, data, "apply", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, ctx, pod)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -320,14 +263,7 @@ func runPod(t *testing.T, ctx context.Context, ns, name string, opts podOptions)
 // the test ends.
 func namespace(t *testing.T, ctx context.Context, name string, labels map[string]string) {
 	t.Helper()
-	ns := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name, "labels": labels}}
-	data, err := json.Marshal(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bed.cluster.KubectlIn(ctx, data, "apply", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, ctx, map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name, "labels": labels}})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -342,6 +278,18 @@ func namespace(t *testing.T, ctx context.Context, name string, labels map[string
 			t.Fatalf("namespace %s has no default service account after a minute", name)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// apply creates or updates an object with kubectl apply.
+func apply(t *testing.T, ctx context.Context, obj map[string]any) {
+	t.Helper()
+	data, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bed.cluster.KubectlIn(ctx, data, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -377,11 +377,11 @@ func writeKubeconfig(path, ca, cert, key string) error {
 // startControlPlane starts etcd, the API server, the controller manager and
 // the scheduler, and waits until the API server is ready.
 func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
-	etcdClient, err := freeLoopbackAddr()
+	etcdClient, err := FreeLoopbackAddr()
 	if err != nil {
 		return err
 	}
-	etcdPeer, err := freeLoopbackAddr()
+	etcdPeer, err := FreeLoopbackAddr()
 	if err != nil {
 		return err
 	}
