@@ -1,6 +1,10 @@
 # cainjekt: build, test and demo. `make test` is what CI runs.
 
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Expanded once: every step of one run (the binaries, make image, the
+# cluster test that checks the image's version) sees the same version.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 GO      ?= go
 BIN     := bin/cainjekt
 HOOKBIN := bin/cainjekt-hook

@@ -434,15 +434,31 @@ func TestUpgrade(t *testing.T) {
 	if v := metric(t, ctx, `cainjekt_build_info{version="`+bed.version+`-next",goversion="`+goVersion(t)+`"}`); v != 1 {
 		t.Errorf("the upgraded plugin's build_info = %v", v)
 	}
-	// Adopted: the new plugin removes the old pod's staging with it.
+	// Adopted: the new plugin removes the old pod's staging with it, and
+	// nothing is staged but for the injected containers still running.
 	kubectl(t, ctx, "-n", "upgrade", "delete", "pod", "running", "--wait=true")
-	deadline := time.Now().Add(30 * time.Second)
+	want := []string{containerID(t, ctx, "upgrade", "new-0"), containerID(t, ctx, "upgrade", "new-1")}
+	slices.Sort(want)
+	var staged []string
+	// The kubelet removes a deleted pod's containers (the RemoveContainer
+	// that the plugin cleans up on) in its container GC, once a minute.
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if _, err := os.Stat(staging); os.IsNotExist(err) {
+		entries, err := os.ReadDir("/run/cainjekt/containers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		staged = nil
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") { // the plugin's lock
+				staged = append(staged, e.Name())
+			}
+		}
+		if slices.Equal(staged, want) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the staging of a pod started before the upgrade outlives the pod: %s", staging)
+			t.Fatalf("staged after the upgrade: %v, want the running injected containers %v (the old pod's was %s)", staged, want, runningID)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
