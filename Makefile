@@ -1,6 +1,10 @@
 # cainjekt: build, test and demo. `make test` is what CI runs.
 
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Expanded once: every step of one run (the binaries, make image, the
+# cluster test that checks the image's version) sees the same version.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 GO      ?= go
 BIN     := bin/cainjekt
 HOOKBIN := bin/cainjekt-hook
@@ -9,11 +13,14 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # net/http's bundled HTTP/2 out takes 0.6 MB off the binary.
 PLUGIN_TAGS := nethttpomithttp2
 E2E_TIMEOUT ?= 60m
+# make image: the release image, as an OCI layout archive.
+IMAGE         ?= ghcr.io/cainjekt/cainjekt:$(VERSION)
+IMAGE_ARCHIVE ?= bin/cainjekt-image.tar
 
 FUZZTIME ?= 30s
 FUZZ_TARGETS = $(shell grep -ho '^func Fuzz[A-Za-z]*' *_test.go | cut -d' ' -f2)
 
-.PHONY: all build deps lint unit vendor-check e2e test demo bench fuzz clean
+.PHONY: all build image deps lint unit vendor-check e2e cluster-e2e test demo bench fuzz clean
 
 all: build
 
@@ -22,6 +29,14 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags $(PLUGIN_TAGS) -ldflags '$(LDFLAGS)' -o $(BIN) .
 	CGO_ENABLED=0 $(GO) build -trimpath -tags hookonly -ldflags '$(LDFLAGS)' -o $(HOOKBIN) .
+
+# The release image without a Docker engine: the Dockerfile's two binaries
+# for linux/amd64 and linux/arm64 (the arm64 ones run under qemu-user), one
+# multi-platform OCI index, written as an OCI layout archive that
+# `ctr images import` loads and registry clients push. It prints the
+# index's and each platform's digest; the same commit gives the same digests.
+image: deps
+	cd e2e && $(GO) run ./cmd/image --src .. --version $(VERSION) --ref $(IMAGE) --out $(abspath $(IMAGE_ARCHIVE))
 
 deps:
 	./scripts/install-deps.sh
@@ -36,7 +51,7 @@ lint:
 
 unit: deps
 	CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 -tags $(PLUGIN_TAGS) ./...
-	cd e2e && CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./deploytest
+	cd e2e && CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./deploytest ./release
 
 # Air-gapped builds vendor the module: prove that works, in a scratch copy.
 vendor-check:
@@ -54,7 +69,18 @@ e2e: deps build
 	cd e2e && $(GO) test -c -o bin/e2e.test .
 	cd e2e && CAINJEKT_BIN=$(abspath $(BIN)) ./bin/e2e.test -test.v -test.timeout $(E2E_TIMEOUT)
 
-test: lint unit vendor-check e2e
+# The install path on a real single-node Kubernetes: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kube-proxy and a kubelet of one
+# release on the test bed's containerd and runc, pods on the CNI bridge
+# plugin; make image's image imported, deploy/ applied as the docs say.
+# Needs root. Builds and caches Kubernetes on first run (about half an hour).
+cluster-e2e: deps build image
+	@[ "$$(id -u)" -eq 0 ] || { echo "make cluster-e2e needs root (it runs a kubelet)"; exit 1; }
+	cd e2e && $(GO) test -c -o bin/cluster.test ./cluster
+	cd e2e/cluster && CAINJEKT_BIN=$(abspath $(BIN)) CAINJEKT_VERSION=$(VERSION) CAINJEKT_IMAGE=$(IMAGE) \
+		CAINJEKT_IMAGE_ARCHIVE=$(abspath $(IMAGE_ARCHIVE)) ../bin/cluster.test -test.v -test.timeout $(E2E_TIMEOUT)
+
+test: lint unit vendor-check e2e cluster-e2e
 
 # A private real node: the same pod without and with cainjekt, side by side.
 demo: deps build

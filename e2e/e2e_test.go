@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,27 +59,7 @@ var verbose = flag.Bool("e2e.verbose", false, "copy containerd's and the plugin'
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	code, err := runSuite(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e setup:", err)
-		fmt.Printf("0 passed, 1 failed\n")
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-func runSuite(m *testing.M) (int, error) {
-	if os.Geteuid() != 0 {
-		return 0, fmt.Errorf("the real-node tests need root")
-	}
-	teardown, err := setUp()
-	defer teardown()
-	if err != nil {
-		return 0, err
-	}
-	code := m.Run()
-	printSummary()
-	return code, nil
+	os.Exit(testbed.RunSuite(m, "e2e", setUp))
 }
 
 func logf(format string, args ...any) {
@@ -88,50 +67,44 @@ func logf(format string, args ...any) {
 }
 
 // setUp builds (or takes from the cache) what the node needs and starts it.
-func setUp() (func(), error) {
-	var cleanups []func()
-	teardown := func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-	}
+func setUp(cleanup func(func())) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
 	start := time.Now()
 
 	bed.bin = os.Getenv("CAINJEKT_BIN")
 	if bed.bin == "" {
-		return teardown, fmt.Errorf("CAINJEKT_BIN must name the cainjekt binary (make e2e sets it)")
+		return fmt.Errorf("CAINJEKT_BIN must name the cainjekt binary (make e2e sets it)")
 	}
 	bins, err := testbed.EnsureBinaries(ctx, logf)
 	if err != nil {
-		return teardown, err
+		return err
 	}
 	pause, err := testbed.BuildPauseImage(ctx, logf)
 	if err != nil {
-		return teardown, err
+		return err
 	}
 	if err := buildImages(ctx); err != nil {
-		return teardown, err
+		return err
 	}
 
 	if bed.dir, err = os.MkdirTemp("", "cainjekt-e2e-"); err != nil {
-		return teardown, err
+		return err
 	}
-	cleanups = append(cleanups, func() { os.RemoveAll(bed.dir) })
+	cleanup(func() { os.RemoveAll(bed.dir) })
 	bed.caFile = filepath.Join(bed.dir, "ca-bundle.pem")
 	bed.staging = filepath.Join(bed.dir, "staging")
 
 	if err := startServers(); err != nil {
-		return teardown, err
+		return err
 	}
-	cleanups = append(cleanups, func() {
+	cleanup(func() {
 		for _, s := range []*testbed.Server{bed.server, bed.server2, bed.publicServer, bed.otherServer} {
 			s.Close()
 		}
 	})
 	if err := os.WriteFile(bed.caFile, injectedPEM(), 0o644); err != nil {
-		return teardown, err
+		return err
 	}
 
 	opts := testbed.NodeOptions{Bins: bins, PauseImage: pause}
@@ -140,24 +113,24 @@ func setUp() (func(), error) {
 	}
 	bed.node, err = testbed.StartNode(ctx, opts)
 	if err != nil {
-		return teardown, err
+		return err
 	}
-	cleanups = append(cleanups, func() {
+	cleanup(func() {
 		if err := bed.node.Close(); err != nil {
 			logf("node teardown: %v", err)
 		}
 	})
 	for _, img := range []*testbed.Image{bed.image, bed.runtimes, bed.scratch, bed.distroless, bed.hostile, bed.labels} {
 		if err := bed.node.ImportImage(ctx, img); err != nil {
-			return teardown, err
+			return err
 		}
 	}
 	if err := startMainPlugin(ctx); err != nil {
-		return teardown, err
+		return err
 	}
-	cleanups = append(cleanups, func() { currentPlugin().Stop() })
+	cleanup(func() { currentPlugin().Stop() })
 	logf("node ready in %s", time.Since(start).Round(time.Millisecond))
-	return teardown, nil
+	return nil
 }
 
 // injectedPEM is the CA bundle the plugin injects.
@@ -270,35 +243,10 @@ func currentPlugin() *testbed.Plugin {
 	return bed.plugin
 }
 
-// Results, for the summary line.
-var results struct {
-	sync.Mutex
-	passed, failed []string
-}
-
 // track records the test's outcome for the summary, and on failure dumps
 // the plugin's log.
 func track(t *testing.T) {
-	t.Cleanup(func() {
-		results.Lock()
-		defer results.Unlock()
-		if t.Failed() {
-			results.failed = append(results.failed, t.Name())
-			t.Logf("plugin log:\n%s", currentPlugin().Logs())
-		} else {
-			results.passed = append(results.passed, t.Name())
-		}
-	})
-}
-
-func printSummary() {
-	results.Lock()
-	defer results.Unlock()
-	sort.Strings(results.failed)
-	for _, name := range results.failed {
-		fmt.Printf("FAILED: %s\n", name)
-	}
-	fmt.Printf("%d passed, %d failed\n", len(results.passed), len(results.failed))
+	testbed.Track(t, func() { t.Logf("plugin log:\n%s", currentPlugin().Logs()) })
 }
 
 func testContext(t *testing.T) context.Context {

@@ -7,6 +7,10 @@
 #   promtool     (Debian's prometheus package) checks the /metrics format
 #   keytool      (Debian's JRE) reads back the Java truststores cainjekt writes
 #   npm          fetches Deno, which Debian does not package, for the runtimes image
+#   qemu-aarch64 (Debian's qemu-user) runs the arm64 binaries of make image
+#   iptables     kube-proxy's Service routing (make cluster-e2e)
+#   libseccomp-dev  runc for the kubelet is built with seccomp (RuntimeDefault)
+#   skopeo, docker-registry  make cluster-e2e pushes the image as the docs say, to a local registry
 #   tar, openssl, ca-certificates, iproute2, util-linux: the test bed's tools
 set -euo pipefail
 
@@ -18,6 +22,11 @@ declare -A want=(
   [tar]=tar
   [openssl]=openssl
   [mountpoint]=util-linux
+  [qemu-aarch64]=qemu-user
+  [iptables]=iptables
+  [ip]=iproute2
+  [skopeo]=skopeo
+  [docker-registry]=docker-registry
 )
 missing=()
 for tool in "${!want[@]}"; do
@@ -25,6 +34,7 @@ for tool in "${!want[@]}"; do
 done
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+[ -e /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
 
 # kubectl renders deploy/ (kubectl kustomize); where it is missing, the same
 # kustomize from the Go module proxy does.

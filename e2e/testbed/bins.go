@@ -55,7 +55,7 @@ func EnsureBinaries(ctx context.Context, log func(string, ...any)) (Bins, error)
 	return b, nil
 }
 
-// goInstall installs pkgs (each path@version) into dir.
+// goInstall installs pkgs (each path@version, after any build flags) into dir.
 func goInstall(ctx context.Context, dir string, cgo bool, pkgs ...string) error {
 	cgoEnabled := "CGO_ENABLED=0"
 	if cgo {

@@ -38,6 +38,12 @@ func NewCA(commonName string) (*CA, error) {
 	return newCA(commonName, 24*time.Hour)
 }
 
+// NewCAValidFor creates a fresh CA valid for validity: one that
+// `cainjekt lint --strict` passes must outlive its 30-day warning.
+func NewCAValidFor(commonName string, validity time.Duration) (*CA, error) {
+	return newCA(commonName, validity)
+}
+
 // PublicCA returns the CA standing in for a public CA. It is generated once and cached,
 // because every Debian test image bakes it into its original trust store.
 func PublicCA() (*CA, error) {
@@ -175,11 +181,17 @@ type Server struct {
 // as S3 with no bucket, and every other request with 200 "ok\n". Host-network pods reach
 // it on the same URL.
 func (ca *CA) Serve() (*Server, error) {
-	cert, err := ca.issueServerCert()
+	return ca.ServeOn(net.IPv4(127, 0, 0, 1))
+}
+
+// ServeOn is Serve on another address of this machine, e.g. one that pods
+// with a network of their own reach.
+func (ca *CA) ServeOn(ip net.IP) (*Server, error) {
+	cert, err := ca.issueServerCert(ip)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
@@ -222,11 +234,22 @@ var gitEmptyRepoAdvertisement = pktLine("# service=git-upload-pack\n") + "0000" 
 
 func pktLine(s string) string { return fmt.Sprintf("%04x%s", len(s)+4, s) }
 
-// issueServerCert issues a leaf for 127.0.0.1 and localhost, valid like NewCA's CAs.
-func (ca *CA) issueServerCert() (tls.Certificate, error) {
+// issueServerCert issues a leaf for ip and localhost, valid like NewCA's CAs.
+func (ca *CA) issueServerCert(ip net.IP) (tls.Certificate, error) {
+	return ca.issue(x509.Certificate{
+		Subject:     pkix.Name{CommonName: "localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{ip},
+	})
+}
+
+// issue signs a leaf with tmpl's subject, names and extended usages for a
+// fresh key, valid like NewCA's CAs.
+func (ca *CA) issue(tmpl x509.Certificate) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("generate server key: %w", err)
+		return tls.Certificate{}, fmt.Errorf("generate leaf key: %w", err)
 	}
 	ski, err := subjectKeyID(key.Public())
 	if err != nil {
@@ -237,20 +260,13 @@ func (ca *CA) issueServerCert() (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		SubjectKeyId: ski, // the AKI is copied from the CA's SKI
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(24*time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.SubjectKeyId = ski // the AKI is copied from the CA's SKI
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("create server certificate: %w", err)
+		return tls.Certificate{}, fmt.Errorf("create certificate for %s: %w", tmpl.Subject.CommonName, err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

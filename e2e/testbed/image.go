@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cainjekt/cainjekt/e2e/oci"
 	"golang.org/x/sys/unix"
 )
 
@@ -356,10 +357,10 @@ func ImageRootfs(ctx context.Context, img *Image) (string, error) {
 // onlyLayer finds the one layer of the image in an OCI layout.
 func onlyLayer(layout string) (string, error) {
 	var index, manifest struct {
-		Manifests []descriptor `json:"manifests"`
-		Layers    []descriptor `json:"layers"`
+		Manifests []oci.Descriptor `json:"manifests"`
+		Layers    []oci.Descriptor `json:"layers"`
 	}
-	blob := func(d descriptor) string {
+	blob := func(d oci.Descriptor) string {
 		return filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(d.Digest, "sha256:"))
 	}
 	data, err := os.ReadFile(filepath.Join(layout, "index.json"))

@@ -36,6 +36,9 @@ type NodeOptions struct {
 	Bins       Bins
 	PauseImage *Image
 	Log        io.Writer // containerd's stdout and stderr; nil discards them
+	// NRISocket moves containerd's NRI socket out of the node directory, to
+	// where a DaemonSet on a real node finds it.
+	NRISocket string
 }
 
 // Node is a running containerd with CRI and NRI whose every file lives under Dir.
@@ -173,6 +176,9 @@ func cgroupParentOf(dir string) string { return "/cainjekt-e2e-" + contentKey([]
 
 func newNode(dir string, opts NodeOptions) (*Node, error) {
 	l := newLayout(dir, opts.Bins.Runc, opts.PauseImage.Ref)
+	if opts.NRISocket != "" {
+		l.NRISocket = opts.NRISocket
+	}
 	conn, err := grpc.NewClient("unix://"+l.Address,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// Redial fast after a containerd restart instead of backing off for seconds.

@@ -39,7 +39,7 @@ type Plugin struct {
 // StartPlugin starts the plugin on a free loopback port. It does not wait
 // for the plugin to register: see WaitReady.
 func StartPlugin(opts PluginOptions) (*Plugin, error) {
-	addr, err := freeLoopbackAddr()
+	addr, err := FreeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +83,8 @@ func (p *Plugin) collect(r io.Reader, copyTo io.Writer) {
 	close(p.exited)
 }
 
-func freeLoopbackAddr() (string, error) {
+// FreeLoopbackAddr is a free TCP address on 127.0.0.1.
+func FreeLoopbackAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
