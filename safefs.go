@@ -371,9 +371,11 @@ func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) 
 }
 
 // writeFileFrom is writeFile with the content of from, a file of ours,
-// which the kernel copies: nothing of it passes through this process.
-func (d *safeDir) writeFileFrom(p string, from *os.File, perm uint32) error {
-	_, err := d.write(p, body{from: from}, perm, nil)
+// which the kernel copies: nothing of it passes through this process. canon
+// is a canonical path, as writeFile returned it, and is not resolved again:
+// a component that became a symlink since makes the write fail.
+func (d *safeDir) writeFileFrom(canon string, from *os.File, perm uint32) error {
+	_, err := d.write(canon, body{from: from, canonical: true}, perm, nil)
 	return err
 }
 
@@ -386,12 +388,16 @@ func (d *safeDir) writeFileAs(p string, data []byte, attrs fileAttrs) error {
 
 // body is what a write puts in a file: data, or the content of a file.
 type body struct {
-	data []byte
-	from *os.File
+	data      []byte
+	from      *os.File
+	canonical bool // the path is canonical already
 }
 
 func (d *safeDir) write(p string, content body, perm uint32, attrs *fileAttrs) (string, error) {
-	canon, err := d.canonical(p)
+	canon, err := path.Clean("/"+p), error(nil)
+	if !content.canonical {
+		canon, err = d.canonical(p)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -476,7 +482,7 @@ func (t tempFile) fill(fd int, content body) error {
 	if err != nil {
 		return err
 	}
-	if t.attrs.uid >= 0 || t.attrs.gid >= 0 {
+	if t.attrs.uid >= 0 && t.attrs.uid != euid || t.attrs.gid >= 0 && t.attrs.gid != egid {
 		if err := unix.Fchown(fd, t.attrs.uid, t.attrs.gid); err != nil {
 			return err
 		}
@@ -516,6 +522,9 @@ func sendFile(fd int, from *os.File) error {
 	return errors.Join(err, copyErr)
 }
 
+// The owner a new file gets: no chown is needed to give it that one.
+var euid, egid = os.Geteuid(), os.Getegid()
+
 // xattr is one extended attribute.
 type xattr struct {
 	name  string
@@ -531,28 +540,15 @@ const (
 )
 
 // readXattrs reads the extended attributes of the regular file name in
-// dirFD, through an O_PATH descriptor and its /proc/self/fd link: nothing is
-// opened for reading, and no symlink is followed.
+// dirFD, through the directory's /proc/self/fd link, without following a
+// symlink at name (the l- variants of the calls) or opening anything.
 func readXattrs(dirFD int, name string) ([]xattr, error) {
-	fd, err := unix.Openat(dirFD, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	proc := "/proc/self/fd/" + strconv.Itoa(fd)
-	n, err := unix.Listxattr(proc, nil) // the size of the list, usually 0
+	proc := "/proc/self/fd/" + strconv.Itoa(dirFD) + "/" + name
+	n, err := unix.Llistxattr(proc, nil) // the size of the list, usually 0
 	var list []byte
 	if err == nil && n > 0 {
 		list = make([]byte, min(n, maxXattrBytes))
-		n, err = unix.Listxattr(proc, list)
-	}
-	switch {
-	case err == unix.ENOTSUP:
-		return nil, nil
-	case err == unix.ERANGE:
-		return nil, fmt.Errorf("%w: extended attribute names over %d bytes", errTooLarge, maxXattrBytes)
-	case err != nil:
-		return nil, err
+		n, err = unix.Llistxattr(proc, list)
 	}
 	var attrs []xattr
 	left := maxXattrBytes - n
@@ -560,7 +556,7 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 		if attr == "" {
 			continue
 		}
-		size, err := unix.Getxattr(proc, attr, nil)
+		size, err := unix.Lgetxattr(proc, attr, nil)
 		if err == unix.ENODATA {
 			continue // removed meanwhile
 		}
@@ -571,7 +567,7 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 			return nil, fmt.Errorf("%w: more extended attributes than the %d bytes or %d attributes copied", errTooLarge, maxXattrBytes, maxXattrs)
 		}
 		value := make([]byte, size)
-		if size, err = unix.Getxattr(proc, attr, value); err != nil {
+		if size, err = unix.Lgetxattr(proc, attr, value); err != nil {
 			return nil, fmt.Errorf("extended attribute %s: %w", attr, err)
 		}
 		attrs = append(attrs, xattr{attr, value[:size]})
