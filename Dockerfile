@@ -12,8 +12,9 @@ COPY *.go ./
 ARG VERSION=dev
 # cainjekt: the plugin and the commands; cainjekt-hook: the hook and the
 # wrapper alone, which runc starts for every injected container. The plugin
-# speaks HTTP/1.1 only (nethttpomithttp2: 0.6 MB less), as `make build` does.
-RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags nethttpomithttp2 -ldflags "-s -w -X main.version=${VERSION}" -o /cainjekt . && \
+# speaks HTTP/1.1 only (nethttpomithttp2) and is built without inlining
+# (all=-l): 1.2 MiB less, as `make build` does.
+RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags nethttpomithttp2 -gcflags all=-l -ldflags "-s -w -X main.version=${VERSION}" -o /cainjekt . && \
     CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags hookonly -ldflags "-s -w -X main.version=${VERSION}" -o /cainjekt-hook .
 
 # Nothing but the binaries: the plugin runs as root (see deploy/base), reads

@@ -33,15 +33,26 @@ var (
 
 // binary is how each file of the image is built: `make build`'s flags.
 type binary struct {
-	name string
-	tags string
+	name    string
+	tags    string
+	gcflags string // "" for the defaults
 }
 
 var binaries = []binary{
-	// The plugin speaks HTTP/1.1 only: net/http's bundled HTTP/2 left out.
-	{"cainjekt", "nethttpomithttp2"},
+	// The plugin speaks HTTP/1.1 only (net/http's bundled HTTP/2 left out),
+	// and is built without inlining, as make build builds it.
+	{"cainjekt", "nethttpomithttp2", "all=-l"},
 	// The hook and the wrapper alone, which runc starts for every injected container.
-	{"cainjekt-hook", "hookonly"},
+	{"cainjekt-hook", "hookonly", ""},
+}
+
+// buildArgs are the go build arguments of b, between the tags and the
+// output: what the Dockerfile writes too.
+func (b binary) buildArgs() []string {
+	if b.gcflags == "" {
+		return nil
+	}
+	return []string{"-gcflags", b.gcflags}
 }
 
 // Platform is a platform of the image.
@@ -150,8 +161,9 @@ func Build(ctx context.Context, opts Options) (*Image, error) {
 // tarball of it give the same bytes.
 func buildBinaries(ctx context.Context, src, dir string, p Platform, version string) error {
 	for _, b := range binaries {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-tags", b.tags,
-			"-ldflags", "-s -w -X main.version="+version, "-o", filepath.Join(dir, b.name), ".")
+		args := append([]string{"build", "-trimpath", "-buildvcs=false", "-tags", b.tags}, b.buildArgs()...)
+		args = append(args, "-ldflags", "-s -w -X main.version="+version, "-o", filepath.Join(dir, b.name), ".")
+		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = src
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+p.Arch, "GOFLAGS=")
 		if out, err := cmd.CombinedOutput(); err != nil {

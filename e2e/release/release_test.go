@@ -61,8 +61,8 @@ func TestDockerfileDescribesTheImage(t *testing.T) {
 		t.Fatalf("Dockerfile builds %d binaries, the image %d: %q", len(builds), len(binaries), builds)
 	}
 	for i, b := range binaries {
-		want := `CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags ` + b.tags +
-			` -ldflags "-s -w -X main.version=${VERSION}" -o /` + b.name + ` .`
+		want := `CGO_ENABLED=0 go build -trimpath -buildvcs=false -tags ` + b.tags + " " +
+			strings.Join(append(b.buildArgs(), ""), " ") + `-ldflags "-s -w -X main.version=${VERSION}" -o /` + b.name + ` .`
 		if builds[i] != want {
 			t.Errorf("Dockerfile builds\n  %s\nrelease builds\n  %s", builds[i], want)
 		}
