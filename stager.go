@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path"
 	"slices"
@@ -297,4 +298,9 @@ func weighEntry(cache *safeDir, name string) (cachedEntry, error) {
 func validCacheEntry(name string) bool {
 	ours, key, ok := strings.Cut(name, "-")
 	return ok && len(ours) == 16 && len(key) == 64 && isHex(ours) && isHex(key)
+}
+
+// readDirNames lists the directory p, following symlinks as d does.
+func (d *safeDir) readDirNames(p string) ([]string, error) {
+	return d.readDir(p, nil, math.MaxInt)
 }
