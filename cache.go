@@ -95,8 +95,12 @@ func isHex(s string) bool {
 	return strings.Trim(s, "0123456789abcdef") == ""
 }
 
-// errNoEntry says the image cache has no entry for an injection yet.
-var errNoEntry = errors.New("no cache entry")
+var (
+	// errNoEntry says the image cache has no entry for an injection yet.
+	errNoEntry = errors.New("no cache entry")
+	// errPlanTooLarge says a plan would not fit maxPlanSize.
+	errPlanTooLarge = errors.New("plan too large")
+)
 
 // loadPlan reads the entry's plan, or says why there is none to use.
 func loadPlan(cache *safeDir, entry string) (*plan, error) {
@@ -173,6 +177,10 @@ func (in *injection) savePlan(cache *safeDir, entry string, p *plan) error {
 		return err
 	}
 	err := in.writeEntry(cache, tmp, p)
+	if errors.Is(err, errPlanTooLarge) {
+		cache.removeAll(tmp)
+		return nil // as unusual an image as above
+	}
 	if err == nil {
 		err = unix.Renameat(cache.fd, tmp, cache.fd, entry)
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
@@ -210,6 +218,10 @@ func (in *injection) writeEntry(cache *safeDir, tmp string, p *plan) error {
 		}
 	}
 	data, err := json.Marshal(p)
+	if err == nil && len(data) > maxPlanSize {
+		// loadPlan would refuse it, and the next container save it again.
+		err = errPlanTooLarge
+	}
 	if err == nil {
 		err = dir.writeFileAs(planFile, data, fileAttrs{mode: 0o600, uid: -1, gid: -1})
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,5 +186,34 @@ func TestPruneCache(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(cache); len(entries) != 2 || entries[0].Name() == big {
 		t.Errorf("an entry over the cache's bytes: left %d entries", len(entries))
+	}
+}
+
+// A plan too large to be read back (paths of an image's choosing can be
+// long) is not saved: otherwise every container of the image would save
+// it, fail to load it, drop it and save it again.
+func TestImageCacheSavesNoPlanItCannotRead(t *testing.T) {
+	_, dynamicRoot := newTestStager(t)
+	root, err := openOwnDir(dynamicRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	cache, err := openCache(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	in := &injection{}
+	long := "/" + strings.Repeat("d/", 2000)
+	for i := range 20 {
+		in.writes = append(in.writes, plannedWrite{Op: opWrite, Path: long + strconv.Itoa(i), data: []byte("x")})
+	}
+	entry := strings.Repeat("a", 16) + "-" + strings.Repeat("b", 64)
+	if err := in.savePlan(cache, entry, &plan{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadPlan(cache, entry); err != errNoEntry {
+		t.Errorf("a plan over %d bytes: %v, want no entry at all", maxPlanSize, err)
 	}
 }
