@@ -384,7 +384,6 @@ type prefixedError struct {
 func (e prefixedError) Error() string { return e.prefix + ": " + e.err.Error() }
 func (e prefixedError) Unwrap() error { return e.err }
 
-// readState reads the OCI state runc writes on stdin.
 // ociState is what the hook reads of the OCI state (runtime-spec's
 // State): the rest is of no use to it, and decoding only these fields
 // spares the hook a package to load at every container start.
@@ -394,6 +393,7 @@ type ociState struct {
 	Annotations map[string]string `json:"annotations"`
 }
 
+// readState reads the OCI state runc writes on stdin.
 func readState(r io.Reader) (*ociState, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
 	if err != nil {

@@ -38,6 +38,10 @@ var errorStages = []string{stageBundle, stageStaging, stageHook, stageCleanup, s
 // having reported anything: it never ran, or was killed.
 const hookResultMissing = "missing"
 
+// cacheOff counts the hook runs without an image cache: the runtime named
+// no image.
+const cacheOff = "off"
+
 // counterVec is a counter with one label whose values are known up front,
 // so every series exists from the start and rates never see a gap.
 type counterVec struct {
@@ -123,7 +127,7 @@ func newMetrics(active, outdated func() int, bundles func() []bundleSnapshot) *m
 	return &metrics{
 		skips:              newCounterVec("reason", skipReasons...),
 		errors:             newCounterVec("stage", errorStages...),
-		hookRuns:           newCounterVec("result", append(hookResults[:len(hookResults):len(hookResults)], hookResultMissing)...),
+		hookRuns:           newCounterVec("result", hookResultOK, hookResultFailed, hookResultTimeout, hookResultMissing),
 		hookDuration:       newHistogram(hookDurationBuckets),
 		cleanups:           newCounterVec("reason", cleanupRemoved, cleanupOrphan),
 		annotationWarnings: newCounterVec("kind", annotationWarningKinds...),

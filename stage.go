@@ -66,7 +66,6 @@ const (
 
 	cacheHit  = "hit"
 	cacheMiss = "miss"
-	cacheOff  = "off" // in metrics: the runtime named no image
 )
 
 // fileChange records what the hook did, or found, at one path of the image.
@@ -101,8 +100,6 @@ func validContainerID(id string) bool {
 	}
 	return true
 }
-
-var hookResults = []string{hookResultOK, hookResultFailed, hookResultTimeout}
 
 // hookStatus is what the hook writes to status.json for the operator, the
 // plugin and the wrapper.
