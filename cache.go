@@ -98,8 +98,8 @@ func isHex(s string) bool {
 var (
 	// errNoEntry says the image cache has no entry for an injection yet.
 	errNoEntry = errors.New("no cache entry")
-	// errPlanTooLarge says a plan would not fit maxPlanSize.
-	errPlanTooLarge = errors.New("plan too large")
+	// errNotKept says an injection is not worth an entry: an unusual image.
+	errNotKept = errors.New("injection not kept in the cache")
 )
 
 // loadPlan reads the entry's plan, or says why there is none to use.
@@ -131,7 +131,7 @@ func (in *injection) replay(cache *safeDir, entry string, p *plan) error {
 			return fmt.Errorf("cache entry %s: blob %q", entry, w.Blob)
 		}
 		if w.Op == opStage {
-			err = linkFile(dir, w.Blob, in.staging, w.Path)
+			err = in.stageFromCache(dir, w)
 		} else {
 			err = replayWrite(in.root, dir, w)
 		}
@@ -177,9 +177,9 @@ func (in *injection) savePlan(cache *safeDir, entry string, p *plan) error {
 		return err
 	}
 	err := in.writeEntry(cache, tmp, p)
-	if errors.Is(err, errPlanTooLarge) {
+	if errors.Is(err, errNotKept) {
 		cache.removeAll(tmp)
-		return nil // as unusual an image as above
+		return nil
 	}
 	if err == nil {
 		err = unix.Renameat(cache.fd, tmp, cache.fd, entry)
@@ -203,13 +203,20 @@ func (in *injection) writeEntry(cache *safeDir, tmp string, p *plan) error {
 	for _, w := range in.writes {
 		sum := sha256.Sum256(w.data)
 		w.Blob = hex.EncodeToString(sum[:])
-		p.Writes = append(p.Writes, w)
 		// Data is kept once however many files hold it. A staged file is
-		// linked, not copied: its data gets the staged file's attributes.
+		// linked, not copied: its data gets the staged file's attributes,
+		// and the plan its owner as the container sees it.
 		attrs := fileAttrs{mode: 0o600, uid: -1, gid: -1}
 		if w.Op == opStage {
 			attrs = fileAttrs{mode: w.Mode, uid: w.UID, gid: w.GID}
-		} else if written[w.Blob] {
+			owner, ok := in.ids.toContainer(fileOwner{w.UID, w.GID})
+			if !ok {
+				return errNotKept // a bundle of an owner outside its user namespace
+			}
+			w.UID, w.GID = owner.uid, owner.gid
+		}
+		p.Writes = append(p.Writes, w)
+		if written[w.Blob] && w.Op != opStage {
 			continue
 		}
 		written[w.Blob] = true
@@ -220,7 +227,7 @@ func (in *injection) writeEntry(cache *safeDir, tmp string, p *plan) error {
 	data, err := json.Marshal(p)
 	if err == nil && len(data) > maxPlanSize {
 		// loadPlan would refuse it, and the next container save it again.
-		err = errPlanTooLarge
+		err = errNotKept
 	}
 	if err == nil {
 		err = dir.writeFileAs(planFile, data, fileAttrs{mode: 0o600, uid: -1, gid: -1})
@@ -228,15 +235,32 @@ func (in *injection) writeEntry(cache *safeDir, tmp string, p *plan) error {
 	return err
 }
 
-// linkFile makes name in to a hard link of blob in from, replacing name.
-// The link is made from a descriptor opened as a regular file, of a size a
+// stageFromCache makes a staged file of the entry's blob: a hard link when
+// the blob has the attributes the file must have, else a copy with them
+// (for a pod whose user namespace maps the owner elsewhere than the one
+// that saved the entry). The blob is opened as a regular file, of a size a
 // staged file may have: whatever the entry holds, nothing else is linked.
-func linkFile(from *safeDir, blob string, to *safeDir, name string) error {
-	f, _, err := from.openFile(blob, maxBundleSize)
+func (in *injection) stageFromCache(entry *safeDir, w plannedWrite) error {
+	owner, ok := in.ids.toHost(fileOwner{w.UID, w.GID})
+	if !ok {
+		return fmt.Errorf("staged %s: owner %d:%d outside the container's user namespace", w.Path, w.UID, w.GID)
+	}
+	f, info, err := entry.openFile(w.Blob, maxBundleSize)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	owner = owner.orCaller()
+	attrs := fileAttrs{mode: w.Mode, uid: owner.uid, gid: owner.gid}
+	if attrs != attrsOf(info, 0o7777) {
+		_, err = in.staging.write(w.Path, body{from: f, canonical: true}, 0, &attrs)
+		return err
+	}
+	return linkFile(f, in.staging, w.Path)
+}
+
+// linkFile makes name in to a hard link of f, replacing name.
+func linkFile(f *os.File, to *safeDir, name string) error {
 	tmp := fmt.Sprintf(".%s.cainjekt-%d.link", name, os.Getpid())
 	if err := unix.Linkat(int(f.Fd()), "", to.fd, tmp, unix.AT_EMPTY_PATH); err != nil {
 		return fmt.Errorf("link %s: %w", name, err)

@@ -71,6 +71,44 @@ func TestImageCacheReplaysTheSameInjection(t *testing.T) {
 	}
 }
 
+// Under a user namespace, what the hook creates in the image belongs to
+// the container's root, not to the host's (whom the container sees as
+// nobody), and staged files holding the image's trust get the image
+// bundle's owner: from the cache too, for a pod whose namespace maps its
+// IDs elsewhere than the pod that saved the entry (copied, not linked).
+func TestUserNamespacedContainersOwnWhatTheHookMakes(t *testing.T) {
+	beds := imageBeds(t, 3)
+	bases := []uint32{2 << 16, 3 << 16, 2 << 16} // the third: the first pod's again
+	for i, b := range beds {
+		if err := os.RemoveAll(filepath.Join(b.rootfs, "usr/local/share/ca-certificates")); err != nil {
+			t.Fatal(err)
+		}
+		b.inUserNS(t, bases[i])
+	}
+	for i, b := range beds {
+		if st := runCached(t, b, testImage); st.Cache != []string{cacheMiss, cacheHit, cacheHit}[i] {
+			t.Errorf("container %d: cache %q", i, st.Cache)
+		}
+		for _, p := range []string{
+			filepath.Join(b.rootfs, "usr/local/share/ca-certificates"),
+			filepath.Join(b.rootfs, "usr/local/share/ca-certificates/cainjekt.crt"),
+			filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt"),
+			filepath.Join(b.staging, stagedBundle),
+		} {
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil || st.Uid != bases[i] || st.Gid != bases[i] {
+				t.Errorf("container %d: %s owned by %d:%d (%v), want its root, %d", i, p, st.Uid, st.Gid, err, bases[i])
+			}
+		}
+	}
+	var first, third syscall.Stat_t
+	syscall.Stat(filepath.Join(beds[0].staging, stagedBundle), &first)
+	syscall.Stat(filepath.Join(beds[2].staging, stagedBundle), &third)
+	if third.Nlink < 2 {
+		t.Error("a container of the pod that saved the entry got a copy of the staged bundle, not a link")
+	}
+}
+
 // Whatever the injection depends on is in the cache's key: another image,
 // other CAs, processors or variables the injection reads make a miss;
 // variables it does not read do not.

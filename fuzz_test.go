@@ -106,12 +106,19 @@ func FuzzReadState(f *testing.F) {
 func FuzzParseSpec(f *testing.F) {
 	f.Add([]byte(`{"ociVersion":"1.2.0","root":{"path":"rootfs"},"process":{"env":["PATH=/bin","JAVA_HOME=/opt/java"]}}`))
 	f.Add([]byte(`{"root":{"path":""}}`))
+	f.Add([]byte(`{"root":{"path":"rootfs"},"linux":{"uidMappings":[{"containerID":0,"hostID":131072,"size":65536}],"gidMappings":[{"containerID":0,"hostID":4294967295,"size":4294967295}]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		root, env, err := parseSpec(data)
-		if err == nil && (root == "" || strings.ContainsRune(root, 0)) {
-			t.Fatalf("accepted root %q", root)
+		spec, err := parseSpec(data)
+		if err != nil {
+			return
 		}
-		searchPath(envValue(env, "PATH"))
+		if spec.rootPath == "" || strings.ContainsRune(spec.rootPath, 0) {
+			t.Fatalf("accepted root %q", spec.rootPath)
+		}
+		searchPath(envValue(spec.env, "PATH"))
+		if o, ok := spec.ids.toHost(fileOwner{0, 0}); ok && (o.uid < 0 || o.gid < 0) {
+			t.Fatalf("the container's root is host %+v", o)
+		}
 	})
 }
 

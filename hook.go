@@ -205,13 +205,14 @@ func (h *hook) run(stdin io.Reader) error {
 	h.note(func(s *hookStatus) { s.CABundle = ours.sha256() })
 	h.lap("start")
 
-	root, env, err := openContainerRoot(state.Bundle)
+	root, spec, err := openContainerRoot(state.Bundle)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
 	h.lap("rootfs")
-	in := newInjection(root, staging, h.opts.processors, env, ours, prefill)
+	in := newInjection(root, staging, h.opts.processors, spec.env, ours, prefill)
+	in.ids = spec.ids
 	if h.opts.image == "" {
 		return h.inject(in)
 	}
@@ -416,8 +417,11 @@ func readState(r io.Reader) (*ociState, error) {
 }
 
 // openContainerRoot opens the rootfs named by the bundle's config.json, and
-// returns the environment of the container's process too.
-func openContainerRoot(bundle string) (*safeDir, []string, error) {
+// returns what the injection needs of the spec too. What the hook creates
+// in the rootfs belongs to the container's root user, as the host sees it:
+// under a user namespace, that is not the host's root, whom the container
+// sees as nobody and whose files its root cannot change.
+func openContainerRoot(bundle string) (*safeDir, *containerSpec, error) {
 	dir, err := openSafeDir(unix.AT_FDCWD, bundle, 0, unix.RESOLVE_BENEATH|unix.RESOLVE_NO_SYMLINKS)
 	if err != nil {
 		return nil, nil, fmt.Errorf("OCI bundle: %w", err)
@@ -427,11 +431,11 @@ func openContainerRoot(bundle string) (*safeDir, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("OCI bundle: %w", err)
 	}
-	rootPath, env, err := parseSpec(data)
+	spec, err := parseSpec(data)
 	if err != nil {
 		return nil, nil, err
 	}
-	root, err := openImageRoot(dir.fd, rootPath)
+	root, err := openImageRoot(dir.fd, spec.rootPath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("container rootfs: %w", err)
 	}
@@ -439,13 +443,22 @@ func openContainerRoot(bundle string) (*safeDir, []string, error) {
 		root.Close()
 		return nil, nil, err
 	}
-	return root, env, nil
+	if owner, ok := spec.ids.toHost(fileOwner{0, 0}); ok {
+		root.owner = owner // else the container has no root: the host's is as good
+	}
+	return root, spec, nil
 }
 
-// parseSpec reads what the hook needs of config.json: the rootfs path and
-// the environment of the container's process. It decodes only those two
+// containerSpec is what the hook reads of config.json.
+type containerSpec struct {
+	rootPath string
+	env      []string // the environment of the container's process
+	ids      userNS
+}
+
+// parseSpec reads what the hook needs of config.json, decoding only those
 // fields: the whole OCI spec takes a millisecond.
-func parseSpec(data []byte) (string, []string, error) {
+func parseSpec(data []byte) (*containerSpec, error) {
 	var spec struct {
 		Root *struct {
 			Path string `json:"path"`
@@ -453,18 +466,65 @@ func parseSpec(data []byte) (string, []string, error) {
 		Process *struct {
 			Env []string `json:"env"`
 		} `json:"process"`
+		Linux *struct {
+			UIDMappings idMap `json:"uidMappings"`
+			GIDMappings idMap `json:"gidMappings"`
+		} `json:"linux"`
 	}
 	if err := json.Unmarshal(data, &spec); err != nil {
-		return "", nil, fmt.Errorf("parse config.json: %w", err)
+		return nil, fmt.Errorf("parse config.json: %w", err)
 	}
 	if spec.Root == nil || spec.Root.Path == "" || strings.ContainsRune(spec.Root.Path, 0) {
-		return "", nil, errors.New("config.json has no usable root.path")
+		return nil, errors.New("config.json has no usable root.path")
 	}
-	var env []string
+	s := &containerSpec{rootPath: spec.Root.Path}
 	if spec.Process != nil {
-		env = spec.Process.Env
+		s.env = spec.Process.Env
 	}
-	return spec.Root.Path, env, nil
+	if spec.Linux != nil {
+		s.ids = userNS{spec.Linux.UIDMappings, spec.Linux.GIDMappings}
+	}
+	return s, nil
+}
+
+// idMap is a user namespace's mapping of user or group IDs, as the OCI
+// spec gives it; empty: no user namespace, every ID its own.
+type idMap []struct {
+	ContainerID uint32 `json:"containerID"`
+	HostID      uint32 `json:"hostID"`
+	Size        uint32 `json:"size"`
+}
+
+// mapID maps id from one side of m to the other: -1, the caller, stays.
+func (m idMap) mapID(id int, toHost bool) (int, bool) {
+	if len(m) == 0 || id < 0 {
+		return id, true
+	}
+	for _, r := range m {
+		from, to := int64(r.ContainerID), int64(r.HostID)
+		if !toHost {
+			from, to = to, from
+		}
+		if off := int64(id) - from; off >= 0 && off < int64(r.Size) {
+			return int(to + off), true
+		}
+	}
+	return -1, false
+}
+
+// userNS is a container's user namespace: its users' and groups' mappings.
+type userNS struct{ uids, gids idMap }
+
+// toHost is the host's owner for an owner as the container sees it.
+func (n userNS) toHost(o fileOwner) (fileOwner, bool) { return n.mapOwner(o, true) }
+
+// toContainer is the container's owner for an owner as the host sees it.
+func (n userNS) toContainer(o fileOwner) (fileOwner, bool) { return n.mapOwner(o, false) }
+
+func (n userNS) mapOwner(o fileOwner, toHost bool) (fileOwner, bool) {
+	uid, uidOK := n.uids.mapID(o.uid, toHost)
+	gid, gidOK := n.gids.mapID(o.gid, toHost)
+	return fileOwner{uid, gid}, uidOK && gidOK
 }
 
 // refuseHostRoot makes sure a rootfs is not the host's own root directory:

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ type hookBed struct {
 	prefill                              []byte
 	id                                   string
 	env                                  []string
+	ids                                  []specs.LinuxIDMapping // its user namespace's, users and groups alike
 	stager                               *stager
 }
 
@@ -44,16 +46,48 @@ func (b *hookBed) create(t testing.TB, src string) {
 	if err := os.Rename(copyTree(t, src), b.rootfs); err != nil {
 		t.Fatal(err)
 	}
-	spec, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs", Readonly: true},
-		Process: &specs.Process{Env: b.env}})
-	if err := os.WriteFile(filepath.Join(b.bundle, "config.json"), spec, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	b.writeSpec(t)
 	dir, err := b.stager.stage(b.id, b.ours.pem, b.prefill)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.staging = dir
+}
+
+// writeSpec writes the bed's config.json.
+func (b *hookBed) writeSpec(t testing.TB) {
+	t.Helper()
+	spec := specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs", Readonly: true},
+		Process: &specs.Process{Env: b.env}}
+	if b.ids != nil {
+		spec.Linux = &specs.Linux{UIDMappings: b.ids, GIDMappings: b.ids}
+	}
+	data, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(b.bundle, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inUserNS makes the bed's container one of a pod with a user namespace of
+// its own, as containerd makes it: IDs 0-65535 mapped from base up, every
+// owner in the rootfs shifted by base.
+func (b *hookBed) inUserNS(t testing.TB, base uint32) {
+	t.Helper()
+	b.ids = []specs.LinuxIDMapping{{ContainerID: 0, HostID: base, Size: 1 << 16}}
+	b.writeSpec(t)
+	err := filepath.WalkDir(b.rootfs, func(p string, _ os.DirEntry, err error) error {
+		var st syscall.Stat_t
+		if err == nil {
+			err = syscall.Lstat(p, &st)
+		}
+		if err == nil {
+			err = os.Lchown(p, int(st.Uid+base), int(st.Gid+base))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // sibling is another container of the bed's image, on the same node, as
@@ -330,5 +364,35 @@ func TestWatchdogWinsOverAStuckReport(t *testing.T) {
 	code := h.finish(hookResultTimeout, errors.New("gave up"))
 	if took := time.Since(h.start); code != 1 || took >= h.opts.timeout {
 		t.Errorf("watchdog: exit %d after %s; want the main path's 1 inside the runtime's %s", code, took, h.opts.timeout)
+	}
+}
+
+// A user namespace's mappings, both ways: ranges of any size, IDs outside
+// every range unmapped, -1 (the caller) kept, no mapping the identity.
+func TestUserNSMapsOwners(t *testing.T) {
+	ids := idMap{{ContainerID: 0, HostID: 100000, Size: 1000}, {ContainerID: 1000, HostID: 5000, Size: 1}}
+	ns := userNS{uids: ids, gids: ids}
+	for _, tc := range []struct {
+		container, host fileOwner
+		ok              bool
+	}{
+		{fileOwner{0, 0}, fileOwner{100000, 100000}, true},
+		{fileOwner{999, 1000}, fileOwner{100999, 5000}, true},
+		{fileOwner{-1, 7}, fileOwner{-1, 100007}, true},
+		{fileOwner{1001, 0}, fileOwner{-1, 100000}, false},
+	} {
+		host, ok := ns.toHost(tc.container)
+		if host != tc.host || ok != tc.ok {
+			t.Errorf("toHost(%v) = %v, %v; want %v, %v", tc.container, host, ok, tc.host, tc.ok)
+		}
+		if back, ok := ns.toContainer(host); tc.ok && (back != tc.container || !ok) {
+			t.Errorf("toContainer(%v) = %v, %v; want %v", host, back, ok, tc.container)
+		}
+	}
+	if o, ok := (userNS{}).toHost(fileOwner{0, 42}); o != (fileOwner{0, 42}) || !ok {
+		t.Errorf("without a user namespace: %v, %v", o, ok)
+	}
+	if _, ok := ns.toContainer(fileOwner{0, 0}); ok {
+		t.Error("the host's root is mapped into the namespace")
 	}
 }

@@ -20,6 +20,7 @@ type injection struct {
 	root, staging *safeDir
 	processors    []string
 	env           []string  // the container process's environment
+	ids           userNS    // the container's user namespace
 	ours          *caBundle // nil: detection only
 	prefill       []byte    // the bundle the plugin staged, for images without trust
 	trust         []byte    // the staged bundle: the image's trust merged with ours

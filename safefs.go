@@ -72,6 +72,26 @@ type safeDir struct {
 	resolve uint64       // openat2 RESOLVE_* flags applied to every lookup
 	name    string       // the directory's host path, for messages only
 	budget  *imageBudget // an image's, shared by its safeDirs; nil for our own trees
+	owner   fileOwner    // of the files and directories created below it
+}
+
+// fileOwner is a user and a group; -1 for either: the caller's.
+type fileOwner struct{ uid, gid int }
+
+// orCaller is o with the caller's user and group for -1.
+func (o fileOwner) orCaller() fileOwner {
+	if o.uid < 0 {
+		o.uid = euid
+	}
+	if o.gid < 0 {
+		o.gid = egid
+	}
+	return o
+}
+
+// chownNeeded says whether what the caller creates needs a chown to get o.
+func (o fileOwner) chownNeeded() bool {
+	return o.uid >= 0 && o.uid != euid || o.gid >= 0 && o.gid != egid
 }
 
 // openImageRoot opens a container's root filesystem at p. A relative p (what
@@ -111,7 +131,7 @@ func openSafeDir(at int, p string, openResolve, resolve uint64) (*safeDir, error
 	if err != nil {
 		return nil, fmt.Errorf("open directory %s: %w", p, err)
 	}
-	return &safeDir{fd: fd, resolve: resolve, name: p}, nil
+	return &safeDir{fd: fd, resolve: resolve, name: p, owner: fileOwner{-1, -1}}, nil
 }
 
 // Close releases the directory descriptor.
@@ -132,7 +152,7 @@ func (d *safeDir) sub(p string) (*safeDir, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &safeDir{fd: fd, resolve: d.resolve, name: path.Join(d.name, p), budget: d.budget}, nil
+	return &safeDir{fd: fd, resolve: d.resolve, name: path.Join(d.name, p), budget: d.budget, owner: d.owner}, nil
 }
 
 // open opens p below d with the directory's resolve flags plus extra. p is
@@ -363,7 +383,7 @@ func attrsOf(info fileInfo, perm uint32) fileAttrs {
 // followed to the real file) with data. An existing file keeps its mode,
 // owner and extended attributes (security.selinux above all: a relabelled
 // trust store is unreadable to the container on an SELinux node); a new one
-// gets perm and the caller's owner. It refuses to replace anything but a
+// gets perm and d's owner. It refuses to replace anything but a
 // regular file. Missing parent directories are an error. It returns the
 // canonical path it wrote.
 func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) {
@@ -411,7 +431,7 @@ func (d *safeDir) write(p string, content body, perm uint32, attrs *fileAttrs) (
 	}
 	defer unix.Close(dirFD)
 
-	t := tempFile{attrs: fileAttrs{mode: perm, uid: -1, gid: -1}}
+	t := tempFile{attrs: fileAttrs{mode: perm, uid: d.owner.uid, gid: d.owner.gid}}
 	var st unix.Stat_t
 	switch err := unix.Fstatat(dirFD, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG:
@@ -482,7 +502,7 @@ func (t tempFile) fill(fd int, content body) error {
 	if err != nil {
 		return err
 	}
-	if t.attrs.uid >= 0 && t.attrs.uid != euid || t.attrs.gid >= 0 && t.attrs.gid != egid {
+	if (fileOwner{t.attrs.uid, t.attrs.gid}).chownNeeded() {
 		if err := unix.Fchown(fd, t.attrs.uid, t.attrs.gid); err != nil {
 			return err
 		}
@@ -575,9 +595,9 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 	return attrs, nil
 }
 
-// mkdirAll creates the directory p and its missing parents with perm,
-// following symlinks inside the tree to existing directories. It returns the
-// canonical path of the directory.
+// mkdirAll creates the directory p and its missing parents with perm and
+// d's owner, following symlinks inside the tree to existing directories.
+// It returns the canonical path of the directory.
 func (d *safeDir) mkdirAll(p string, perm uint32) (string, error) {
 	canon, err := d.canonical(p)
 	if err != nil {
@@ -593,6 +613,9 @@ func (d *safeDir) mkdirAll(p string, perm uint32) (string, error) {
 			return "", err
 		}
 		err = unix.Mkdirat(parent, comp, perm)
+		if err == nil && d.owner.chownNeeded() {
+			err = unix.Fchownat(parent, comp, d.owner.uid, d.owner.gid, unix.AT_SYMLINK_NOFOLLOW)
+		}
 		unix.Close(parent)
 		cur = path.Join(cur, comp)
 		if err != nil && err != unix.EEXIST {

@@ -732,6 +732,43 @@ func TestImageCacheOnTheNode(t *testing.T) {
 	}
 }
 
+// Pods with user namespaces of their own (hostUsers: false), each mapping
+// its IDs elsewhere on the host, are injected like any other: the second
+// from the first one's cache entry. What the hook made in each belongs to
+// that pod's root, which the host's root would not be: the container sees
+// it as nobody.
+func TestUserNamespacedPods(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	spec := sleepIn(bed.image)
+	spec.Env = map[string]string{"JAVA_HOME": "/nonexistent/" + strconv.FormatInt(time.Now().UnixNano(), 10)}
+	var ids []string
+	for i, hostID := range []uint32{2 << 16, 3 << 16} {
+		p := podOf(t, ctx, testbed.PodSpec{Name: fmt.Sprintf("userns-%d", i), Namespace: "e2e", Annotations: optIn(), UsernsHostID: hostID})
+		id, err := p.Run(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if a, b := stagedStatus(t, ids[0]), stagedStatus(t, ids[1]); a.Cache != "miss" || b.Cache != "hit" {
+		t.Errorf("image cache: %q then %q, want miss then hit", a.Cache, b.Cache)
+	}
+	for _, id := range ids {
+		if r := run(t, ctx, id, "cat", "/proc/self/uid_map"); strings.Fields(r.stdout)[1] == "0" {
+			t.Fatalf("not in a user namespace: uid_map %q", r.stdout)
+		}
+		expectInjected(t, ctx, id)
+		r := run(t, ctx, id, "stat", "-c", "%u:%g %n", "/usr/local/share/ca-certificates/cainjekt.crt",
+			"/etc/ssl/certs/ca-certificates.crt", "/etc/cainjekt/bundle.pem")
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			if !strings.HasPrefix(line, "0:0 ") {
+				t.Errorf("in the container: %s, want it owned by its root (%s)", line, r.stderr)
+			}
+		}
+	}
+}
+
 // labelXattrs are the extended attributes of the labels image's trust store.
 var labelXattrs = map[string]string{
 	"security.selinux":  "system_u:object_r:cert_t:s0",

@@ -22,6 +22,10 @@ import (
 type PodSpec struct {
 	Name, Namespace     string // Namespace defaults to "default"
 	Annotations, Labels map[string]string
+	// UsernsHostID, unless 0, runs the pod in a user namespace of its own
+	// (hostUsers: false), its IDs 0-65535 mapped to 65536 host IDs from
+	// this one: a multiple of 65536, as kubelet allocates them.
+	UsernsHostID uint32
 }
 
 // ContainerSpec describes a container; Name must be unique within its pod.
@@ -40,13 +44,19 @@ type Pod struct {
 	config *runtimeapi.PodSandboxConfig
 }
 
-// namespaceOptions are kubelet's defaults for a hostNetwork pod.
-func namespaceOptions() *runtimeapi.NamespaceOption {
-	return &runtimeapi.NamespaceOption{
+// namespaceOptions are kubelet's defaults for a hostNetwork pod, with a
+// user namespace of the pod's own from usernsHostID, unless 0.
+func namespaceOptions(usernsHostID uint32) *runtimeapi.NamespaceOption {
+	opts := &runtimeapi.NamespaceOption{
 		Network: runtimeapi.NamespaceMode_NODE,
 		Pid:     runtimeapi.NamespaceMode_CONTAINER,
 		Ipc:     runtimeapi.NamespaceMode_POD,
 	}
+	if usernsHostID != 0 {
+		ids := []*runtimeapi.IDMapping{{HostId: usernsHostID, ContainerId: 0, Length: 1 << 16}}
+		opts.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}
+	}
+	return opts
 }
 
 // RunPod starts a pod sandbox the way kubelet does: fresh UID, log directory created
@@ -73,7 +83,7 @@ func (n *Node) RunPod(ctx context.Context, spec PodSpec) (*Pod, error) {
 		Annotations:  spec.Annotations,
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
 			CgroupParent:    path.Join(n.cgroupParent, "pod"+uid),
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaceOptions()},
+			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: namespaceOptions(spec.UsernsHostID)},
 		},
 	}
 	resp, err := n.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
@@ -104,7 +114,7 @@ func (p *Pod) Create(ctx context.Context, c ContainerSpec) (string, error) {
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources: &runtimeapi.LinuxContainerResources{},
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
-				NamespaceOptions: namespaceOptions(),
+				NamespaceOptions: p.config.GetLinux().GetSecurityContext().GetNamespaceOptions(),
 				ReadonlyRootfs:   c.ReadOnlyRootfs,
 			},
 		},
