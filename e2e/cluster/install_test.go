@@ -179,6 +179,25 @@ func TestAnnotatedPodTrustsTheCA(t *testing.T) {
 	}
 }
 
+// TestUserNamespacedPod: a pod with a user namespace of its own
+// (hostUsers: false, its IDs mapped by the kubelet) trusts the CA, and what
+// the hook created in its image belongs to the pod's root.
+func TestUserNamespacedPod(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	namespace(t, ctx, "userns", nil)
+	runPod(t, ctx, "userns", "own-users", podOptions{annotations: map[string]string{prefix + "/enabled": "true"}, ownUsers: true})
+	if m, _ := inPod(ctx, "userns", "own-users", "cat", "/proc/self/uid_map"); strings.Fields(m)[1] == "0" {
+		t.Fatalf("the pod is not in a user namespace of its own: uid_map %q", m)
+	}
+	if !trusts(t, ctx, "userns", "own-users", bed.server.URL) {
+		t.Error("the pod with a user namespace of its own does not trust the CA")
+	}
+	if owner, _ := inPod(ctx, "userns", "own-users", "stat", "-c", "%u:%g", "/usr/local/share/ca-certificates/cainjekt.crt"); owner != "0:0" {
+		t.Errorf("the anchor the hook created is owned by %q in the pod, not by its root", owner)
+	}
+}
+
 // TestNamespaceOptIn: a namespace label opts its pods in, which the plugin
 // learns from the real API server, through the kubernetes Service, with the
 // projected token and the shipped RBAC. The service account may get

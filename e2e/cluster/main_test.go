@@ -212,6 +212,7 @@ func pathOf(env []string) string {
 type podOptions struct {
 	annotations, labels map[string]string
 	restricted          bool // the securityContext Pod Security "restricted" demands
+	ownUsers            bool // hostUsers: false, a user namespace of the pod's own
 }
 
 // runPod creates a pod running sleep from the Debian test image and waits
@@ -228,6 +229,9 @@ func runPod(t *testing.T, ctx context.Context, ns, name string, opts podOptions)
 		"containers": []any{container},
 		// sleep ignores SIGTERM: do not wait 30 s for it.
 		"terminationGracePeriodSeconds": 1,
+	}
+	if opts.ownUsers {
+		spec["hostUsers"] = false
 	}
 	if opts.restricted {
 		spec["securityContext"] = map[string]any{
