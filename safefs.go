@@ -570,6 +570,9 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 		list = make([]byte, min(n, maxXattrBytes))
 		n, err = unix.Llistxattr(proc, list)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("list extended attributes: %w", err)
+	}
 	var attrs []xattr
 	left := maxXattrBytes - n
 	for _, attr := range strings.Split(strings.TrimRight(string(list[:n]), "\x00"), "\x00") {

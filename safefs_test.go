@@ -278,6 +278,19 @@ func TestMkdirAllFollowsInRootSymlinks(t *testing.T) {
 	}
 }
 
+// A file whose attributes cannot be listed (gone since its stat) is an
+// error, not a crash of the hook.
+func TestReadXattrsOfAMissingFile(t *testing.T) {
+	dir, err := unix.Open(t.TempDir(), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dir)
+	if attrs, err := readXattrs(dir, "gone"); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("readXattrs of a missing file: %v, %v", attrs, err)
+	}
+}
+
 // A replaced file keeps its extended attributes: a user attribute, an ACL
 // and, where the kernel lets root set it without SELinux, an SELinux label.
 func TestWriteFileKeepsExtendedAttributes(t *testing.T) {
