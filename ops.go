@@ -74,7 +74,8 @@ func installFile(src, dest string) (bool, error) {
 		return false, fmt.Errorf("install into %s: %w", dir, err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err == nil {
+	_, err = tmp.Write(data)
+	if err == nil {
 		err = tmp.Chmod(0o755)
 	}
 	if err == nil {
