@@ -134,7 +134,7 @@ func runHook(args []string, stdin io.Reader, stderr io.Writer) int {
 		os.Exit(h.finish(hookResultTimeout, fmt.Errorf("gave up after %s, inside the runtime's %s hook timeout", hookBudget(opts.timeout), opts.timeout)))
 	})
 	defer watchdog.Stop()
-	err = h.run(stdin)
+	err = h.runRecovered(stdin)
 	result := hookResultOK
 	if err != nil {
 		result = hookResultFailed
@@ -175,6 +175,20 @@ func (h *hook) lap(phase string) {
 		s.TimingsMS[phase] = float64(now.Sub(cmp.Or(h.lapped, h.start)).Microseconds()) / 1000
 	})
 	h.lapped = now
+}
+
+// runRecovered is run with a panic turned into the failure it is: the fail
+// policy decides what a bug of the hook does to the container, as for any
+// other failure, where an uncaught panic would exit 2 and fail it always.
+func (h *hook) runRecovered(stdin io.Reader) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			stack := debug.Stack()
+			h.log.Error("hook panicked", "panic", clip(fmt.Sprint(r)), "stack", string(stack[:min(len(stack), 4<<10)]))
+			err = fmt.Errorf("internal error: %s", clip(fmt.Sprint(r)))
+		}
+	}()
+	return h.run(stdin)
 }
 
 // run does the work; the error is what made the injection fail.

@@ -205,6 +205,26 @@ func TestHookFailurePolicy(t *testing.T) {
 	}
 }
 
+// panicReader stands for a bug of the hook: reading the state panics.
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("a bug") }
+
+// A bug of the hook is a failure like any other: the fail policy decides
+// whether the container starts.
+func TestHookPanicFollowsTheFailPolicy(t *testing.T) {
+	b := newHookBed(t, "debian")
+	for policy, want := range map[string]int{failOpen: 0, failClosed: 1} {
+		var log strings.Builder
+		if code := runHook(b.args(policy), panicReader{}, &log); code != want {
+			t.Errorf("%s: exit %d after a panic, want %d", policy, code, want)
+		}
+		if !strings.Contains(log.String(), "hook panicked") || !strings.Contains(log.String(), "internal error: a bug") {
+			t.Errorf("%s: the log does not say what happened:\n%s", policy, log.String())
+		}
+	}
+}
+
 func TestHookWithoutStaging(t *testing.T) {
 	b := newHookBed(t, "debian")
 	if err := os.RemoveAll(b.staging); err != nil {
