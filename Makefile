@@ -44,13 +44,14 @@ image: deps
 deps:
 	./scripts/install-deps.sh
 
-lint:
+lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>&1); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	staticcheck -tags $(PLUGIN_TAGS) ./...
 	$(GO) build -tags hookonly -o /dev/null .
 	@bad=$$($(GO) list -tags hookonly -deps . | grep -E '^(crypto/x509|crypto/tls|encoding/asn1|net/http|github.com/containerd/|google.golang.org/)'); \
 	if [ -n "$$bad" ]; then echo "cainjekt-hook starts with every container and must not link:"; echo "$$bad"; exit 1; fi
-	cd e2e && $(GO) vet ./...
+	cd e2e && $(GO) vet ./... && staticcheck ./...
 
 unit: deps
 	CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 -tags $(PLUGIN_TAGS) ./...

@@ -43,6 +43,13 @@ if ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&
   GOBIN=/usr/local/bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.3
 fi
 
+# staticcheck (make lint): Go's vet and more, a pinned release from the
+# Go module proxy.
+if ! command -v staticcheck >/dev/null 2>&1; then
+  echo "install-deps: installing staticcheck from the Go module proxy"
+  GOBIN=/usr/local/bin go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
