@@ -9,7 +9,9 @@ package main
 // its injection made (the merged OS bundle, certifi bundles, cacerts, the
 // staged files) in an entry of the cache; the next ones replay those writes
 // without reading, parsing or merging anything of the image, and their
-// staged files are hard links to the entry's.
+// staged files are hard links to the entry's. Owners are recorded as the
+// container sees them: a pod whose user namespace maps them elsewhere gets
+// its own, and copies of the staged files.
 //
 // Why it is safe: the key holds the image's config digest, the sha256 of its
 // content, which names its layers; the plugin takes it from the runtime,
