@@ -348,14 +348,28 @@ func (n *Node) removeAllPods() error {
 	return errors.Join(errs...)
 }
 
+// removePod stops and removes a pod as kubelet does, trying again while
+// containerd still counts one of its containers running.
 func (n *Node) removePod(ctx context.Context, id string) error {
-	if _, err := n.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
-		return fmt.Errorf("stop pod %s: %w", id, err)
+	for attempt := 1; ; attempt++ {
+		if _, err := n.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			return fmt.Errorf("stop pod %s: %w", id, err)
+		}
+		_, err := n.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+		// A container whose process exited as the pod was stopped is still
+		// running to containerd until it has handled the exit.
+		if err == nil || attempt == 10 || !strings.Contains(err.Error(), "still running") {
+			if err != nil {
+				return fmt.Errorf("remove pod %s: %w", id, err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove pod %s: %w", id, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	if _, err := n.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
-		return fmt.Errorf("remove pod %s: %w", id, err)
-	}
-	return nil
 }
 
 // nodeProcs are a node's processes: containerd, shims and runc carry its
