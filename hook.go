@@ -434,7 +434,10 @@ func readState(r io.Reader) (*ociState, error) {
 // returns what the injection needs of the spec too. What the hook creates
 // in the rootfs belongs to the container's root user, as the host sees it:
 // under a user namespace, that is not the host's root, whom the container
-// sees as nobody and whose files its root cannot change.
+// sees as nobody and whose files its root cannot change. The runtime shifts
+// the rootfs's owners by the namespace's mapping (containerd mounts the
+// image's layers idmapped, or chowns them), so the host sees every file's
+// owner mapped as config.json says.
 func openContainerRoot(bundle string) (*safeDir, *containerSpec, error) {
 	dir, err := openSafeDir(unix.AT_FDCWD, bundle, 0, unix.RESOLVE_BENEATH|unix.RESOLVE_NO_SYMLINKS)
 	if err != nil {
