@@ -30,6 +30,7 @@ package main
 // the cache (cacheMaxEntries, cacheMaxBytes).
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -145,6 +146,22 @@ func (in *injection) replay(cache *safeDir, entry string, p *plan) error {
 	now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
 	unix.UtimesNanoAt(cache.fd, entry, now, unix.AT_SYMLINK_NOFOLLOW)
 	return nil
+}
+
+// mountsOver says whether the container mounts a volume over a path the
+// plan read or wrote: its injection then differs from the image's.
+func (in *injection) mountsOver(p *plan) bool {
+	for _, f := range p.Files {
+		if _, ok := in.mountAt(cmp.Or(f.Resolved, f.Path)); ok {
+			return true
+		}
+	}
+	for _, w := range p.Writes {
+		if _, ok := in.mountAt(w.Path); ok && w.Op != opStage {
+			return true
+		}
+	}
+	return false
 }
 
 // replayWrite makes a write of the image from the entry's data, which the

@@ -109,6 +109,26 @@ func TestUserNamespacedContainersOwnWhatTheHookMakes(t *testing.T) {
 	}
 }
 
+// What a pod mounts over the image's trust is no part of the image: its
+// container neither replays the image's entry nor saves one.
+func TestImageCacheLeavesPodVolumesOut(t *testing.T) {
+	beds := imageBeds(t, 4)
+	podBundle := readTestdata(t, "certs/public-b.pem")
+	vol := configMapVolume(t, map[string][]byte{"ca-certificates.crt": podBundle})
+	beds[1].mount(t, "/etc/ssl/certs", vol)
+	beds[2].mount(t, "/etc/ssl/certs", vol)
+	for i, want := range []string{cacheMiss, cacheMiss, cacheMiss, cacheHit} {
+		if st := runCached(t, beds[i], testImage); st.Cache != want {
+			t.Errorf("container %d: cache %q, want %q", i, st.Cache, want)
+		}
+	}
+	for _, b := range beds[1:3] {
+		if staged := b.read(t, filepath.Join(b.staging, stagedBundle)); !strings.HasPrefix(string(staged), string(podBundle)) {
+			t.Error("a container with its own bundle mounted got the image's")
+		}
+	}
+}
+
 // Whatever the injection depends on is in the cache's key: another image,
 // other CAs, processors or variables the injection reads make a miss;
 // variables it does not read do not.

@@ -227,6 +227,7 @@ func (h *hook) run(stdin io.Reader) error {
 	h.lap("rootfs")
 	in := newInjection(root, staging, h.opts.processors, spec.env, ours, prefill)
 	in.ids = spec.ids
+	in.mounts = bindMounts(root, spec.mounts)
 	if h.opts.image == "" {
 		return h.inject(in)
 	}
@@ -245,6 +246,9 @@ func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
 	defer cache.Close()
 	entry := cacheEntry(h.opts.image, in.ours.sha256(), in.prefill, in.processors, in.env)
 	p, err := loadPlan(cache, entry)
+	if err == nil && in.mountsOver(p) {
+		p, err = nil, errNoEntry // the pod's volumes make this injection its own
+	}
 	if err == nil {
 		if err = in.replay(cache, entry, p); err == nil {
 			h.note(func(s *hookStatus) {
@@ -266,7 +270,9 @@ func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
 	if err := h.inject(in, p); err != nil {
 		return err
 	}
-	if err := in.savePlan(cache, entry, p); err != nil {
+	if in.sawMount {
+		// What the pod mounts is no part of the image: nothing to keep.
+	} else if err := in.savePlan(cache, entry, p); err != nil {
 		h.log.Warn("image cache entry not saved", "entry", entry, "error", err)
 	}
 	h.note(func(s *hookStatus) { s.Cache = cacheMiss })
@@ -471,6 +477,16 @@ type containerSpec struct {
 	rootPath string
 	env      []string // the environment of the container's process
 	ids      userNS
+	mounts   []specMount
+}
+
+// specMount is a mount of config.json: what the container sees at
+// Destination instead of the image's files.
+type specMount struct {
+	Destination string   `json:"destination"`
+	Source      string   `json:"source"`
+	Type        string   `json:"type"`
+	Options     []string `json:"options"`
 }
 
 // parseSpec reads what the hook needs of config.json, decoding only those
@@ -487,6 +503,7 @@ func parseSpec(data []byte) (*containerSpec, error) {
 			UIDMappings idMap `json:"uidMappings"`
 			GIDMappings idMap `json:"gidMappings"`
 		} `json:"linux"`
+		Mounts []specMount `json:"mounts"`
 	}
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return nil, fmt.Errorf("parse config.json: %w", err)
@@ -494,7 +511,7 @@ func parseSpec(data []byte) (*containerSpec, error) {
 	if spec.Root == nil || spec.Root.Path == "" || strings.ContainsRune(spec.Root.Path, 0) {
 		return nil, errors.New("config.json has no usable root.path")
 	}
-	s := &containerSpec{rootPath: spec.Root.Path}
+	s := &containerSpec{rootPath: spec.Root.Path, mounts: spec.Mounts}
 	if spec.Process != nil {
 		s.env = spec.Process.Env
 	}

@@ -25,6 +25,7 @@ type hookBed struct {
 	id                                   string
 	env                                  []string
 	ids                                  []specs.LinuxIDMapping // its user namespace's, users and groups alike
+	mounts                               []specs.Mount
 	stager                               *stager
 }
 
@@ -62,6 +63,7 @@ func (b *hookBed) writeSpec(t testing.TB) {
 	if b.ids != nil {
 		spec.Linux = &specs.Linux{UIDMappings: b.ids, GIDMappings: b.ids}
 	}
+	spec.Mounts = b.mounts
 	data, _ := json.Marshal(spec)
 	if err := os.WriteFile(filepath.Join(b.bundle, "config.json"), data, 0o600); err != nil {
 		t.Fatal(err)
@@ -414,5 +416,111 @@ func TestUserNSMapsOwners(t *testing.T) {
 	}
 	if _, ok := ns.toContainer(fileOwner{0, 0}); ok {
 		t.Error("the host's root is mapped into the namespace")
+	}
+}
+
+// mount adds a bind mount of the host's source at dest to the bed's
+// container, as CRI writes a volume into config.json.
+func (b *hookBed) mount(t testing.TB, dest, source string) {
+	t.Helper()
+	b.mounts = append(b.mounts, specs.Mount{Destination: dest, Type: "bind", Source: source, Options: []string{"rbind", "ro"}})
+	b.writeSpec(t)
+}
+
+// configMapVolume makes a directory as kubelet makes a ConfigMap volume:
+// each key a symlink through ..data to the current version's file.
+func configMapVolume(t testing.TB, files map[string][]byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	version := filepath.Join(dir, "..2026_12_01_00_00_00.1")
+	if err := os.Mkdir(version, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(version, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("..data/"+name, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Base(version), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A pod that mounts its own CA bundle over the image's, as a file (a
+// subPath) or in a directory (a ConfigMap at /etc/ssl/certs), keeps it:
+// bundle.pem, which SSL_CERT_FILE names, is the mounted bundle with ours,
+// not the image's, which the container does not see. Neither the volume
+// nor the image's hidden file is written, and the status says so.
+func TestPodMountedBundleIsTheContainersTrust(t *testing.T) {
+	podBundle := append([]byte("# the pod's own\n"), readTestdata(t, "certs/public-b.pem")...)
+	file := filepath.Join(t.TempDir(), "bundle.crt")
+	if err := os.WriteFile(file, podBundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, mount := range map[string]func(b *hookBed){
+		"subPath": func(b *hookBed) { b.mount(t, "/etc/ssl/certs/ca-certificates.crt", file) },
+		"configMap": func(b *hookBed) {
+			b.mount(t, "/etc/ssl/certs", configMapVolume(t, map[string][]byte{"ca-certificates.crt": podBundle}))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := newHookBed(t, "debian")
+			mount(b)
+			hidden := filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt")
+			imageBundle := b.read(t, hidden)
+			if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+				st, _ := b.status(t)
+				t.Fatalf("exit %d: %v", code, st.Errors)
+			}
+			staged := string(b.read(t, filepath.Join(b.staging, stagedBundle)))
+			if !strings.HasPrefix(staged, string(podBundle)) || !strings.HasSuffix(staged, string(b.ours.pem)) {
+				t.Errorf("bundle.pem is not the pod's bundle with ours:\n%s", staged)
+			}
+			if strings.Contains(staged, string(readTestdata(t, "certs/public-a.pem"))) {
+				t.Error("bundle.pem holds the image's bundle, which the container does not see")
+			}
+			if string(b.read(t, hidden)) != string(imageBundle) || string(b.read(t, file)) != string(podBundle) {
+				t.Error("the image's hidden bundle or the pod's volume was written")
+			}
+			st, _ := b.status(t)
+			if i := slices.IndexFunc(st.Files, func(c fileChange) bool { return c.Path == "/etc/ssl/certs/ca-certificates.crt" }); i < 0 || st.Files[i].Action != actionMounted {
+				t.Errorf("status: %+v", st.Files)
+			}
+		})
+	}
+}
+
+// The volume is the pod's, not the image's: a symlink as the mounted file
+// is refused, not followed on the host; a symlink below a mounted
+// directory stays inside the volume.
+func TestPodVolumeIsReadConfined(t *testing.T) {
+	// A certificate neither the image nor ours has, in a file only root may read.
+	hostOnly := issue(t, certSpec{cn: "on the host only", isCA: true, notBefore: time.Now(), notAfter: time.Now().Add(time.Hour)}).pem
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, hostOnly, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "bundle.crt")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	b := newHookBed(t, "debian")
+	b.mount(t, "/etc/ssl/certs/ca-certificates.crt", link)
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 1 {
+		t.Errorf("exit %d for a volume whose file is a symlink, want 1", code)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(secret, filepath.Join(dir, "ca-certificates.crt")); err != nil {
+		t.Fatal(err)
+	}
+	b = newHookBed(t, "debian")
+	b.mount(t, "/etc/ssl/certs", dir)
+	runHook(b.args(failOpen), strings.NewReader(string(b.state())), io.Discard)
+	if staged := b.read(t, filepath.Join(b.staging, stagedBundle)); strings.Contains(string(staged), string(hostOnly)) {
+		t.Error("a symlink in the volume reached a file on the host")
 	}
 }

@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // injection is the hook's work on one container: what it knows of it, and
@@ -19,12 +22,14 @@ import (
 type injection struct {
 	root, staging *safeDir
 	processors    []string
-	env           []string  // the container process's environment
-	ids           userNS    // the container's user namespace
-	ours          *caBundle // nil: detection only
-	prefill       []byte    // the bundle the plugin staged, for images without trust
-	trust         []byte    // the staged bundle: the image's trust merged with ours
-	trustAttrs    fileAttrs // what staged files holding the image's trust get
+	env           []string    // the container process's environment
+	ids           userNS      // the container's user namespace
+	mounts        []bindMount // the container's volumes, over the image's files
+	sawMount      bool        // a trust path was a volume's: the injection is the pod's, not the image's
+	ours          *caBundle   // nil: detection only
+	prefill       []byte      // the bundle the plugin staged, for images without trust
+	trust         []byte      // the staged bundle: the image's trust merged with ours
+	trustAttrs    fileAttrs   // what staged files holding the image's trust get
 	merged        map[string]bool
 	// dryRun resolves every write and stops there: inspect says what the
 	// hook would change.
@@ -94,6 +99,7 @@ type trustFile struct {
 	info         fileInfo
 	data, merged []byte
 	added        int
+	mounted      bool  // the pod mounts its own file there: read from the volume, never written
 	err          error // reading or merging it failed
 }
 
@@ -105,7 +111,13 @@ func (in *injection) read(p string, f trustFormat) trustFile {
 		t.canon = p
 		return t
 	}
-	if t.data, t.info, t.err = in.root.readFile(t.canon, f.limit); t.err == nil && in.ours != nil {
+	if m, ok := in.mountAt(t.canon); ok {
+		t.mounted, in.sawMount = true, true
+		t.data, t.info, t.err = m.readFile(t.canon, f.limit, in.root.budget)
+	} else {
+		t.data, t.info, t.err = in.root.readFile(t.canon, f.limit)
+	}
+	if t.err == nil && in.ours != nil {
 		t.merged, t.added, t.err = f.merge(t.data, in.ours)
 	}
 	return t
@@ -118,6 +130,11 @@ func (in *injection) apply(t trustFile) (fileChange, error) {
 	c := fileChange{Path: t.path, Resolved: resolvedIfDifferent(t.path, t.canon), Action: actionUnchanged, Added: t.added}
 	err := t.err
 	switch {
+	case t.mounted && (err == nil || errors.Is(err, errStoreUnsupported) || errors.Is(err, unix.ENOENT)):
+		// What the pod mounts is the pod's: a store the hook could not
+		// rewrite, or no file at all, is what the container sees there.
+		c.Action, c.Added = actionMounted, 0
+		return c, nil
 	case errors.Is(err, errStoreUnsupported):
 		c.Action, c.Error = actionFallback, err.Error()
 		return c, nil
@@ -138,6 +155,10 @@ func (in *injection) apply(t trustFile) (fileChange, error) {
 func (in *injection) create(p string, data []byte, action string, certs int) (fileChange, error) {
 	c := fileChange{Path: p, Action: action, Added: certs}
 	canon, err := in.root.canonical(p)
+	if _, mounted := in.mountAt(canon); err == nil && mounted {
+		c.Action, c.Added, c.Resolved, in.sawMount = actionMounted, 0, resolvedIfDifferent(p, canon), true
+		return c, nil
+	}
 	if err == nil {
 		err = in.do(plannedWrite{Op: opCreate, Path: canon}, data)
 	}
@@ -211,4 +232,74 @@ func resolvedIfDifferent(p, canon string) string {
 // hasAction reports whether any of changes was action.
 func hasAction(changes []fileChange, action string) bool {
 	return slices.ContainsFunc(changes, func(c fileChange) bool { return c.Action == action })
+}
+
+// The pod's volumes over the image's files: a ConfigMap of CAs mounted at
+// /etc/ssl/certs, a truststore at a JVM's cacerts. The container sees the
+// volume's file there, not the image's. The hook runs in the host's view of
+// the rootfs, where the container's mounts are not: it never writes a
+// mounted path (a rename over the mounted file makes the kernel detach the
+// container's mount, taking the pod's file away; a write below a mounted
+// directory lands in the image, hidden) and never into a volume. A mounted bundle is read from the volume instead:
+// the container's trust, which bundle.pem, SSL_CERT_FILE's file, then
+// holds with ours, so that the pod keeps every CA it trusted.
+
+// maxMounts bounds the mounts looked at; a pod has a few dozen.
+const maxMounts = 256
+
+// bindMount is a bind mount of the container: its destination, canonical
+// inside the image as runc resolves it, and its source on the host.
+type bindMount struct{ dest, source string }
+
+// bindMounts keeps the container's bind mounts, but cainjekt's own.
+func bindMounts(root *safeDir, mounts []specMount) []bindMount {
+	var out []bindMount
+	for _, m := range mounts[:min(len(mounts), maxMounts)] {
+		if m.Type != "bind" && !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") {
+			continue
+		}
+		dest, err := root.canonical(m.Destination)
+		if err == nil && path.IsAbs(m.Source) && dest != containerDir && dest != containerWrapper {
+			out = append(out, bindMount{dest, path.Clean(m.Source)})
+		}
+	}
+	return out
+}
+
+// mountAt is the mount the container sees at canon: the last one at it or
+// above it, as runc makes them in order.
+func (in *injection) mountAt(canon string) (bindMount, bool) {
+	var at bindMount
+	found := false
+	for _, m := range in.mounts {
+		if canon == m.dest || strings.HasPrefix(canon, strings.TrimSuffix(m.dest, "/")+"/") {
+			at, found = m, true
+		}
+	}
+	return at, found
+}
+
+// readFile reads the file the container sees at canon, below the mount,
+// from the volume on the host, as safeDir.readFile does and on the image's
+// budget. A mounted file (a subPath) must be a regular file, not a
+// symlink; below a mounted directory, paths resolve inside the volume (a
+// ConfigMap's keys are symlinks to its current data).
+func (m bindMount) readFile(canon string, limit int64, budget *imageBudget) ([]byte, fileInfo, error) {
+	dir, name := m.source, strings.TrimPrefix(canon, m.dest)
+	resolve := uint64(unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV)
+	if name == "" {
+		dir, name = path.Split(m.source)
+		resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+	}
+	vol, err := openSafeDir(unix.AT_FDCWD, dir, 0, resolve)
+	if err != nil {
+		return nil, fileInfo{}, fmt.Errorf("the pod's volume at %s: %w", m.dest, err)
+	}
+	defer vol.Close()
+	vol.budget = budget
+	data, info, err := vol.readFile(name, limit)
+	if err != nil {
+		err = fmt.Errorf("the pod's volume at %s: %w", m.dest, err)
+	}
+	return data, info, err
 }

@@ -84,6 +84,7 @@ const (
 	actionCreated   = "created"   // a trust store the image lacked
 	actionAnchor    = "anchor"    // our CAs for the distribution's update tool
 	actionFallback  = "fallback"  // a format not rewritten: the runtime gets a store of its own
+	actionMounted   = "mounted"   // the pod mounts its own file here: left alone
 	actionFailed    = "failed"
 )
 

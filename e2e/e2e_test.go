@@ -26,6 +26,7 @@ import (
 
 	"github.com/cainjekt/cainjekt/e2e/testbed"
 	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 const prefix = "cainjekt.natron.io"
@@ -766,6 +767,39 @@ func TestUserNamespacedPods(t *testing.T) {
 				t.Errorf("in the container: %s, want it owned by its root (%s)", line, r.stderr)
 			}
 		}
+	}
+}
+
+// A pod that mounts its own CA bundle over the image's (a volume, as the
+// charts that take an extra volume for CAs do) keeps trusting it once
+// opted in: the tools that read SSL_CERT_FILE or REQUESTS_CA_BUNDLE trust
+// its CAs and ours; the bundle it mounted is left as it is. (A hook that
+// renames a file over the mounted one, in the host's view, makes the
+// kernel detach the container's mount: the pod lost its bundle that way.)
+func TestPodMountedBundleStaysTrusted(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	own := filepath.Join(t.TempDir(), "ca-certificates.crt")
+	if err := os.WriteFile(own, slices.Concat(bed.otherCA.CertPEM, bed.publicCA.CertPEM), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := sleepIn(bed.image)
+	spec.Mounts = []*runtimeapi.Mount{{ContainerPath: "/etc/ssl/certs/ca-certificates.crt", HostPath: own, Readonly: true}}
+	id, err := pod(t, ctx, "mounted-bundle", optIn()).Run(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range []string{bed.otherServer.URL, bed.server.URL, bed.publicServer.URL} {
+		expectTLS(t, ctx, id, "curl "+url, curlProbe(url), true)
+		expectTLS(t, ctx, id, "python requests "+url, requestsProbe(url), true)
+	}
+	if r := run(t, ctx, id, "cat", "/etc/ssl/certs/ca-certificates.crt"); r.stdout != string(slices.Concat(bed.otherCA.CertPEM, bed.publicCA.CertPEM)) {
+		t.Error("the bundle the pod mounted changed")
+	}
+	if st := stagedStatus(t, id); st.Result != "ok" || !slices.ContainsFunc(st.Files, func(f fileReport) bool {
+		return f.Path == "/etc/ssl/certs/ca-certificates.crt" && f.Action == "mounted"
+	}) {
+		t.Errorf("status: %+v", st)
 	}
 }
 

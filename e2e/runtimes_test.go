@@ -302,14 +302,17 @@ func stagedStatus(t *testing.T, id string) hookReport {
 
 // hookReport is the part of status.json the tests read.
 type hookReport struct {
-	Result string   `json:"result"`
-	Family string   `json:"family"`
-	Errors []string `json:"errors"`
-	Cache  string   `json:"cache"`
-	Files  []struct {
-		Path   string `json:"path"`
-		Action string `json:"action"`
-	} `json:"files"`
+	Result string       `json:"result"`
+	Family string       `json:"family"`
+	Errors []string     `json:"errors"`
+	Cache  string       `json:"cache"`
+	Files  []fileReport `json:"files"`
+}
+
+// fileReport is what status.json says the hook did at a path.
+type fileReport struct {
+	Path   string `json:"path"`
+	Action string `json:"action"`
 }
 
 // waitForFile waits until the file holds want: the plugin refreshes staged

@@ -34,6 +34,7 @@ type ContainerSpec struct {
 	Command, Args  []string
 	Env            map[string]string
 	ReadOnlyRootfs bool
+	Mounts         []*runtimeapi.Mount // volumes, as kubelet gives them
 }
 
 // Pod is a running pod sandbox.
@@ -111,6 +112,7 @@ func (p *Pod) Create(ctx context.Context, c ContainerSpec) (string, error) {
 		Envs:     envs(c.Env),
 		Labels:   withLabels(p.config.GetLabels(), map[string]string{"io.kubernetes.container.name": c.Name}),
 		LogPath:  logPath,
+		Mounts:   c.Mounts,
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources: &runtimeapi.LinuxContainerResources{},
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
