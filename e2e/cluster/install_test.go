@@ -198,6 +198,34 @@ func TestUserNamespacedPod(t *testing.T) {
 	}
 }
 
+// TestPodMountedBundle: pods that mount their own CA bundle from a
+// ConfigMap over the image's, as a subPath or as the whole /etc/ssl/certs,
+// trust its CA and ours once opted in; the bundle they mount stays theirs.
+func TestPodMountedBundle(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	namespace(t, ctx, "volumes", nil)
+	apply(t, ctx, map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "own-ca", "namespace": "volumes"},
+		"data": map[string]string{"ca-certificates.crt": string(bed.rotated.CertPEM)}})
+	volume := []any{map[string]any{"name": "own-ca", "configMap": map[string]any{"name": "own-ca"}}}
+	for name, mount := range map[string]map[string]any{
+		"subpath":   {"name": "own-ca", "mountPath": "/etc/ssl/certs/ca-certificates.crt", "subPath": "ca-certificates.crt"},
+		"directory": {"name": "own-ca", "mountPath": "/etc/ssl/certs"},
+	} {
+		runPod(t, ctx, "volumes", name, podOptions{annotations: map[string]string{prefix + "/enabled": "true"},
+			volumes: volume, volumeMounts: []any{mount}})
+		if !trusts(t, ctx, "volumes", name, bed.rotServer.URL) {
+			t.Errorf("%s: the pod no longer trusts the CA of the bundle it mounts", name)
+		}
+		if !trusts(t, ctx, "volumes", name, bed.server.URL) {
+			t.Errorf("%s: the pod does not trust the injected CA", name)
+		}
+		if got, _ := inPod(ctx, "volumes", name, "cat", "/etc/ssl/certs/ca-certificates.crt"); got != strings.TrimSpace(string(bed.rotated.CertPEM)) {
+			t.Errorf("%s: the mounted bundle changed:\n%s", name, got)
+		}
+	}
+}
+
 // TestNamespaceOptIn: a namespace label opts its pods in, which the plugin
 // learns from the real API server, through the kubernetes Service, with the
 // projected token and the shipped RBAC. The service account may get

@@ -213,6 +213,8 @@ type podOptions struct {
 	annotations, labels map[string]string
 	restricted          bool // the securityContext Pod Security "restricted" demands
 	ownUsers            bool // hostUsers: false, a user namespace of the pod's own
+	volumes             []any
+	volumeMounts        []any // of the container
 }
 
 // runPod creates a pod running sleep from the Debian test image and waits
@@ -232,6 +234,9 @@ func runPod(t *testing.T, ctx context.Context, ns, name string, opts podOptions)
 	}
 	if opts.ownUsers {
 		spec["hostUsers"] = false
+	}
+	if opts.volumes != nil {
+		spec["volumes"], container["volumeMounts"] = opts.volumes, opts.volumeMounts
 	}
 	if opts.restricted {
 		spec["securityContext"] = map[string]any{
