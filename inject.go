@@ -240,9 +240,10 @@ func hasAction(changes []fileChange, action string) bool {
 // the rootfs, where the container's mounts are not: it never writes a
 // mounted path (a rename over the mounted file makes the kernel detach the
 // container's mount, taking the pod's file away; a write below a mounted
-// directory lands in the image, hidden) and never into a volume. A mounted bundle is read from the volume instead:
-// the container's trust, which bundle.pem, SSL_CERT_FILE's file, then
-// holds with ours, so that the pod keeps every CA it trusted.
+// directory lands in the image, hidden) and never into a volume. A mounted
+// bundle is read from the volume instead: it is the container's trust,
+// which bundle.pem, SSL_CERT_FILE's file, then holds with ours, so that
+// the pod keeps every CA it trusted.
 
 // maxMounts bounds the mounts looked at; a pod has a few dozen.
 const maxMounts = 256
