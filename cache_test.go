@@ -117,7 +117,7 @@ func TestImageCacheLeavesPodVolumesOut(t *testing.T) {
 	vol := configMapVolume(t, map[string][]byte{"ca-certificates.crt": podBundle})
 	beds[1].mount(t, "/etc/ssl/certs", vol)
 	beds[2].mount(t, "/etc/ssl/certs", vol)
-	for i, want := range []string{cacheMiss, cacheMiss, cacheMiss, cacheHit} {
+	for i, want := range []string{cacheMiss, cachePod, cachePod, cacheHit} {
 		if st := runCached(t, beds[i], testImage); st.Cache != want {
 			t.Errorf("container %d: cache %q, want %q", i, st.Cache, want)
 		}

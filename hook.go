@@ -270,12 +270,13 @@ func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
 	if err := h.inject(in, p); err != nil {
 		return err
 	}
+	result := cacheMiss
 	if in.sawMount {
-		// What the pod mounts is no part of the image: nothing to keep.
+		result = cachePod // what the pod mounts is no part of the image
 	} else if err := in.savePlan(cache, entry, p); err != nil {
 		h.log.Warn("image cache entry not saved", "entry", entry, "error", err)
 	}
-	h.note(func(s *hookStatus) { s.Cache = cacheMiss })
+	h.note(func(s *hookStatus) { s.Cache = result })
 	h.lap("cache")
 	return nil
 }

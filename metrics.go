@@ -132,7 +132,7 @@ func newMetrics(active, outdated func() int, bundles func() []bundleSnapshot) *m
 		cleanups:           newCounterVec("reason", cleanupRemoved, cleanupOrphan),
 		annotationWarnings: newCounterVec("kind", annotationWarningKinds...),
 		namespaceLookups:   newCounterVec("result", lookupResults...),
-		imageCache:         newCounterVec("result", cacheHit, cacheMiss, cacheOff),
+		imageCache:         newCounterVec("result", cacheHit, cacheMiss, cachePod, cacheOff),
 		activeContainers:   active,
 		outdated:           outdated,
 		bundles:            bundles,

@@ -533,8 +533,8 @@ const maxLearned = 4096
 // learnWrapper remembers whether a container of an image entry needed the
 // wrapper; one that did makes every later container of the entry get it.
 func (p *plugin) learnWrapper(entry string, st *hookStatus) {
-	if entry == "" {
-		return
+	if entry == "" || st != nil && st.Cache == cachePod {
+		return // an injection of the pod's own volumes says nothing of the image's
 	}
 	needed := st == nil || st.Result != hookResultOK || len(st.Wrapper.Env)+len(st.Wrapper.Append) > 0
 	p.mu.Lock()

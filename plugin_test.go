@@ -390,7 +390,8 @@ func hexID(n int) string { return fmt.Sprintf("%064x", n+1) }
 // of an image's container reported no variable for the wrapper, the next
 // containers of that image (same CAs, processors and variables) start
 // their command directly, without the wrapper or its mount. One that
-// needed it (the JVM fallback store) keeps it for all.
+// needed it (the JVM fallback store) keeps it for all. A container whose
+// injection was its own (the pod's volumes over trust files) teaches none.
 func TestWrapperOnlyWhereNeeded(t *testing.T) {
 	p, _ := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
 	ctx := context.Background()
@@ -415,8 +416,10 @@ func TestWrapperOnlyWhereNeeded(t *testing.T) {
 	}
 	plain, java := testImage, strings.Replace(testImage, "1", "2", -1)
 	ok, fallback := `{"result":"ok"}`, `{"result":"ok","wrapper":{"append":{"JAVA_TOOL_OPTIONS":"-D"}}}`
+	// A container whose volumes made its injection its own teaches nothing.
+	start(7, withImage(hexID(7), plain), `{"result":"ok","cache":"pod"}`)
 	if !wrapped(start(0, withImage(hexID(0), plain), ok)) {
-		t.Error("the first container of an image must get the wrapper")
+		t.Error("the first container of an image must get the wrapper (learnt from the pod's own injection?)")
 	}
 	if adj := start(1, withImage(hexID(1), plain), ok); wrapped(adj) || len(adj.GetArgs()) != 0 {
 		t.Errorf("the next container of an image that needed none got the wrapper: args %v", adj.GetArgs())

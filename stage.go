@@ -66,6 +66,7 @@ const (
 
 	cacheHit  = "hit"
 	cacheMiss = "miss"
+	cachePod  = "pod" // the pod's volumes over trust files: an injection of its own, neither replayed nor saved
 )
 
 // fileChange records what the hook did, or found, at one path of the image.
@@ -124,7 +125,8 @@ type hookStatus struct {
 	Files           []fileChange `json:"files,omitempty"`
 	Errors          []string     `json:"errors,omitempty"`
 	// Cache says whether the image cache served the injection: hit, miss
-	// (done in full, and saved), or empty (no cache).
+	// (done in full, and saved), pod (done in full for the pod's volumes,
+	// not saved), or empty (no cache).
 	Cache string `json:"cache,omitempty"`
 	// FilesOmitted and ErrorsOmitted count what was not recorded: an image
 	// decides how many paths the hook meets, status.json stays small.
