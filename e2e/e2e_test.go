@@ -756,7 +756,7 @@ func TestUserNamespacedPods(t *testing.T) {
 		t.Errorf("image cache: %q then %q, want miss then hit", a.Cache, b.Cache)
 	}
 	for _, id := range ids {
-		if r := run(t, ctx, id, "cat", "/proc/self/uid_map"); strings.Fields(r.stdout)[1] == "0" {
+		if r := run(t, ctx, id, "cat", "/proc/self/uid_map"); len(strings.Fields(r.stdout)) < 2 || strings.Fields(r.stdout)[1] == "0" {
 			t.Fatalf("not in a user namespace: uid_map %q", r.stdout)
 		}
 		expectInjected(t, ctx, id)

@@ -187,7 +187,7 @@ func TestUserNamespacedPod(t *testing.T) {
 	ctx := testContext(t)
 	namespace(t, ctx, "userns", nil)
 	runPod(t, ctx, "userns", "own-users", podOptions{annotations: map[string]string{prefix + "/enabled": "true"}, ownUsers: true})
-	if m, _ := inPod(ctx, "userns", "own-users", "cat", "/proc/self/uid_map"); strings.Fields(m)[1] == "0" {
+	if m, _ := inPod(ctx, "userns", "own-users", "cat", "/proc/self/uid_map"); len(strings.Fields(m)) < 2 || strings.Fields(m)[1] == "0" {
 		t.Fatalf("the pod is not in a user namespace of its own: uid_map %q", m)
 	}
 	if !trusts(t, ctx, "userns", "own-users", bed.server.URL) {
