@@ -66,13 +66,10 @@ func validImageID(id string) bool {
 type plan struct {
 	Writes []plannedWrite `json:"writes"`
 	// What the status and the wrapper say.
-	OSRelease       osRelease         `json:"os_release"`
-	Family          string            `json:"family"`
-	ImageCerts      int               `json:"image_certificates"`
-	ImageTrustBytes int               `json:"image_trust_bytes"`
-	Files           []fileChange      `json:"files"`
-	Env             map[string]string `json:"env,omitempty"`
-	Append          map[string]string `json:"append,omitempty"`
+	imageFindings
+	Files  []fileChange      `json:"files"`
+	Env    map[string]string `json:"env,omitempty"`
+	Append map[string]string `json:"append,omitempty"`
 }
 
 // cacheEntry names the entry of an injection: the sha256 of ours first, so

@@ -252,7 +252,7 @@ func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
 	if err == nil {
 		if err = in.replay(cache, entry, p); err == nil {
 			h.note(func(s *hookStatus) {
-				s.Cache, s.OSRelease, s.Family, s.ImageCerts, s.ImageTrustBytes = cacheHit, p.OSRelease, p.Family, p.ImageCerts, p.ImageTrustBytes
+				s.Cache, s.imageFindings = cacheHit, p.imageFindings
 				s.addFiles(p.Files)
 				s.Wrapper.Env, s.Wrapper.Append = p.Env, p.Append
 			})
@@ -286,11 +286,14 @@ func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
 func (h *hook) inject(in *injection, record ...*plan) error {
 	rel, fam, store, detectErr := in.detect()
 	h.lap("detect")
-	h.note(func(s *hookStatus) { s.OSRelease, s.Family, s.ImageCerts = rel, fam.name, countCerts(store.trust()) })
+	found := imageFindings{OSRelease: rel, Family: fam.name, ImageCerts: countCerts(store.trust())}
+	h.note(func(s *hookStatus) { s.imageFindings = found })
 	if err := in.stageTrust(store); err != nil {
 		return err
 	}
-	h.note(func(s *hookStatus) { s.ImageTrustBytes = imagePartLen(store.trust()) })
+	// Only now does bundle.pem hold the image's trust, for a rotation to keep.
+	found.ImageTrustBytes = imagePartLen(store.trust())
+	h.note(func(s *hookStatus) { s.ImageTrustBytes = found.ImageTrustBytes })
 	h.lap("staged_bundle")
 	var osErr error
 	var changes []fileChange
@@ -306,8 +309,7 @@ func (h *hook) inject(in *injection, record ...*plan) error {
 	})
 	h.lap("languages")
 	for _, p := range record {
-		*p = plan{OSRelease: rel, Family: fam.name, ImageCerts: countCerts(store.trust()), ImageTrustBytes: imagePartLen(store.trust()),
-			Files: append(changes, lang.changes...), Env: lang.env, Append: lang.appendEnv}
+		*p = plan{imageFindings: found, Files: append(changes, lang.changes...), Env: lang.env, Append: lang.appendEnv}
 	}
 	return errors.Join(prefixed("update OS trust store ("+fam.processor()+")", osErr),
 		prefixed("language runtimes", langErr), prefixed("os-release", detectErr))

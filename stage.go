@@ -106,24 +106,19 @@ func validContainerID(id string) bool {
 // hookStatus is what the hook writes to status.json for the operator, the
 // plugin and the wrapper.
 type hookStatus struct {
-	Version     int       `json:"version"`
-	Result      string    `json:"result"`
-	ContainerID string    `json:"container_id"`
-	Bundle      string    `json:"bundle,omitempty"`
-	Namespace   string    `json:"namespace,omitempty"`
-	Pod         string    `json:"pod,omitempty"`
-	Container   string    `json:"container,omitempty"`
-	OSRelease   osRelease `json:"os_release"`
-	Family      string    `json:"family,omitempty"`
-	Processors  []string  `json:"processors"`
-	CABundle    string    `json:"ca_bundle_sha256,omitempty"`
-	ImageCerts  int       `json:"image_certificates"`
-	// ImageTrustBytes is how much of bundle.pem is the image's own trust:
-	// a rotation rebuilds bundle.pem from that part. 0: the image had none.
-	ImageTrustBytes int          `json:"image_trust_bytes"`
-	Wrapper         hookContext  `json:"wrapper"`
-	Files           []fileChange `json:"files,omitempty"`
-	Errors          []string     `json:"errors,omitempty"`
+	Version     int      `json:"version"`
+	Result      string   `json:"result"`
+	ContainerID string   `json:"container_id"`
+	Bundle      string   `json:"bundle,omitempty"`
+	Namespace   string   `json:"namespace,omitempty"`
+	Pod         string   `json:"pod,omitempty"`
+	Container   string   `json:"container,omitempty"`
+	Processors  []string `json:"processors"`
+	CABundle    string   `json:"ca_bundle_sha256,omitempty"`
+	imageFindings
+	Wrapper hookContext  `json:"wrapper"`
+	Files   []fileChange `json:"files,omitempty"`
+	Errors  []string     `json:"errors,omitempty"`
 	// Cache says whether the image cache served the injection: hit, miss
 	// (done in full, and saved), pod (done in full for the pod's volumes,
 	// not saved), or empty (no cache).
@@ -136,6 +131,17 @@ type hookStatus struct {
 	// TimingsMS says where the hook's time went, phase by phase.
 	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
 	Finished  time.Time          `json:"finished"`
+}
+
+// imageFindings is what the hook found of an image, the same for each of
+// its containers: status.json says it, and the image cache's plans keep it.
+type imageFindings struct {
+	OSRelease  osRelease `json:"os_release"`
+	Family     string    `json:"family,omitempty"`
+	ImageCerts int       `json:"image_certificates"`
+	// ImageTrustBytes is how much of bundle.pem is the image's own trust:
+	// a rotation rebuilds bundle.pem from that part. 0: the image had none.
+	ImageTrustBytes int `json:"image_trust_bytes"`
 }
 
 // hookContext is what the hook leaves for the wrapper.
