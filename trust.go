@@ -174,12 +174,25 @@ func pemBlocks(data []byte) iter.Seq[pemBlock] {
 				continue
 			}
 			blockEnd := end + len(pemEnd) + len(typ) + len(pemTail)
+			if !lineEnds(data[blockEnd:]) {
+				// "-----END -----BEGIN CERTIFICATE-----" ends no block of
+				// an empty type: what follows may begin one.
+				continue
+			}
 			if !yield(pemBlock{typ: string(typ), body: data[nl+1 : end], start: start, end: blockEnd}) {
 				return
 			}
 			off = blockEnd
 		}
 	}
+}
+
+// lineEnds says whether data begins with the end of a line: blanks, then
+// a line break or nothing. Each END line is looked at once, so the scan
+// stays linear.
+func lineEnds(data []byte) bool {
+	rest := bytes.TrimLeft(data, " \t\r")
+	return len(rest) == 0 || rest[0] == '\n'
 }
 
 // certificateDER returns the certificate a CERTIFICATE block holds, or the

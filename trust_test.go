@@ -133,6 +133,18 @@ func TestMergeBundleKeepsImageBytesAndAddsMissing(t *testing.T) {
 	}
 }
 
+// An image whose bundle holds our CA right after an END line that goes on
+// with its BEGIN line, as encoding/pem (and OpenSSL) read it, already
+// trusts it: merging adds it once, not twice.
+func TestMergeBundleFindsACAAfterAnOddENDLine(t *testing.T) {
+	ours := corpBundle(t)
+	image := append([]byte("-----BEGIN -----\nMAA=\n-----END "), ours.pem...)
+	merged, added := mergeBundle(image, ours)
+	if added != 0 || !bytes.Equal(merged, image) {
+		t.Errorf("added %d of the CAs the bundle holds", added)
+	}
+}
+
 func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 	root := readTestdata(t, "certs/corp-root.pem")
 	trusted, err := exec.Command("openssl", "x509", "-in", "testdata/certs/corp-root.pem", "-addtrust", "serverAuth").Output()
@@ -252,7 +264,11 @@ func TestPEMScansAreLinearOnCraftedBundles(t *testing.T) {
 func TestPEMBlocksAgreeWithEncodingPEM(t *testing.T) {
 	for _, data := range [][]byte{publicBundle(t), readTestdata(t, "bench/public-150.pem"), readTestdata(t, "bundles/with-private-key.pem"),
 		[]byte("junk\n-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\r\n" +
-			"-----BEGIN CERTIFICATE-----\n-----BEGIN TRUSTED CERTIFICATE-----\nMAMCAQA=\n-----END TRUSTED CERTIFICATE-----\n")} {
+			"-----BEGIN CERTIFICATE-----\n-----BEGIN TRUSTED CERTIFICATE-----\nMAMCAQA=\n-----END TRUSTED CERTIFICATE-----\n"),
+		// Found by FuzzPEMBlocks: an END line of an empty type that goes on
+		// with a BEGIN line ends no block, and the certificate after it counts.
+		[]byte("-----BEGIN -----\nMAA=\n-----END -----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"),
+		[]byte("-----BEGIN A-----\nMAA=\n-----END A----- \t\r\n-----BEGIN B-----\nMAA=\n-----END B-----x\n")} {
 		var want []string
 		for rest := data; ; {
 			var block *pem.Block
