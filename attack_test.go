@@ -203,6 +203,17 @@ var attacks = []attack{
 				return os.WriteFile(p, []byte("\x00\xff\xfeID=\x00debian\nID_LIKE=\xc3\x28\n"+strings.Repeat("\x01", 5000)), 0o644)
 			})
 		}},
+	{name: "os-release whose ID_LIKE holds 30,000 words", want: hookResultOK,
+		setup: func(t *testing.T, b *hookBed, _ *hostTree) {
+			special(t, b.rootfs, osReleasePath, func(p string) error {
+				return os.WriteFile(p, []byte("ID=debian\nID_LIKE=\""+strings.Repeat("a ", 30_000)+"\"\n"), 0o644)
+			})
+		},
+		after: func(t *testing.T, b *hookBed, st hookStatus) {
+			if len(st.OSRelease.IDLike) != maxIDLike {
+				t.Errorf("recorded %d IDs of ID_LIKE", len(st.OSRelease.IDLike))
+			}
+		}},
 	{name: "rootfs in config.json is a symlink", want: hookResultFailed, refused: "container rootfs",
 		setup: func(t *testing.T, b *hookBed, _ *hostTree) {
 			if err := os.Rename(b.rootfs, b.rootfs+".real"); err != nil {

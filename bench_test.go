@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 // Benchmarks of the hot paths: run with `go test -bench . -benchmem`.
@@ -65,7 +67,7 @@ func BenchmarkDetect(b *testing.B) {
 		if err != nil || fam.name != "debian" {
 			b.Fatal(fam.name, err)
 		}
-		newInjection(root, nil, nil, nil, nil, nil).readImageStore(fam)
+		uniqueFiles(root, bundleCandidates(fam))
 		certifiBundles(&injection{root: root, env: env})
 		javaStores(&injection{root: root, env: env})
 	}
@@ -148,8 +150,7 @@ func copyDir(b *testing.B, src, dst string) {
 // virtualenv with a pip-installed certifi, Node, and the OS bundle, such as
 // the root filesystem of the e2e runtimes image (CAINJEKT_BENCH_ROOTFS
 // names it; make bench extracts it). Each round mounts a fresh overlay on
-// it, as runc gives a container: "full" is the first container of an image,
-// "cached" the next ones, served by the image cache. Needs root.
+// it, as runc gives a container. Needs root.
 func BenchmarkHookFatImage(b *testing.B) {
 	lower := os.Getenv("CAINJEKT_BENCH_ROOTFS")
 	if lower == "" || os.Geteuid() != 0 {
@@ -157,30 +158,23 @@ func BenchmarkHookFatImage(b *testing.B) {
 	}
 	bed := newHookBed(b, "scratch", "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	state := string(bed.state())
-	for _, v := range []struct {
-		name  string
-		extra []string
-	}{{"full", nil}, {"cached", []string{"--image", testImage}}} {
-		args := append(bed.args(failClosed), v.extra...)
-		b.Run(v.name, func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				upper := filepath.Join(b.TempDir(), "upper")
-				work := filepath.Join(filepath.Dir(upper), "work")
-				os.Mkdir(upper, 0o755)
-				os.Mkdir(work, 0o755)
-				if err := unix.Mount("overlay", bed.rootfs, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				code := runHook(args, strings.NewReader(state), io.Discard)
-				b.StopTimer()
-				unix.Unmount(bed.rootfs, 0)
-				if code != 0 {
-					b.Fatalf("exit %d", code)
-				}
-				b.StartTimer()
-			}
-		})
+	args := bed.args(failClosed)
+	for b.Loop() {
+		b.StopTimer()
+		upper := filepath.Join(b.TempDir(), "upper")
+		work := filepath.Join(filepath.Dir(upper), "work")
+		os.Mkdir(upper, 0o755)
+		os.Mkdir(work, 0o755)
+		if err := unix.Mount("overlay", bed.rootfs, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		code := runHook(args, strings.NewReader(state), io.Discard)
+		b.StopTimer()
+		unix.Unmount(bed.rootfs, 0)
+		if code != 0 {
+			b.Fatalf("exit %d", code)
+		}
+		b.StartTimer()
 	}
 }

@@ -12,8 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxOSReleaseSize bounds /etc/os-release; real ones are under 1 KiB.
-const maxOSReleaseSize = 64 << 10
+const (
+	// maxOSReleaseSize bounds /etc/os-release; real ones are under 1 KiB.
+	maxOSReleaseSize = 64 << 10
+	// maxIDLike bounds the IDs of ID_LIKE kept; real ones name one to three.
+	maxIDLike = 8
+)
 
 // osRelease holds the fields of os-release(5) that detection uses.
 type osRelease struct {
@@ -43,7 +47,7 @@ func parseOSRelease(data []byte) osRelease {
 		case "ID_LIKE":
 			r.IDLike = nil
 			for _, id := range strings.Fields(value) {
-				if id = osReleaseID(id); id != "" {
+				if id = osReleaseID(id); id != "" && len(r.IDLike) < maxIDLike {
 					r.IDLike = append(r.IDLike, id)
 				}
 			}

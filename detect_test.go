@@ -190,13 +190,13 @@ func TestOSTrustStoreLayouts(t *testing.T) {
 			if err != nil || fam.name != tc.family {
 				t.Fatalf("detected family %q (%v), want %q", fam.name, err, tc.family)
 			}
-			in := newInjection(root, nil, nil, nil, ours, ours.pem)
-			store := in.readImageStore(fam)
-			if got := countCerts(store.trust()); got != 3 {
-				t.Errorf("the image's trust holds %d certificates, want the fixture's 3", got)
-			}
-			if _, err := store.write(in, fam); err != nil {
+			in := newInjection(root, testStaging(t, ours.pem), nil, nil, ours, ours.pem)
+			_, imageCerts, err := in.osStore(fam, true)
+			if err != nil {
 				t.Fatal(err)
+			}
+			if imageCerts != 3 {
+				t.Errorf("the image's trust holds %d certificates, want the fixture's 3", imageCerts)
 			}
 
 			for _, p := range tc.reads {
@@ -235,25 +235,33 @@ func TestScratchImageGetsATrustStore(t *testing.T) {
 		t.Fatalf("family %q, %v", fam.name, err)
 	}
 	noTrust := append(publicBundle(t), ours.pem...) // as with CAINJEKT_BASE_BUNDLE
-	in := newInjection(root, nil, nil, nil, ours, noTrust)
-	store := in.readImageStore(fam)
-	if got := store.mergedTrust(noTrust); string(got) != string(noTrust) {
-		t.Error("an image without trust must get the no-trust bundle for SSL_CERT_FILE")
-	}
-	// An empty bundle is no trust either, as a rotation's refresh (trustFor) sees it.
-	writeTree(t, dir, map[string]string{"/etc/ssl/certs/ca-certificates.crt": ""})
-	if got := in.readImageStore(fam).mergedTrust(noTrust); string(got) != string(trustFor(nil, ours, noTrust)) {
-		t.Error("an image with an empty bundle must get the no-trust bundle for SSL_CERT_FILE")
-	}
-	changes, err := store.write(in, fam)
+	staging := testStaging(t, noTrust)
+	in := newInjection(root, staging, nil, nil, ours, noTrust)
+	changes, imageCerts, err := in.osStore(fam, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(changes) != 1 || changes[0].Action != "created" || changes[0].Added != 5 {
-		t.Errorf("changes = %+v", changes)
+	if imageCerts != 0 || len(changes) != 1 || changes[0].Action != "created" || changes[0].Added != 5 {
+		t.Errorf("image certificates %d, changes %+v", imageCerts, changes)
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "etc/ssl/certs/ca-certificates.crt"))
 	if err != nil || string(data) != string(noTrust) {
 		t.Errorf("created bundle: %v", err)
+	}
+	// An image without trust keeps the no-trust bundle for SSL_CERT_FILE,
+	// and has no trust of its own for a rotation to rebuild from; an empty
+	// bundle is no trust either.
+	for _, image := range []string{"none", "empty"} {
+		if image == "empty" {
+			writeTree(t, dir, map[string]string{"/etc/ssl/certs/ca-certificates.crt": ""})
+			staging = testStaging(t, noTrust)
+			newInjection(root, staging, nil, nil, ours, noTrust).osStore(fam, true)
+		}
+		if data, _, _ := staging.readFile(stagedBundle, maxBundleSize); string(data) != string(noTrust) {
+			t.Errorf("%s: bundle.pem is not the no-trust bundle", image)
+		}
+		if _, _, err := staging.stat(stagedImageTrust); err == nil {
+			t.Errorf("%s: image-trust.pem staged", image)
+		}
 	}
 }

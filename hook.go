@@ -57,7 +57,6 @@ type hookOptions struct {
 	failPolicy    string
 	processors    []string
 	bundle        string // the CA bundle's name, for status.json
-	image         string // the image's config digest, for the image cache; "" if unknown
 	timeout       time.Duration
 	logLevel      slog.Level
 }
@@ -71,7 +70,7 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	bundle := fs.String("bundle", "", "the CA bundle's name")
 	timeout := fs.Int("timeout", 5, "the runtime's timeout for this hook, in seconds")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
-	image := fs.String("image", "", "the image's config digest, sha256:<hex>, for the image cache")
+	fs.String("image", "", "ignored: plugins of the versions with an image cache pass it")
 	if err := fs.Parse(args); err != nil {
 		// A flag of a newer plugin stops parsing; the fail policy, which
 		// hookArgs writes first, is known by then.
@@ -91,9 +90,6 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	}
 	if o.failPolicy != failOpen && o.failPolicy != failClosed {
 		errs = append(errs, fmt.Errorf("--fail-policy %q is neither %s nor %s", o.failPolicy, failOpen, failClosed))
-	}
-	if validImageID(*image) {
-		o.image = *image // anything else: no cache, nothing else changes
 	}
 	if o.timeout <= 0 {
 		errs = append(errs, errors.New("--timeout must be positive"))
@@ -203,11 +199,10 @@ func (h *hook) run(stdin io.Reader) error {
 		s.Pod = printable(state.Annotations[criPodName], 253)
 		s.Container = printable(state.Annotations[criContainerName], 253)
 	})
-	dynamicRoot, staging, err := openStaging(h.opts.dynamicCARoot, state.ID)
+	staging, err := openStaging(h.opts.dynamicCARoot, state.ID)
 	if err != nil {
 		return err
 	}
-	defer dynamicRoot.Close()
 	h.mu.Lock()
 	h.staging = staging
 	h.mu.Unlock()
@@ -226,93 +221,44 @@ func (h *hook) run(stdin io.Reader) error {
 	defer root.Close()
 	h.lap("rootfs")
 	in := newInjection(root, staging, h.opts.processors, spec.env, ours, prefill)
-	in.ids = spec.ids
 	in.mounts = bindMounts(root, spec.mounts)
-	if h.opts.image == "" {
-		return h.inject(in)
-	}
-	return h.injectCached(in, dynamicRoot)
+	return h.inject(in)
 }
 
-// injectCached replays the image cache's entry for the injection if there
-// is one, else does the injection and saves the entry. The cache only ever
-// saves time: whatever goes wrong with it, the injection is done in full.
-func (h *hook) injectCached(in *injection, dynamicRoot *safeDir) error {
-	cache, err := openCache(dynamicRoot)
-	if err != nil {
-		h.log.Warn("image cache unusable", "error", err)
-		return h.inject(in)
-	}
-	defer cache.Close()
-	entry := cacheEntry(h.opts.image, in.ours.sha256(), in.prefill, in.processors, in.env)
-	p, err := loadPlan(cache, entry)
-	if err == nil && in.mountsOver(p) {
-		p, err = nil, errNoEntry // the pod's volumes make this injection its own
-	}
-	if err == nil {
-		if err = in.replay(cache, entry, p); err == nil {
-			h.note(func(s *hookStatus) {
-				s.Cache, s.imageFindings = cacheHit, p.imageFindings
-				s.addFiles(p.Files)
-				s.Wrapper.Env, s.Wrapper.Append = p.Env, p.Append
-			})
-			h.lap("cache")
-			return nil
+// errIncomplete says that a phase of the injection failed; what failed is
+// in the status already.
+var errIncomplete = errors.New("injection incomplete")
+
+// inject does the injection, phase by phase, and records in the status
+// what each found, did and failed at, and how long it took.
+func (h *hook) inject(in *injection) error {
+	failed := false
+	record := func(where string, err error) {
+		if err != nil {
+			failed = true
+			h.note(func(s *hookStatus) { s.addError(where, err) })
 		}
 	}
-	if !errors.Is(err, errNoEntry) {
-		// Dropped, and made again below.
-		h.log.Warn("image cache entry unusable; injecting in full", "entry", entry, "error", err)
-		cache.removeAll(entry)
-	}
-	in.writes = nil
-	p = &plan{}
-	if err := h.inject(in, p); err != nil {
-		return err
-	}
-	result := cacheMiss
-	if in.sawMount {
-		result = cachePod // what the pod mounts is no part of the image
-	} else if err := in.savePlan(cache, entry, p); err != nil {
-		h.log.Warn("image cache entry not saved", "entry", entry, "error", err)
-	}
-	h.note(func(s *hookStatus) { s.Cache = result })
-	h.lap("cache")
-	return nil
-}
-
-// inject does the injection, phase by phase, and records each in the
-// status, and in the plan for the image cache if asked.
-func (h *hook) inject(in *injection, record ...*plan) error {
-	rel, fam, store, detectErr := in.detect()
+	rel, fam, err := detectDistro(in.root)
+	h.note(func(s *hookStatus) { s.OSRelease, s.Family = rel, fam.name })
+	record("os-release", err)
 	h.lap("detect")
-	found := imageFindings{OSRelease: rel, Family: fam.name, ImageCerts: countCerts(store.trust())}
-	h.note(func(s *hookStatus) { s.imageFindings = found })
-	if err := in.stageTrust(store); err != nil {
-		return err
-	}
-	// Only now does bundle.pem hold the image's trust, for a rotation to keep.
-	found.ImageTrustBytes = imagePartLen(store.trust())
-	h.note(func(s *hookStatus) { s.ImageTrustBytes = found.ImageTrustBytes })
-	h.lap("staged_bundle")
-	var osErr error
-	var changes []fileChange
-	if in.enabled(fam.processor()) {
-		changes, osErr = store.write(in, fam)
-		h.note(func(s *hookStatus) { s.addFiles(changes) })
-		h.lap("os_store")
-	}
-	lang, langErr := in.injectLanguages()
+	changes, imageCerts, err := in.osStore(fam, in.enabled(fam.processor()))
+	h.note(func(s *hookStatus) { s.ImageCerts = imageCerts; s.addFiles(changes) })
+	record("OS trust store ("+fam.processor()+")", err)
+	h.lap("os_store")
+	lang, err := in.injectLanguages()
 	h.note(func(s *hookStatus) {
 		s.addFiles(lang.changes)
 		s.Wrapper.Env, s.Wrapper.Append = lang.env, lang.appendEnv
+		s.Mounted = in.sawMount
 	})
+	record("language runtimes", err)
 	h.lap("languages")
-	for _, p := range record {
-		*p = plan{imageFindings: found, Files: append(changes, lang.changes...), Env: lang.env, Append: lang.appendEnv}
+	if failed {
+		return errIncomplete
 	}
-	return errors.Join(prefixed("update OS trust store ("+fam.processor()+")", osErr),
-		prefixed("language runtimes", langErr), prefixed("os-release", detectErr))
+	return nil
 }
 
 // note updates the status under the lock the watchdog takes too; once
@@ -343,7 +289,9 @@ func (h *hook) finish(result string, err error) int {
 	h.code = h.exitCode(err)
 	s := &h.status
 	s.Result = result
-	s.addError(err)
+	if err != errIncomplete {
+		s.addError("", err)
+	}
 	s.Finished = time.Now().UTC()
 	s.DurationMS = float64(time.Since(h.start).Microseconds()) / 1000
 	staging := h.staging
@@ -375,7 +323,12 @@ func writeReport(staging *safeDir, s *hookStatus, log *slog.Logger) {
 	w := &s.Wrapper
 	w.Injected = s.Result == hookResultOK
 	if !w.Injected {
-		w.Message = fmt.Sprintf("cainjekt: CA injection %s (%s); see %s", s.Result, strings.Join(s.Errors, "; "), containerStatus)
+		// The first error, for the container's log; all of them are in status.json.
+		first := ""
+		if len(s.Errors) > 0 {
+			first = ": " + s.Errors[0]
+		}
+		w.Message = fmt.Sprintf("cainjekt: CA injection %s%s; see %s", s.Result, first, containerStatus)
 	}
 	if staging == nil {
 		return
@@ -389,25 +342,6 @@ func writeReport(staging *safeDir, s *hookStatus, log *slog.Logger) {
 	}
 }
 
-// prefixed gives each error err joins the prefix: they are recorded one by
-// one (addError), and each must say where it comes from. The message is
-// only made for the errors recorded.
-func prefixed(prefix string, err error) error {
-	var errs []error
-	for _, e := range flatten(err) {
-		errs = append(errs, prefixedError{prefix, e})
-	}
-	return errors.Join(errs...)
-}
-
-type prefixedError struct {
-	prefix string
-	err    error
-}
-
-func (e prefixedError) Error() string { return e.prefix + ": " + e.err.Error() }
-func (e prefixedError) Unwrap() error { return e.err }
-
 // ociState is what the hook reads of the OCI state (runtime-spec's
 // State): the rest is of no use to it, and decoding only these fields
 // spares the hook a package to load at every container start.
@@ -419,12 +353,9 @@ type ociState struct {
 
 // readState reads the OCI state runc writes on stdin.
 func readState(r io.Reader) (*ociState, error) {
-	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
+	data, err := readAtMost(r, maxStateSize)
 	if err != nil {
 		return nil, fmt.Errorf("read OCI state: %w", err)
-	}
-	if len(data) > maxStateSize {
-		return nil, fmt.Errorf("OCI state larger than %d bytes", maxStateSize)
 	}
 	var st ociState
 	if err := json.Unmarshal(data, &st); err != nil {
@@ -469,8 +400,10 @@ func openContainerRoot(bundle string) (*safeDir, *containerSpec, error) {
 		root.Close()
 		return nil, nil, err
 	}
-	if owner, ok := spec.ids.toHost(fileOwner{0, 0}); ok {
-		root.owner = owner // else the container has no root: the host's is as good
+	uid, uidOK := spec.uids.toHost(0)
+	gid, gidOK := spec.gids.toHost(0)
+	if uidOK && gidOK {
+		root.owner = fileOwner{uid, gid} // else the container has no root: the host's is as good
 	}
 	return root, spec, nil
 }
@@ -479,8 +412,9 @@ func openContainerRoot(bundle string) (*safeDir, *containerSpec, error) {
 type containerSpec struct {
 	rootPath string
 	env      []string // the environment of the container's process
-	ids      userNS
-	mounts   []specMount
+	// The user namespace's mappings of users and groups.
+	uids, gids idMap
+	mounts     []specMount
 }
 
 // specMount is a mount of config.json: what the container sees at
@@ -519,7 +453,7 @@ func parseSpec(data []byte) (*containerSpec, error) {
 		s.env = spec.Process.Env
 	}
 	if spec.Linux != nil {
-		s.ids = userNS{spec.Linux.UIDMappings, spec.Linux.GIDMappings}
+		s.uids, s.gids = spec.Linux.UIDMappings, spec.Linux.GIDMappings
 	}
 	return s, nil
 }
@@ -532,36 +466,18 @@ type idMap []struct {
 	Size        uint32 `json:"size"`
 }
 
-// mapID maps id from one side of m to the other: -1, the caller, stays.
-func (m idMap) mapID(id int, toHost bool) (int, bool) {
-	if len(m) == 0 || id < 0 {
+// toHost is the host's ID for id as the container sees it; false if the
+// namespace maps it nowhere. No mapping: every ID is its own.
+func (m idMap) toHost(id int) (int, bool) {
+	if len(m) == 0 {
 		return id, true
 	}
 	for _, r := range m {
-		from, to := int64(r.ContainerID), int64(r.HostID)
-		if !toHost {
-			from, to = to, from
-		}
-		if off := int64(id) - from; off >= 0 && off < int64(r.Size) {
-			return int(to + off), true
+		if off := int64(id) - int64(r.ContainerID); off >= 0 && off < int64(r.Size) {
+			return int(int64(r.HostID) + off), true
 		}
 	}
 	return -1, false
-}
-
-// userNS is a container's user namespace: its users' and groups' mappings.
-type userNS struct{ uids, gids idMap }
-
-// toHost is the host's owner for an owner as the container sees it.
-func (n userNS) toHost(o fileOwner) (fileOwner, bool) { return n.mapOwner(o, true) }
-
-// toContainer is the container's owner for an owner as the host sees it.
-func (n userNS) toContainer(o fileOwner) (fileOwner, bool) { return n.mapOwner(o, false) }
-
-func (n userNS) mapOwner(o fileOwner, toHost bool) (fileOwner, bool) {
-	uid, uidOK := n.uids.mapID(o.uid, toHost)
-	gid, gidOK := n.gids.mapID(o.gid, toHost)
-	return fileOwner{uid, gid}, uidOK && gidOK
 }
 
 // refuseHostRoot makes sure a rootfs is not the host's own root directory:

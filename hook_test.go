@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
+const testID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 // hookBed is a container as runc presents it to the hook: an OCI bundle
 // with config.json and a rootfs copied from a fixture, and the staging the
 // plugin made.
@@ -26,13 +28,28 @@ type hookBed struct {
 	env                                  []string
 	ids                                  []specs.LinuxIDMapping // its user namespace's, users and groups alike
 	mounts                               []specs.Mount
-	stager                               *stager
+}
+
+// testStaging is a container's staging directory as the plugin leaves it:
+// our CAs, and bundle.pem pre-filled with prefill.
+func testStaging(t testing.TB, prefill []byte) *safeDir {
+	t.Helper()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{stagedCA: string(corpBundle(t).pem), stagedBundle: string(prefill)})
+	staging, err := openOwnDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { staging.Close() })
+	return staging
 }
 
 func newHookBed(t testing.TB, fixture string, env ...string) *hookBed {
 	t.Helper()
-	s, root := newTestStager(t)
-	b := &hookBed{ours: corpBundle(t), dynamicRoot: root, stager: s, id: testID, env: env}
+	b := &hookBed{ours: corpBundle(t), dynamicRoot: filepath.Join(t.TempDir(), "run", "containers"), id: testID, env: env}
+	if err := os.MkdirAll(b.dynamicRoot, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	b.prefill = b.ours.pem
 	b.create(t, filepath.Join("testdata/rootfs", fixture))
 	return b
@@ -48,11 +65,11 @@ func (b *hookBed) create(t testing.TB, src string) {
 		t.Fatal(err)
 	}
 	b.writeSpec(t)
-	dir, err := b.stager.stage(b.id, b.ours.pem, b.prefill)
-	if err != nil {
+	b.staging = filepath.Join(b.dynamicRoot, b.id)
+	if err := os.Mkdir(b.staging, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b.staging = dir
+	writeTree(t, b.staging, map[string]string{stagedCA: string(b.ours.pem), stagedBundle: string(b.prefill)})
 }
 
 // writeSpec writes the bed's config.json.
@@ -110,9 +127,21 @@ func (b *hookBed) state() []byte {
 
 func (b *hookBed) args(policy string, processors ...string) []string {
 	if processors == nil {
-		processors = allProcessors()
+		processors = everyProcessor()
 	}
-	return hookArgs(hookOptions{dynamicCARoot: b.dynamicRoot, failPolicy: policy, processors: processors, timeout: 5 * time.Second})[2:]
+	return []string{"--fail-policy", policy, "--dynamic-ca-root", b.dynamicRoot, "--processors", strings.Join(processors, ","), "--timeout", "5"}
+}
+
+// everyProcessor lists the processors of every family and runtime.
+func everyProcessor() []string {
+	names := []string{fallbackFamily.processor()}
+	for _, f := range families {
+		names = append(names, f.processor())
+	}
+	for _, rt := range runtimes {
+		names = append(names, rt.processor)
+	}
+	return names
 }
 
 func (b *hookBed) status(t testing.TB) (hookStatus, hookContext) {
@@ -151,7 +180,7 @@ func TestHookInjectsDebian(t *testing.T) {
 	if !ctx.Injected || ctx.Message != "" {
 		t.Errorf("context %+v", ctx)
 	}
-	want, _ := mergeBundle(imageBundle, b.ours)
+	want, _ := mergedBundle(imageBundle, b.ours)
 	if got := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt")); string(got) != string(want) {
 		t.Error("OS bundle is not the image's bundle merged with ours")
 	}
@@ -161,8 +190,8 @@ func TestHookInjectsDebian(t *testing.T) {
 	if anchors := b.read(t, filepath.Join(b.rootfs, "usr/local/share/ca-certificates/cainjekt.crt")); countCerts(anchors) != 2 {
 		t.Errorf("the anchor file holds %d certificates, want our 2", countCerts(anchors))
 	}
-	if st.ImageTrustBytes != len(imageBundle) {
-		t.Errorf("image_trust_bytes %d, want %d", st.ImageTrustBytes, len(imageBundle))
+	if got := b.read(t, filepath.Join(b.staging, stagedImageTrust)); string(got) != string(imageBundle) {
+		t.Error("staged image-trust.pem is not the image's bundle")
 	}
 }
 
@@ -340,20 +369,26 @@ func TestStagedFilesNeverWidenTheImagesMode(t *testing.T) {
 	}
 }
 
-// Whatever an image makes the hook meet, what it records stays bounded:
-// the files and errors it lists, each path and message, and status.json as
-// a whole, which the wrapper then reads.
+// Whatever an image makes the hook meet, what it records stays bounded
+// where it is recorded: the files and errors it lists, each path and
+// message, os-release, the pod's names; so status.json as a whole, which
+// the wrapper then reads, fits its bound. Every field an image or a pod
+// shapes is at its largest here, of the characters JSON escapes.
 func TestStatusStaysBounded(t *testing.T) {
-	s := hookStatus{Version: statusVersion, Result: hookResultFailed}
-	long := strings.Repeat("<\x00é\xff", 1<<16)
+	worst := strings.Repeat(`"`, 1<<18) // each recorded as two bytes
+	s := hookStatus{Version: statusVersion, Result: hookResultFailed, ContainerID: testID,
+		Namespace: printable(worst, 253), Pod: printable(worst, 253), Container: printable(worst, 253),
+		OSRelease: parseOSRelease([]byte("ID_LIKE=\"" + strings.Repeat(strings.Repeat("a", 64)+" ", maxIDLike) + strings.Repeat("b ", 30000) +
+			"\"\nID=" + strings.Repeat("a", 100) + "\nVERSION_ID=" + strings.Repeat("a", 100) + "\nPRETTY_NAME=" + worst[:1000])),
+		TimingsMS: map[string]float64{"start": 1, "rootfs": 1, "detect": 1, "os_store": 1, "languages": 1}}
 	for range 1000 {
-		s.addFiles([]fileChange{{Path: long, Resolved: long, Action: "failed", Error: long}})
+		s.addFiles([]fileChange{{Path: worst, Resolved: worst, Action: actionFailed, Added: 1 << 30, Error: worst}})
 	}
 	var errs []error
 	for range 1000 {
-		errs = append(errs, errors.New(long))
+		errs = append(errs, errors.New(worst))
 	}
-	s.addError(prefixed("language runtimes", errors.Join(errs...)))
+	s.addError("language runtimes", errors.Join(errs...))
 	writeReport(nil, &s, newLogger(io.Discard, "json", 0))
 	data, err := s.marshal()
 	if err != nil || len(data) > maxStatusSize {
@@ -364,13 +399,18 @@ func TestStatusStaysBounded(t *testing.T) {
 		t.Fatalf("status.json does not parse: %v", err)
 	}
 	if len(back.Files) != maxRecordedFiles || back.FilesOmitted != 1000-maxRecordedFiles ||
-		len(back.Errors) != maxRecordedErrors || back.ErrorsOmitted != 1000-maxRecordedErrors {
-		t.Errorf("files %d (+%d omitted), errors %d (+%d omitted)", len(back.Files), back.FilesOmitted, len(back.Errors), back.ErrorsOmitted)
+		len(back.Errors) != maxRecordedErrors || back.ErrorsOmitted != 1000-maxRecordedErrors ||
+		len(back.OSRelease.IDLike) != maxIDLike {
+		t.Errorf("files %d (+%d omitted), errors %d (+%d omitted), id_like %d", len(back.Files), back.FilesOmitted,
+			len(back.Errors), back.ErrorsOmitted, len(back.OSRelease.IDLike))
 	}
 	for _, e := range back.Errors {
 		if len(e) > maxRecordedText+len("…") || !strings.HasPrefix(e, "language runtimes: ") {
 			t.Errorf("error recorded as %d bytes: %.40q", len(e), e)
 		}
+	}
+	if _, err := parseHookContext(data); err != nil {
+		t.Errorf("the wrapper cannot read status.json: %v", err)
 	}
 }
 
@@ -389,33 +429,20 @@ func TestWatchdogWinsOverAStuckReport(t *testing.T) {
 	}
 }
 
-// A user namespace's mappings, both ways: ranges of any size, IDs outside
-// every range unmapped, -1 (the caller) kept, no mapping the identity.
-func TestUserNSMapsOwners(t *testing.T) {
+// A user namespace's mapping to the host: ranges of any size, IDs outside
+// every range unmapped, no mapping the identity.
+func TestIDMapToHost(t *testing.T) {
 	ids := idMap{{ContainerID: 0, HostID: 100000, Size: 1000}, {ContainerID: 1000, HostID: 5000, Size: 1}}
-	ns := userNS{uids: ids, gids: ids}
 	for _, tc := range []struct {
-		container, host fileOwner
+		container, host int
 		ok              bool
-	}{
-		{fileOwner{0, 0}, fileOwner{100000, 100000}, true},
-		{fileOwner{999, 1000}, fileOwner{100999, 5000}, true},
-		{fileOwner{-1, 7}, fileOwner{-1, 100007}, true},
-		{fileOwner{1001, 0}, fileOwner{-1, 100000}, false},
-	} {
-		host, ok := ns.toHost(tc.container)
-		if host != tc.host || ok != tc.ok {
-			t.Errorf("toHost(%v) = %v, %v; want %v, %v", tc.container, host, ok, tc.host, tc.ok)
-		}
-		if back, ok := ns.toContainer(host); tc.ok && (back != tc.container || !ok) {
-			t.Errorf("toContainer(%v) = %v, %v; want %v", host, back, ok, tc.container)
+	}{{0, 100000, true}, {999, 100999, true}, {1000, 5000, true}, {1001, -1, false}} {
+		if host, ok := ids.toHost(tc.container); host != tc.host || ok != tc.ok {
+			t.Errorf("toHost(%d) = %d, %v; want %d, %v", tc.container, host, ok, tc.host, tc.ok)
 		}
 	}
-	if o, ok := (userNS{}).toHost(fileOwner{0, 42}); o != (fileOwner{0, 42}) || !ok {
-		t.Errorf("without a user namespace: %v, %v", o, ok)
-	}
-	if _, ok := ns.toContainer(fileOwner{0, 0}); ok {
-		t.Error("the host's root is mapped into the namespace")
+	if id, ok := (idMap{}).toHost(42); id != 42 || !ok {
+		t.Errorf("without a user namespace: %d, %v", id, ok)
 	}
 }
 
@@ -522,5 +549,35 @@ func TestPodVolumeIsReadConfined(t *testing.T) {
 	runHook(b.args(failOpen), strings.NewReader(string(b.state())), io.Discard)
 	if staged := b.read(t, filepath.Join(b.staging, stagedBundle)); strings.Contains(string(staged), string(hostOnly)) {
 		t.Error("a symlink in the volume reached a file on the host")
+	}
+}
+
+// A pod with a user namespace of its own owns what the hook makes in its
+// container, as its root, and the staged copies of its trust, as its
+// image's owner of that trust: not the host's root, whom it sees as nobody.
+func TestUserNamespacedContainersOwnWhatTheHookMakes(t *testing.T) {
+	node := newHookBed(t, "debian")
+	beds := []*hookBed{node.sibling(t, strings.Repeat("a", 64)), node.sibling(t, strings.Repeat("b", 64))}
+	for i, b := range beds {
+		if err := os.RemoveAll(filepath.Join(b.rootfs, "usr/local/share/ca-certificates")); err != nil {
+			t.Fatal(err)
+		}
+		base := uint32(i+2) << 16
+		b.inUserNS(t, base)
+		if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+			t.Fatalf("container %d: exit %d", i, code)
+		}
+		for _, p := range []string{
+			filepath.Join(b.rootfs, "usr/local/share/ca-certificates"),
+			filepath.Join(b.rootfs, "usr/local/share/ca-certificates/cainjekt.crt"),
+			filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt"),
+			filepath.Join(b.staging, stagedBundle),
+			filepath.Join(b.staging, stagedImageTrust),
+		} {
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil || st.Uid != base || st.Gid != base {
+				t.Errorf("container %d: %s owned by %d:%d (%v), want its root, %d", i, p, st.Uid, st.Gid, err, base)
+			}
+		}
 	}
 }

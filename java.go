@@ -51,17 +51,17 @@ func javaStores(in *injection) ([]string, error) {
 }
 
 // mergeJavaStore adds the certificates of ours a truststore lacks.
-func mergeJavaStore(data []byte, ours *caBundle) ([]byte, int, error) {
+func mergeJavaStore(data []byte, ours *caBundle) ([][]byte, int, error) {
 	store, err := parseJavaStore(data)
 	if err != nil {
 		return nil, 0, err
 	}
 	added := store.add(ours)
 	if added == 0 {
-		return data, 0, nil
+		return nil, 0, nil
 	}
 	merged, err := store.marshal()
-	return merged, added, err
+	return [][]byte{merged}, added, err
 }
 
 // javaFallback gives the JVMs whose store could not be merged the
@@ -71,9 +71,13 @@ func javaFallback(in *injection, changes []fileChange, res *langResult) error {
 	if !hasAction(changes, actionFallback) {
 		return nil
 	}
-	store, err := fallbackStore(in.trust)
+	trust, err := in.stagedTrust()
+	var store []byte
 	if err == nil {
-		err = in.stage(stagedJavaStore, store, in.trustAttrs)
+		store, err = fallbackStore(trust)
+	}
+	if err == nil && !in.dryRun {
+		err = in.staging.writeFileAs(stagedJavaStore, in.trustAttrs, store)
 	}
 	if err != nil {
 		return fmt.Errorf("write JVM fallback truststore: %w", err)

@@ -14,20 +14,23 @@ import (
 
 var version = "dev"
 
-func main() {
-	if len(os.Args) < 2 {
+func main() { os.Exit(run(os.Args[1:])) }
+
+// run is the binary's command line; it returns the exit code.
+func run(args []string) int {
+	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "usage: cainjekt-hook hook|wrap|version")
-		os.Exit(2)
+		return 2
 	}
-	switch os.Args[1] {
+	switch args[0] {
 	case "hook":
-		os.Exit(runHook(os.Args[2:], os.Stdin, os.Stderr))
+		return runHook(args[1:], os.Stdin, os.Stderr)
 	case "wrap":
-		os.Exit(runWrapper(os.Args[2:], os.Stderr))
+		return runWrapper(args[1:], os.Stderr)
 	case "version", "--version":
 		fmt.Println("cainjekt-hook", version)
-		return
+		return 0
 	}
-	fmt.Fprintf(os.Stderr, "cainjekt-hook: unknown command %q\n", os.Args[1])
-	os.Exit(2)
+	fmt.Fprintf(os.Stderr, "cainjekt-hook: unknown command %q\n", args[0])
+	return 2
 }

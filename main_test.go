@@ -68,3 +68,17 @@ func TestUnknownCommand(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 }
+
+// requireTool finds a tool a test runs, or skips the test; make unit,
+// which installs every tool, fails instead.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CAINJEKT_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s not installed (make deps installs it)", name)
+		}
+		t.Skipf("%s not installed (make deps installs it)", name)
+	}
+	return p
+}

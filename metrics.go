@@ -38,10 +38,6 @@ var errorStages = []string{stageBundle, stageStaging, stageHook, stageCleanup, s
 // having reported anything: it never ran, or was killed.
 const hookResultMissing = "missing"
 
-// cacheOff counts the hook runs without an image cache: the runtime named
-// no image.
-const cacheOff = "off"
-
 // counterVec is a counter with one label whose values are known up front,
 // so every series exists from the start and rates never see a gap.
 type counterVec struct {
@@ -63,15 +59,6 @@ func (c *counterVec) inc(value string) {
 		}
 	}
 	panic(fmt.Sprintf("metrics: %q is not a declared %s", value, c.label))
-}
-
-func (c *counterVec) get(value string) uint64 {
-	for i, v := range c.values {
-		if v == value {
-			return c.counts[i].Load()
-		}
-	}
-	return 0
 }
 
 // hookDurationBuckets are the upper bounds, in seconds, of the hook
@@ -114,7 +101,6 @@ type metrics struct {
 	cleanups           *counterVec
 	annotationWarnings *counterVec
 	namespaceLookups   *counterVec
-	imageCache         *counterVec
 	wrapperless        atomic.Uint64
 	nriConnected       atomic.Bool
 	nriRegistrations   atomic.Uint64
@@ -132,7 +118,6 @@ func newMetrics(active, outdated func() int, bundles func() []bundleSnapshot) *m
 		cleanups:           newCounterVec("reason", cleanupRemoved, cleanupOrphan),
 		annotationWarnings: newCounterVec("kind", annotationWarningKinds...),
 		namespaceLookups:   newCounterVec("result", lookupResults...),
-		imageCache:         newCounterVec("result", cacheHit, cacheMiss, cachePod, cacheOff),
 		activeContainers:   active,
 		outdated:           outdated,
 		bundles:            bundles,
@@ -151,7 +136,6 @@ func (m *metrics) write(w io.Writer) {
 	e.vec("cainjekt_namespace_lookups_total", "Namespace lookups at the API server, by result.", m.namespaceLookups)
 	e.vec("cainjekt_hook_runs_total", "OCI hook outcomes of injected containers, by result.", m.hookRuns)
 	e.histogram("cainjekt_hook_duration_seconds", "Wall time of the OCI hook, as the hook reports it.", m.hookDuration)
-	e.vec("cainjekt_image_cache_total", "Successful hooks by what the image cache did: hit (replayed an entry), miss (injected in full, saved an entry), off (the runtime named no image).", m.imageCache)
 	e.single("cainjekt_wrapperless_starts_total", "counter", "Injected containers started without the wrapper: earlier containers of their image, CA set and variables needed none.", float64(m.wrapperless.Load()))
 	e.vec("cainjekt_staging_cleanups_total", "Staging directories removed, by reason.", m.cleanups)
 	m.writeBundles(e)

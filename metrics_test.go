@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 import (
@@ -5,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,17 +15,6 @@ import (
 
 // requireTool finds a tool the tests need. `make test` installs them and sets
 // CAINJEKT_REQUIRE_TOOLS=1, so there a missing tool fails instead of skipping.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CAINJEKT_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not installed (make deps installs it)", name)
-		}
-		t.Skipf("%s not installed (make deps installs it)", name)
-	}
-	return p
-}
 
 func busyMetrics(t testing.TB) *metrics {
 	cert, _, _ := parseCABundle(readTestdata(t, "certs/corp-root.pem"))
@@ -184,4 +174,14 @@ func TestHTTPServerRefusesWhatIsNotAGet(t *testing.T) {
 	if took := time.Since(began); took > httpTimeout+time.Second {
 		t.Errorf("an idle client was cut off after %s, want %s", took, httpTimeout)
 	}
+}
+
+// get is the count of one value.
+func (c *counterVec) get(value string) uint64 {
+	for i, v := range c.values {
+		if v == value {
+			return c.counts[i].Load()
+		}
+	}
+	return 0
 }

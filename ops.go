@@ -292,43 +292,48 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	if set != nil {
 		in.ours, in.prefill = set.ours, set.noTrust
 	}
-	fam, store := inspectDetection(in, stdout)
+	fam := inspectDetection(in, stdout)
 	if set == nil {
 		return 0
 	}
-	return inspectChanges(in, fam, store, stdout)
+	return inspectChanges(in, fam, stdout)
 }
 
-// inspectDetection prints what the hook finds in the image.
-func inspectDetection(in *injection, stdout io.Writer) (distroFamily, *imageStore) {
-	rel, fam, store, detectErr := in.detect()
+// inspectDetection prints what the hook finds in the image: its
+// distribution, its bundles and the trust files of each runtime.
+func inspectDetection(in *injection, stdout io.Writer) distroFamily {
+	rel, fam, detectErr := detectDistro(in.root)
 	fmt.Fprintf(stdout, "distribution: %q (id %q, id_like %v), family %s (processor %s)\n", rel.PrettyName, rel.ID, rel.IDLike, fam.name, fam.processor())
 	if detectErr != nil {
 		fmt.Fprintf(stdout, "os-release: %v\n", detectErr)
 	}
-	for _, b := range store.bundles {
-		fmt.Fprintf(stdout, "trust store: %s (%s): %d certificates\n", b.path, b.canon, countCerts(b.data))
+	for _, p := range uniqueFiles(in.root, bundleCandidates(fam)) {
+		data, _, err := in.root.readFile(p, maxBundleSize)
+		if err != nil {
+			fmt.Fprintf(stdout, "trust store: %s: %v\n", p, err)
+			continue
+		}
+		fmt.Fprintf(stdout, "trust store: %s: %d certificates\n", p, countCerts(data))
 	}
-	for _, search := range []struct {
-		what string
-		find func(*injection) ([]string, error)
-	}{{"python certifi bundle", certifiBundles}, {"JVM truststore", javaStores}} {
-		files, err := search.find(in)
+	for _, rt := range runtimes {
+		if rt.find == nil {
+			continue
+		}
+		files, err := rt.find(in)
 		for _, p := range files {
-			fmt.Fprintf(stdout, "%s: %s\n", search.what, p)
+			fmt.Fprintf(stdout, "%s trust file: %s\n", rt.processor, p)
 		}
 		if err != nil {
-			fmt.Fprintf(stdout, "%s search: %v\n", search.what, err)
+			fmt.Fprintf(stdout, "%s search: %v\n", rt.processor, err)
 		}
 	}
-	return fam, store
+	return fam
 }
 
 // inspectChanges runs the hook's writers in a dry run and prints what they
 // would change.
-func inspectChanges(in *injection, fam distroFamily, store *imageStore, stdout io.Writer) int {
-	in.stageTrust(store)
-	changes, osErr := store.write(in, fam)
+func inspectChanges(in *injection, fam distroFamily, stdout io.Writer) int {
+	changes, _, osErr := in.osStore(fam, true)
 	lang, langErr := in.injectLanguages()
 	for _, c := range append(changes, lang.changes...) {
 		line := fmt.Sprintf("would %s %s", verbOf(c.Action), c.Path)

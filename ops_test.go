@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 import (
@@ -45,7 +47,7 @@ func TestInspectChangesNothing(t *testing.T) {
 	}
 	for _, want := range []string{
 		`family alpine (processor os-alpine)`,
-		"trust store: /etc/ssl/certs/ca-certificates.crt (/etc/ssl/certs/ca-certificates.crt): 3 certificates",
+		"trust store: /etc/ssl/certs/ca-certificates.crt: 3 certificates",
 		"would merge into /etc/ssl/certs/ca-certificates.crt: +1 certificates",
 		"would add anchor /usr/local/share/ca-certificates/cainjekt.crt: +1 certificates",
 	} {

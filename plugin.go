@@ -14,8 +14,9 @@ package main
 // an NRI answer, not /readyz or /metrics.
 
 import (
-	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -70,7 +71,6 @@ type injectedContainer struct {
 	// runtime stores hold it until it restarts. stagedSHA names the bundle
 	// its staged files hold, which rotations refresh.
 	injectedSHA, stagedSHA string
-	imageTrustBytes        int    // from the hook's status, for refresh
 	entry                  string // its image entry (imageEntry), "" if unknown
 }
 
@@ -376,14 +376,12 @@ func (p *plugin) adopt(id string) *injectedContainer {
 // fromStatus is what a hook's status says of its container.
 func fromStatus(st *hookStatus) injectedContainer {
 	return injectedContainer{namespace: st.Namespace, pod: st.Pod, container: st.Container, bundle: st.Bundle,
-		injectedSHA: st.CABundle, stagedSHA: st.CABundle, imageTrustBytes: st.ImageTrustBytes}
+		injectedSHA: st.CABundle, stagedSHA: st.CABundle}
 }
 
-// learn takes what the hook reported of the container: how much of
-// bundle.pem is the image's and, for a container the plugin adopted, the
-// rest of what the plugin knew when it created it.
+// learn takes what the hook reported of a container the plugin adopted
+// without knowing it: what the plugin knew when it created it.
 func (c *injectedContainer) learn(reported injectedContainer) {
-	c.imageTrustBytes = reported.imageTrustBytes
 	if c.injectedSHA == "" {
 		c.namespace, c.pod, c.container, c.bundle = reported.namespace, reported.pod, reported.container, reported.bundle
 		c.injectedSHA, c.stagedSHA = reported.injectedSHA, reported.stagedSHA
@@ -488,7 +486,6 @@ func (p *plugin) adjustment(a adjusting) *api.ContainerAdjustment {
 			failPolicy:    p.cfg.failPolicy,
 			processors:    a.processors,
 			bundle:        a.bundle,
-			image:         imageID(a.ctr),
 			timeout:       p.cfg.hookTimeout,
 			logLevel:      p.cfg.logLevel,
 		}),
@@ -510,11 +507,13 @@ func (p *plugin) adjustment(a adjusting) *api.ContainerAdjustment {
 
 // imageEntry names what the plugin learns of the injections of a
 // container's image, with the CA set, processors and trust variables it
-// gets: the image cache's entry its hook will use (cache.go), "" where the
-// runtime does not name the image. The worker learns from each hook's
-// report whether its container needed the wrapper (the JVM fallback store,
-// or a failure to report in the container's log); the next containers of
-// the entry go without it when none did.
+// gets, "" where the runtime does not name the image: the image's config
+// digest, which names its content, and everything else the hook reads but
+// the pod's volumes (a hook that read one says so, and is not learnt
+// from). The worker learns from each hook's report whether its container
+// needed the wrapper (the JVM fallback store, or a failure to report in the
+// container's log); the next containers of the entry go without it when
+// none did.
 func imageEntry(ctr *api.Container, set *trustSet, processors []string, vars []trustVar) string {
 	id := imageID(ctr)
 	if id == "" {
@@ -524,7 +523,12 @@ func imageEntry(ctr *api.Container, set *trustSet, processors []string, vars []t
 	for _, v := range vars {
 		env = append(env, v.name+"="+v.value)
 	}
-	return cacheEntry(id, set.sha, set.noTrust, processors, injectionEnv(env))
+	h := sha256.New()
+	field := func(v string) { fmt.Fprintf(h, "%d:%s\n", len(v), v) }
+	for _, f := range append([]string{version, id, set.sha, string(set.noTrust), strings.Join(processors, ",")}, injectionEnv(env)...) {
+		field(f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // maxLearned bounds what the plugin remembers of image entries.
@@ -533,7 +537,7 @@ const maxLearned = 4096
 // learnWrapper remembers whether a container of an image entry needed the
 // wrapper; one that did makes every later container of the entry get it.
 func (p *plugin) learnWrapper(entry string, st *hookStatus) {
-	if entry == "" || st != nil && st.Cache == cachePod {
+	if entry == "" || st != nil && st.Mounted {
 		return // an injection of the pod's own volumes says nothing of the image's
 	}
 	needed := st == nil || st.Result != hookResultOK || len(st.Wrapper.Env)+len(st.Wrapper.Append) > 0
@@ -548,10 +552,11 @@ func (p *plugin) learnWrapper(entry string, st *hookStatus) {
 }
 
 // imageID is the container's image as its config digest, which the
-// runtime gives (containerd 2.x) and which names the image's content: the
-// image cache's key (cache.go). "" where the runtime gives none.
+// runtime gives (containerd 2.x) and which names the image's content; ""
+// where the runtime gives none.
 func imageID(ctr *api.Container) string {
-	if id := ctr.GetImage().GetConfigDigest(); validImageID(id) {
+	id := ctr.GetImage().GetConfigDigest()
+	if hexPart, ok := strings.CutPrefix(id, "sha256:"); ok && len(hexPart) == 64 && isHex(hexPart) {
 		return id
 	}
 	return ""
@@ -604,14 +609,6 @@ func (p *plugin) noteIfActive(id string, w work) {
 // of its bundle than the current one. It runs in the worker.
 func (p *plugin) refreshStaged() {
 	p.bundles.refresh()
-	var current []string
-	for _, src := range p.bundles.sources() {
-		current = append(current, src.currentSHA())
-	}
-	if err := p.stager.pruneCache(current, time.Now()); err != nil {
-		p.metrics.errors.inc(stageCleanup)
-		p.log.Error("prune the image cache", "error", err)
-	}
 	p.mu.Lock()
 	ids := make([]string, 0, len(p.active))
 	for id := range p.active {
@@ -645,7 +642,7 @@ func (p *plugin) refreshOne(id string, c injectedContainer) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
 	defer cancel()
-	if err := p.stager.refresh(ctx, id, set, c.imageTrustBytes); err != nil {
+	if err := p.stager.refresh(ctx, id, set); err != nil {
 		p.metrics.errors.inc(stageStaging)
 		p.log.Error("refresh staged trust files", "namespace", c.namespace, "pod", c.pod, "container", c.container, "container_id", id, "error", err)
 		return false
@@ -672,7 +669,6 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) *hookStatus 
 		return nil
 	case st.Result == hookResultOK:
 		p.metrics.hookRuns.inc(hookResultOK)
-		p.metrics.imageCache.inc(cmp.Or(st.Cache, cacheOff))
 		log.Info("hook injected", "family", st.Family, "os_id", st.OSRelease.ID, "files", len(st.Files)+st.FilesOmitted, "duration_ms", st.DurationMS)
 	default:
 		if st.Result != hookResultTimeout {
@@ -720,9 +716,6 @@ func hookArgs(o hookOptions) []string {
 		"--bundle", o.bundle,
 		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
 		"--log-level", strings.ToLower(o.logLevel.String()),
-	}
-	if o.image != "" {
-		args = append(args, "--image", o.image)
 	}
 	return args
 }

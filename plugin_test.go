@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 import (
@@ -231,12 +233,13 @@ func TestRotationRefreshesRunningContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	staging := filepath.Join(p.cfg.dynamicCARoot, testID)
-	// What the hook leaves: bundle.pem made of the image's trust and ours,
-	// and its status saying how much of it is the image's.
+	// What the hook leaves: the image's trust, bundle.pem made of it and
+	// ours, and its status.
 	image := publicBundle(t)
 	merged, _ := mergeBundle(image, p.bundles.def.good.ours)
+	os.WriteFile(filepath.Join(staging, stagedImageTrust), image, 0o644)
 	os.WriteFile(filepath.Join(staging, stagedBundle), merged, 0o644)
-	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(fmt.Sprintf(`{"result":"ok","image_trust_bytes":%d}`, len(image))), 0o644)
+	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(`{"result":"ok"}`), 0o644)
 	p.PostStartContainer(ctx, nil, container(testID, "app"))
 	p.drain()
 	if n := p.outdatedCount(); n != 0 {
@@ -334,8 +337,9 @@ func TestHostileRefreshDoesNotStallThePlugin(t *testing.T) {
 		}
 		staging := filepath.Join(p.cfg.dynamicCARoot, id)
 		merged, _ := mergeBundle(hostile, old.ours)
+		os.WriteFile(filepath.Join(staging, stagedImageTrust), hostile, 0o644)
 		os.WriteFile(filepath.Join(staging, stagedBundle), merged, 0o644)
-		os.WriteFile(filepath.Join(staging, stagedStatus), []byte(fmt.Sprintf(`{"result":"ok","image_trust_bytes":%d}`, len(hostile))), 0o644)
+		os.WriteFile(filepath.Join(staging, stagedStatus), []byte(`{"result":"ok"}`), 0o644)
 		p.PostStartContainer(ctx, nil, container(id, "app"))
 	}
 	p.drain()
@@ -414,10 +418,10 @@ func TestWrapperOnlyWhereNeeded(t *testing.T) {
 		p.drain()
 		return adj
 	}
-	plain, java := testImage, strings.Replace(testImage, "1", "2", -1)
+	plain, java := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
 	ok, fallback := `{"result":"ok"}`, `{"result":"ok","wrapper":{"append":{"JAVA_TOOL_OPTIONS":"-D"}}}`
 	// A container whose volumes made its injection its own teaches nothing.
-	start(7, withImage(hexID(7), plain), `{"result":"ok","cache":"pod"}`)
+	start(7, withImage(hexID(7), plain), `{"result":"ok","mounted":true}`)
 	if !wrapped(start(0, withImage(hexID(0), plain), ok)) {
 		t.Error("the first container of an image must get the wrapper (learnt from the pod's own injection?)")
 	}
@@ -449,11 +453,51 @@ func TestRotationBetweenCreateAndStart(t *testing.T) {
 	os.Rename(caFile+".new", caFile)
 	p.bundles.refresh()
 	staging := filepath.Join(p.cfg.dynamicCARoot, testID)
-	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(`{"result":"ok","image_trust_bytes":0}`), 0o644)
+	os.WriteFile(filepath.Join(staging, stagedStatus), []byte(`{"result":"ok"}`), 0o644)
 	p.PostStartContainer(ctx, nil, container(testID, "app"))
 	p.drain()
 	second, _, _ := parseCABundle(readTestdata(t, "certs/corp-second.pem"))
 	if ca, _ := os.ReadFile(filepath.Join(staging, stagedCA)); string(ca) != string(second.pem) {
 		t.Error("the staged CAs of a container started after a rotation are not the new ones")
+	}
+}
+
+// A rotation rebuilds bundle.pem from the container's own trust where its
+// hook staged it, whatever became of the hook's status: with status.json
+// gone (an image once made it too large to write), the rebuilt bundle.pem
+// still holds every root the image trusted, and the new CA.
+func TestRotationKeepsTheContainersTrustWithoutItsStatus(t *testing.T) {
+	p, caFile := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	ctx := context.Background()
+	ctr := container(testID, "app")
+	adj, _, err := p.CreateContainer(ctx, optedIn(nil), ctr)
+	if err != nil || adj == nil {
+		t.Fatal("not injected", err)
+	}
+	// The hook, as runc runs it with the arguments the plugin gave it.
+	bed := &hookBed{id: testID, bundle: t.TempDir()}
+	bed.rootfs = filepath.Join(bed.bundle, "rootfs")
+	if err := os.Rename(copyTree(t, "testdata/rootfs/debian"), bed.rootfs); err != nil {
+		t.Fatal(err)
+	}
+	bed.writeSpec(t)
+	imageBundle := bed.read(t, filepath.Join(bed.rootfs, "etc/ssl/certs/ca-certificates.crt"))
+	if code := runHook(adj.GetHooks().GetCreateRuntime()[0].Args[2:], bytes.NewReader(bed.state()), io.Discard); code != 0 {
+		t.Fatalf("hook exit %d", code)
+	}
+	staging := filepath.Join(p.cfg.dynamicCARoot, testID)
+	if err := os.Remove(filepath.Join(staging, stagedStatus)); err != nil {
+		t.Fatal(err)
+	}
+	p.PostStartContainer(ctx, nil, ctr)
+	p.drain()
+
+	os.WriteFile(caFile+".new", readTestdata(t, "certs/corp-second.pem"), 0o644)
+	os.Rename(caFile+".new", caFile)
+	p.refreshStaged()
+	second, _ := p.bundles.get("")
+	bundle, _ := os.ReadFile(filepath.Join(staging, stagedBundle))
+	if want, _ := mergeBundle(imageBundle, second.ours); !bytes.Equal(bundle, want) {
+		t.Errorf("bundle.pem after the rotation holds %d certificates, not the image's %d and the new CA", countCerts(bundle), countCerts(imageBundle))
 	}
 }

@@ -32,7 +32,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,17 +76,6 @@ type safeDir struct {
 
 // fileOwner is a user and a group; -1 for either: the caller's.
 type fileOwner struct{ uid, gid int }
-
-// orCaller is o with the caller's user and group for -1.
-func (o fileOwner) orCaller() fileOwner {
-	if o.uid < 0 {
-		o.uid = euid
-	}
-	if o.gid < 0 {
-		o.gid = egid
-	}
-	return o
-}
 
 // chownNeeded says whether what the caller creates needs a chown to get o.
 func (o fileOwner) chownNeeded() bool {
@@ -208,17 +196,12 @@ func (d *safeDir) canonical(p string) (string, error) {
 	// first would take the parent of a symlink, where the kernel takes the
 	// parent of its target.
 	if !slices.Contains(strings.Split(p, "/"), "..") {
-		fd, err := d.open(clean, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
-		switch {
-		case errors.Is(err, unix.ENOENT):
-			return clean, nil
-		case err == nil:
-			var st unix.Stat_t
-			ferr := unix.Fstat(fd, &st)
+		fd, st, err := d.openStat(clean, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
+		if err == nil {
 			unix.Close(fd)
-			if ferr == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK {
-				return clean, nil
-			}
+		}
+		if errors.Is(err, unix.ENOENT) || err == nil && st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return clean, nil
 		}
 	}
 	resolved, todo := "/", p
@@ -258,15 +241,11 @@ func (d *safeDir) canonical(p string) (string, error) {
 // readlinkIfSymlink reports whether p (whose parent contains no symlinks) is
 // a symlink, and its target if so.
 func (d *safeDir) readlinkIfSymlink(p string) (string, bool, error) {
-	fd, err := d.open(p, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
+	fd, st, err := d.openStat(p, unix.O_PATH|unix.O_NOFOLLOW, unix.RESOLVE_NO_SYMLINKS)
 	if err != nil {
 		return "", false, err
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return "", false, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
-	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
 		return "", false, nil
 	}
@@ -278,32 +257,39 @@ func (d *safeDir) readlinkIfSymlink(p string) (string, bool, error) {
 	return string(buf[:n]), true, nil
 }
 
+// openStat opens p as open does, and describes what it opened.
+func (d *safeDir) openStat(p string, flags int, extra uint64) (int, *unix.Stat_t, error) {
+	fd, err := d.open(p, flags, extra)
+	if err != nil {
+		return -1, nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, nil, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
+	}
+	return fd, &st, nil
+}
+
 // fileInfo is what the safe operations report about a file.
 type fileInfo struct {
 	mode     uint32 // permission bits
 	uid, gid uint32
 	size     int64
-	dev, ino uint64
-	mtime    time.Time
 }
 
 func infoOf(st *unix.Stat_t) fileInfo {
-	return fileInfo{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid, size: st.Size, dev: st.Dev, ino: st.Ino,
-		mtime: time.Unix(st.Mtim.Unix())}
+	return fileInfo{mode: st.Mode & 0o7777, uid: st.Uid, gid: st.Gid, size: st.Size}
 }
 
 // stat describes the file at p, following symlinks inside the tree.
 func (d *safeDir) stat(p string) (fileInfo, uint32, error) {
-	fd, err := d.open(p, unix.O_PATH, 0)
+	fd, st, err := d.openStat(p, unix.O_PATH, 0)
 	if err != nil {
 		return fileInfo{}, 0, err
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fileInfo{}, 0, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
-	}
-	return infoOf(&st), st.Mode & unix.S_IFMT, nil
+	unix.Close(fd)
+	return infoOf(st), st.Mode & unix.S_IFMT, nil
 }
 
 // openFile opens the regular file at p for reading, following symlinks
@@ -312,16 +298,12 @@ func (d *safeDir) stat(p string) (fileInfo, uint32, error) {
 // type and size, and only then opens that very inode for reading through
 // /proc/self/fd. Below an image, the size must fit in the budget left.
 func (d *safeDir) openFile(p string, limit int64) (*os.File, fileInfo, error) {
-	pathFD, err := d.open(p, unix.O_PATH, 0)
+	pathFD, st, err := d.openStat(p, unix.O_PATH, 0)
 	if err != nil {
 		return nil, fileInfo{}, err
 	}
 	defer unix.Close(pathFD)
-	var st unix.Stat_t
-	if err := unix.Fstat(pathFD, &st); err != nil {
-		return nil, fileInfo{}, &os.PathError{Op: "stat", Path: d.show(p), Err: err}
-	}
-	info := infoOf(&st)
+	info := infoOf(st)
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: errNotRegular}
@@ -341,6 +323,12 @@ func (d *safeDir) openFile(p string, limit int64) (*os.File, fileInfo, error) {
 // readFile reads the regular file at p, following symlinks inside the tree,
 // and fails if it is larger than limit bytes (see openFile).
 func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
+	return d.readFileInto(nil, p, limit)
+}
+
+// readFileInto is readFile into buf, grown if it is too small: one buffer
+// of the size fstat gave, and room to see the file grew or reach its end.
+func (d *safeDir) readFileInto(buf []byte, p string, limit int64) ([]byte, fileInfo, error) {
 	f, info, err := d.openFile(p, limit)
 	if err != nil {
 		return nil, info, err
@@ -349,12 +337,12 @@ func (d *safeDir) readFile(p string, limit int64) ([]byte, fileInfo, error) {
 	if d.budget != nil {
 		limit = min(limit, d.budget.bytes)
 	}
-	// One buffer of the size fstat gave, and room to see the file grew or
-	// reach its end: growing a buffer as io.ReadAll does costs more than
-	// reading, in a process whose every allocation is a fresh page.
-	buf := bytes.NewBuffer(make([]byte, 0, info.size+bytes.MinRead))
-	_, err = buf.ReadFrom(io.LimitReader(f, limit+1))
-	data := buf.Bytes()
+	if need := int(info.size) + bytes.MinRead; cap(buf) < need {
+		buf = make([]byte, 0, need)
+	}
+	b := bytes.NewBuffer(buf[:0])
+	_, err = b.ReadFrom(io.LimitReader(f, limit+1))
+	data := b.Bytes()
 	if err != nil {
 		return nil, info, &os.PathError{Op: "read", Path: d.show(p), Err: err}
 	}
@@ -387,37 +375,20 @@ func attrsOf(info fileInfo, perm uint32) fileAttrs {
 // regular file. Missing parent directories are an error. It returns the
 // canonical path it wrote.
 func (d *safeDir) writeFile(p string, data []byte, perm uint32) (string, error) {
-	return d.write(p, body{data: data}, perm, nil)
+	return d.write(p, perm, nil, data)
 }
 
-// writeFileFrom is writeFile with the content of from, a file of ours,
-// which the kernel copies: nothing of it passes through this process. canon
-// is a canonical path, as writeFile returned it, and is not resolved again:
-// a component that became a symlink since makes the write fail.
-func (d *safeDir) writeFileFrom(canon string, from *os.File, perm uint32) error {
-	_, err := d.write(canon, body{from: from, canonical: true}, perm, nil)
+// writeFileAs atomically replaces the file at p with content, the parts
+// one after another, with exactly attrs whatever the file had.
+func (d *safeDir) writeFileAs(p string, attrs fileAttrs, content ...[]byte) error {
+	_, err := d.write(p, 0, &attrs, content...)
 	return err
 }
 
-// writeFileAs atomically replaces the file at p with data, with exactly
-// attrs whatever the file had.
-func (d *safeDir) writeFileAs(p string, data []byte, attrs fileAttrs) error {
-	_, err := d.write(p, body{data: data}, 0, &attrs)
-	return err
-}
-
-// body is what a write puts in a file: data, or the content of a file.
-type body struct {
-	data      []byte
-	from      *os.File
-	canonical bool // the path is canonical already
-}
-
-func (d *safeDir) write(p string, content body, perm uint32, attrs *fileAttrs) (string, error) {
-	canon, err := path.Clean("/"+p), error(nil)
-	if !content.canonical {
-		canon, err = d.canonical(p)
-	}
+// write is writeFile of content, the parts one after another, with attrs
+// if given.
+func (d *safeDir) write(p string, perm uint32, attrs *fileAttrs, content ...[]byte) (string, error) {
+	canon, err := d.canonical(p)
 	if err != nil {
 		return "", err
 	}
@@ -486,21 +457,17 @@ type tempFile struct {
 	xattrs []xattr
 }
 
-// fill writes data, sets owner, mode and extended attributes, then closes
-// fd. Ownership is set before the mode so that setuid/setgid bits are not
-// cleared by chown, and extended attributes last, as chown clears
+// fill writes content, sets owner, mode and extended attributes, then
+// closes fd. Ownership is set before the mode so that setuid/setgid bits
+// are not cleared by chown, and extended attributes last, as chown clears
 // security.capability.
-func (t tempFile) fill(fd int, content body) error {
+func (t tempFile) fill(fd int, content [][]byte) error {
 	f := os.NewFile(uintptr(fd), "temp")
 	defer f.Close()
-	var err error
-	if content.from != nil {
-		err = sendFile(fd, content.from)
-	} else {
-		_, err = f.Write(content.data)
-	}
-	if err != nil {
-		return err
+	for _, part := range content {
+		if _, err := f.Write(part); err != nil {
+			return err
+		}
 	}
 	if (fileOwner{t.attrs.uid, t.attrs.gid}).chownNeeded() {
 		if err := unix.Fchown(fd, t.attrs.uid, t.attrs.gid); err != nil {
@@ -516,30 +483,6 @@ func (t tempFile) fill(fd int, content body) error {
 		}
 	}
 	return f.Close()
-}
-
-// sendFile copies all of from to fd in the kernel, with sendfile(2): unlike
-// copy_file_range it copies between filesystems (the image cache, on tmpfs,
-// to a container's upper directory).
-func sendFile(fd int, from *os.File) error {
-	raw, err := from.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var copyErr error
-	err = raw.Control(func(src uintptr) {
-		for {
-			n, err := unix.Sendfile(fd, int(src), nil, 1<<30)
-			if err == unix.EINTR || err == unix.EAGAIN {
-				continue
-			}
-			if n == 0 || err != nil {
-				copyErr = err
-				return
-			}
-		}
-	})
-	return errors.Join(err, copyErr)
 }
 
 // The owner a new file gets: no chown is needed to give it that one.
@@ -676,79 +619,4 @@ func (d *safeDir) readDir(p string, keep func(string) bool, max int) ([]string, 
 			names = append(names, name)
 		}
 	}
-}
-
-// mkdir creates the single directory p (its parent must exist) with exactly
-// perm, whatever the umask. An existing directory is left as it is.
-func (d *safeDir) mkdir(p string, perm uint32) error {
-	dir, base := path.Split(path.Clean("/" + p))
-	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(parent)
-	if err := unix.Mkdirat(parent, base, perm); err != nil {
-		if err == unix.EEXIST {
-			return nil
-		}
-		return &os.PathError{Op: "mkdir", Path: d.show(p), Err: err}
-	}
-	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	if err := unix.Fchmod(fd, perm); err != nil {
-		return &os.PathError{Op: "chmod", Path: d.show(p), Err: err}
-	}
-	return nil
-}
-
-// removeAll removes p and everything below it without following any symlink:
-// each level is opened relative to its parent with O_NOFOLLOW, so swapping a
-// directory for a symlink mid-way makes removal fail, not wander.
-func (d *safeDir) removeAll(p string) error {
-	dir, base := path.Split(path.Clean("/" + p))
-	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(parent)
-	if err := removeEntry(parent, base, 0); err != nil && err != unix.ENOENT {
-		return &os.PathError{Op: "remove", Path: d.show(p), Err: err}
-	}
-	return nil
-}
-
-// maxRemoveDepth bounds recursion in removeEntry; cainjekt's trees are two
-// levels deep, anything deeper was not made by us.
-const maxRemoveDepth = 8
-
-func removeEntry(parent int, name string, depth int) error {
-	err := unix.Unlinkat(parent, name, 0)
-	if err != unix.EISDIR && err != unix.EPERM {
-		return err
-	}
-	if depth >= maxRemoveDepth {
-		return unix.ELOOP
-	}
-	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	f := os.NewFile(uintptr(fd), name)
-	names, err := f.Readdirnames(-1)
-	if err == nil {
-		for _, child := range names {
-			if err = removeEntry(fd, child, depth+1); err != nil && err != unix.ENOENT {
-				break
-			}
-			err = nil
-		}
-	}
-	f.Close()
-	if err != nil {
-		return err
-	}
-	return unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 }

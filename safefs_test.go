@@ -252,14 +252,6 @@ func TestOwnDirFollowsNoSymlink(t *testing.T) {
 	if _, _, err := own.readFile("file", 100); !errors.Is(err, unix.ELOOP) {
 		t.Errorf("read through a symlink: %v, want ELOOP", err)
 	}
-	// removeAll of a tree holding a symlink to the host removes the link only.
-	writeTree(t, dir, map[string]string{"sub/hostlink": "->" + filepath.Dir(host)})
-	if err := own.removeAll("sub"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Lstat(filepath.Join(dir, "sub")); !os.IsNotExist(err) {
-		t.Errorf("sub still there: %v", err)
-	}
 }
 
 func TestMkdirAllFollowsInRootSymlinks(t *testing.T) {
@@ -335,7 +327,7 @@ func TestWriteFileAsSetsItsAttributes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer own.Close()
-	if err := own.writeFileAs("f", []byte("new"), fileAttrs{mode: 0o640, uid: 0, gid: 4242}); err != nil {
+	if err := own.writeFileAs("f", fileAttrs{mode: 0o640, uid: 0, gid: 4242}, []byte("new")); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(p)

@@ -3,30 +3,35 @@ package main
 // Per-container staging on the host.
 //
 // Under the dynamic CA root (0700, root: no other host user may look in),
-// each injected container has a directory named by its container ID:
+// each injected container has a directory named by its container ID, and
+// nothing is shared between containers:
 //
-//	<root>/<id>/              0755  bind-mounted read-only at /etc/cainjekt
-//	<root>/<id>/ca.pem        0644  the injected CAs (for additive variables)
-//	<root>/<id>/bundle.pem    0644  the bundle for replacing variables: filled by
-//	                                the plugin, rewritten by the hook with the
-//	                                image's trust merged with ours
-//	<root>/<id>/java-cacerts.jks    the JVM fallback store, only when the hook
-//	                                could not merge a JVM's own cacerts
-//	<root>/<id>/status.json   0644  what the hook found and did, and what it
-//	                                leaves for the wrapper (at most 64 KiB)
+//	<root>/<id>/                 0755  bind-mounted read-only at /etc/cainjekt
+//	<root>/<id>/ca.pem           0644  the injected CAs (for additive variables)
+//	<root>/<id>/bundle.pem       0644  the bundle for replacing variables: filled by
+//	                                   the plugin, rewritten by the hook with the
+//	                                   container's own trust merged with ours
+//	<root>/<id>/image-trust.pem        the container's own trust as the hook found it
+//	                                   (the image's bundle, or the pod's volume over
+//	                                   it): what bundle.pem is rebuilt from when the
+//	                                   CAs rotate. Absent: it had none
+//	<root>/<id>/java-cacerts.jks       the JVM fallback store, only when the hook
+//	                                   could not merge a JVM's own cacerts
+//	<root>/<id>/status.json      0644  what the hook found and did, and what it
+//	                                   leaves for the wrapper (at most 64 KiB)
 //
 // The per-container directory is 0755 and its files 0644 because it is what
 // the container sees, and its processes need not run as root. Nothing secret
 // is ever staged: the plugin drops every non-certificate block first. The
-// files that hold the image's trust (bundle.pem once the hook wrote it, the
-// JVM fallback store) take the owner and, at most, the mode of the image's
-// bundle: a trust store the image keeps from some users stays kept.
+// files that hold the container's own trust (image-trust.pem, bundle.pem once
+// the hook wrote it, the JVM fallback store) take the owner and, at most, the
+// access of its bundle, directories above it included: a trust store the
+// image or a volume keeps from some users stays kept.
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"path"
 	"strings"
 	"time"
 	"unicode"
@@ -45,11 +50,12 @@ const (
 
 // Files in a container's staging directory.
 const (
-	stagedCA        = "ca.pem"
-	stagedBundle    = "bundle.pem"
-	stagedStatus    = "status.json"
-	stagedJavaStore = "java-cacerts.jks"
-	lockName        = ".lock"
+	stagedCA         = "ca.pem"
+	stagedBundle     = "bundle.pem"
+	stagedImageTrust = "image-trust.pem"
+	stagedStatus     = "status.json"
+	stagedJavaStore  = "java-cacerts.jks"
+	lockName         = ".lock"
 )
 
 // maxStatusSize bounds status.json, for the hook that writes it and for
@@ -58,15 +64,11 @@ const maxStatusSize = 64 << 10
 
 // status.json: its version, and the hook's results.
 const (
-	statusVersion = 1
+	statusVersion = 2
 
 	hookResultOK      = "ok"
 	hookResultFailed  = "failed"
 	hookResultTimeout = "timeout"
-
-	cacheHit  = "hit"
-	cacheMiss = "miss"
-	cachePod  = "pod" // the pod's volumes over trust files: an injection of its own, neither replayed nor saved
 )
 
 // fileChange records what the hook did, or found, at one path of the image.
@@ -89,40 +91,35 @@ const (
 	actionFailed    = "failed"
 )
 
-// validContainerID accepts what containerd's CRI generates: 64 lower-case hex
+// validContainerID accepts what the runtimes generate: 64 lower-case hex
 // digits. Anything else never becomes a path.
-func validContainerID(id string) bool {
-	if len(id) != 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func validContainerID(id string) bool { return len(id) == 64 && isHex(id) }
+
+func isHex(s string) bool { return strings.Trim(s, "0123456789abcdef") == "" }
 
 // hookStatus is what the hook writes to status.json for the operator, the
-// plugin and the wrapper.
+// plugin and the wrapper. Every field an image or a pod shapes is bounded
+// where the hook records it, so the status always fits maxStatusSize.
 type hookStatus struct {
-	Version     int      `json:"version"`
-	Result      string   `json:"result"`
-	ContainerID string   `json:"container_id"`
-	Bundle      string   `json:"bundle,omitempty"`
-	Namespace   string   `json:"namespace,omitempty"`
-	Pod         string   `json:"pod,omitempty"`
-	Container   string   `json:"container,omitempty"`
-	Processors  []string `json:"processors"`
-	CABundle    string   `json:"ca_bundle_sha256,omitempty"`
-	imageFindings
+	Version     int       `json:"version"`
+	Result      string    `json:"result"`
+	ContainerID string    `json:"container_id"`
+	Bundle      string    `json:"bundle,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Pod         string    `json:"pod,omitempty"`
+	Container   string    `json:"container,omitempty"`
+	Processors  []string  `json:"processors"`
+	CABundle    string    `json:"ca_bundle_sha256,omitempty"`
+	OSRelease   osRelease `json:"os_release"`
+	Family      string    `json:"family,omitempty"`
+	ImageCerts  int       `json:"image_certificates"`
+	// Mounted says that the pod's volumes held some of the container's
+	// trust files: what the hook did follows from the pod, not only from
+	// its image.
+	Mounted bool         `json:"mounted,omitempty"`
 	Wrapper hookContext  `json:"wrapper"`
 	Files   []fileChange `json:"files,omitempty"`
 	Errors  []string     `json:"errors,omitempty"`
-	// Cache says whether the image cache served the injection: hit, miss
-	// (done in full, and saved), pod (done in full for the pod's volumes,
-	// not saved), or empty (no cache).
-	Cache string `json:"cache,omitempty"`
 	// FilesOmitted and ErrorsOmitted count what was not recorded: an image
 	// decides how many paths the hook meets, status.json stays small.
 	FilesOmitted  int     `json:"files_omitted,omitempty"`
@@ -131,17 +128,6 @@ type hookStatus struct {
 	// TimingsMS says where the hook's time went, phase by phase.
 	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
 	Finished  time.Time          `json:"finished"`
-}
-
-// imageFindings is what the hook found of an image, the same for each of
-// its containers: status.json says it, and the image cache's plans keep it.
-type imageFindings struct {
-	OSRelease  osRelease `json:"os_release"`
-	Family     string    `json:"family,omitempty"`
-	ImageCerts int       `json:"image_certificates"`
-	// ImageTrustBytes is how much of bundle.pem is the image's own trust:
-	// a rotation rebuilds bundle.pem from that part. 0: the image had none.
-	ImageTrustBytes int `json:"image_trust_bytes"`
 }
 
 // hookContext is what the hook leaves for the wrapper.
@@ -158,7 +144,7 @@ type hookContext struct {
 // status.json stays within what its readers read, and a log line within
 // what a log collector takes.
 const (
-	maxRecordedFiles  = 32
+	maxRecordedFiles  = 24
 	maxRecordedErrors = 8
 	maxRecordedText   = 256 // bytes of a path or a message, as recorded
 )
@@ -176,32 +162,25 @@ func (s *hookStatus) addFiles(changes []fileChange) {
 	}
 }
 
-// addError records each error err joins, clipped, the first
-// maxRecordedErrors of them; the rest are counted.
-func (s *hookStatus) addError(err error) {
-	for _, e := range flatten(err) {
-		if len(s.Errors) == maxRecordedErrors {
-			s.ErrorsOmitted++
-			continue
+// addError records each error err joins apart, clipped and after where
+// (the phase it comes from), the first maxRecordedErrors of them; the rest
+// are counted.
+func (s *hookStatus) addError(where string, err error) {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			s.addError(where, e)
 		}
-		s.Errors = append(s.Errors, clip(e.Error()))
+		return
 	}
-}
-
-// flatten lists the errors that errors.Join joined, depth first.
-func flatten(err error) []error {
-	joined, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		if err == nil {
-			return nil
-		}
-		return []error{err}
+	switch {
+	case err == nil:
+	case len(s.Errors) == maxRecordedErrors:
+		s.ErrorsOmitted++
+	case where != "":
+		s.Errors = append(s.Errors, clip(where+": "+err.Error()))
+	default:
+		s.Errors = append(s.Errors, clip(err.Error()))
 	}
-	var out []error
-	for _, e := range joined.Unwrap() {
-		out = append(out, flatten(e)...)
-	}
-	return out
 }
 
 // clip makes text from an image fit a record: printable, and at most
@@ -213,55 +192,35 @@ func clip(v string) string {
 	return v
 }
 
-// marshal renders the status as status.json, never larger than
-// maxStatusSize: should the records not fit, the list of files goes first.
+// marshal renders the status as status.json.
 func (s *hookStatus) marshal() ([]byte, error) {
-	for {
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(s); err != nil {
-			return nil, err
-		}
-		switch {
-		case buf.Len() <= maxStatusSize:
-			return buf.Bytes(), nil
-		case len(s.Files) > 0:
-			s.FilesOmitted += len(s.Files)
-			s.Files = nil
-		case len(s.Errors) > 0:
-			s.ErrorsOmitted += len(s.Errors)
-			s.Errors, s.Wrapper.Message = nil, "cainjekt: CA injection "+s.Result+"; see "+containerStatus
-		default:
-			return nil, fmt.Errorf("status of %d bytes, more than %d", buf.Len(), maxStatusSize)
-		}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", " ")
+	if err := enc.Encode(s); err != nil {
+		return nil, err
 	}
+	if buf.Len() > maxStatusSize {
+		// Unreachable while every record is bounded where it is made
+		// (TestStatusStaysBounded): a bug, not an image.
+		return nil, fmt.Errorf("status of %d bytes, more than %d", buf.Len(), maxStatusSize)
+	}
+	return buf.Bytes(), nil
 }
 
 // openStaging opens the container's staging directory.
-func openStaging(dynamicRoot, id string) (root, staging *safeDir, err error) {
-	if root, err = openOwnDir(dynamicRoot); err != nil {
-		return nil, nil, err
-	}
-	if staging, err = root.sub(id); err != nil {
-		root.Close()
-		return nil, nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
-	}
-	return root, staging, nil
-}
-
-// readJSON decodes the JSON file at p below dir, at most limit bytes, into
-// v: status.json and the image cache's plans.
-func readJSON(dir *safeDir, p string, limit int64, v any) error {
-	data, _, err := dir.readFile(p, limit)
+func openStaging(dynamicRoot, id string) (*safeDir, error) {
+	root, err := openOwnDir(dynamicRoot)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("parse %s: %w", path.Join(dir.name, p), err)
+	defer root.Close()
+	staging, err := root.sub(id)
+	if err != nil {
+		return nil, fmt.Errorf("staging for this container (was it created by the plugin?): %w", err)
 	}
-	return nil
+	return staging, nil
 }
 
 // readStaged reads the CAs and the pre-filled bundle the plugin staged.
@@ -281,7 +240,7 @@ func readStaged(staging *safeDir) (*caBundle, []byte, error) {
 	return ours, prefill, nil
 }
 
-// printable drops control characters and truncates to max runes.
+// printable drops control characters and truncates to max bytes.
 func printable(v string, max int) string {
 	var b strings.Builder
 	for _, r := range v {

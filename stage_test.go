@@ -1,3 +1,5 @@
+//go:build !hookonly
+
 package main
 
 import (
@@ -9,8 +11,6 @@ import (
 	"strings"
 	"testing"
 )
-
-const testID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func newTestStager(t testing.TB) (*stager, string) {
 	t.Helper()
@@ -136,7 +136,7 @@ func TestRefreshGivesUpAtItsDeadline(t *testing.T) {
 	ours := corpBundle(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := s.refresh(ctx, testID, &trustSet{ours: ours, noTrust: ours.pem}, 0)
+	err := s.refresh(ctx, testID, &trustSet{ours: ours, noTrust: ours.pem})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("refresh past its deadline: %v", err)
 	}
@@ -144,5 +144,26 @@ func TestRefreshGivesUpAtItsDeadline(t *testing.T) {
 		if data, _ := os.ReadFile(filepath.Join(root, testID, name)); string(data) != want {
 			t.Errorf("%s changed to %q", name, data)
 		}
+	}
+}
+
+// removeAll of a tree holding a symlink to the host removes the link only.
+func TestRemoveAllFollowsNoSymlink(t *testing.T) {
+	host := sentinel(t)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"sub/keep": "x", "sub/hostlink": "->" + filepath.Dir(host)})
+	own, err := openOwnDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if err := own.removeAll("sub"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "sub")); !os.IsNotExist(err) {
+		t.Errorf("sub still there: %v", err)
+	}
+	if _, err := os.Stat(host); err != nil {
+		t.Errorf("the host's file: %v", err)
 	}
 }

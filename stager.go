@@ -9,14 +9,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path"
 	"slices"
-	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -157,14 +156,15 @@ func (s *stager) readStatus(id string) (*hookStatus, error) {
 }
 
 // refresh rewrites the trust files of a running container's staging for a
-// new CA bundle: ca.pem, bundle.pem rebuilt from its first bytes, which the
-// hook reported to be the image's own trust, and the JVM fallback store if
-// the hook made one. Programs that read these files per connection or per
+// new CA bundle: ca.pem, bundle.pem rebuilt from image-trust.pem, the
+// container's own trust as its hook staged it (none: what the plugin
+// stages for a container without trust), and the JVM fallback store if the
+// hook made one. Programs that read these files per connection or per
 // process trust the new CAs, and no longer the removed ones, without a
-// restart. The image's part is the image's to choose: merging into it takes
-// time linear in its size (at most maxBundleSize), and ctx's deadline is
-// checked before each file is written.
-func (s *stager) refresh(ctx context.Context, id string, set *trustSet, imageTrustBytes int) error {
+// restart. The container's own trust is the image's to choose: merging
+// into it takes time linear in its size (at most maxBundleSize), and ctx's
+// deadline is checked before each file is written.
+func (s *stager) refresh(ctx context.Context, id string, set *trustSet) error {
 	if !validContainerID(id) {
 		return fmt.Errorf("refusing to refresh staging for container ID %q", id)
 	}
@@ -173,14 +173,12 @@ func (s *stager) refresh(ctx context.Context, id string, set *trustSet, imageTru
 		return err
 	}
 	defer dir.Close()
-	old, _, err := dir.readFile(stagedBundle, maxBundleSize)
-	if err != nil {
+	own, _, err := dir.readFile(stagedImageTrust, maxBundleSize)
+	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
-	if imageTrustBytes < 0 || imageTrustBytes > len(old) {
-		return fmt.Errorf("%s holds %d bytes, less than the %d of the image's trust", stagedBundle, len(old), imageTrustBytes)
-	}
-	bundle := trustFor(old[:imageTrustBytes], set.ours, set.noTrust)
+	bundle := trustFor(own, set.ours, set.noTrust)
+	// Each file keeps the access the hook gave it (writeFile).
 	steps := []func() error{
 		func() error { _, err := dir.writeFile(stagedCA, set.ours.pem, 0o644); return err },
 		func() error { _, err := dir.writeFile(stagedBundle, bundle, 0o644); return err },
@@ -206,101 +204,110 @@ func (s *stager) refresh(ctx context.Context, id string, set *trustSet, imageTru
 	return nil
 }
 
-// trustFor merges ours into an image's trust, or gives noTrust to an image
-// that had none.
-func trustFor(image []byte, ours *caBundle, noTrust []byte) []byte {
-	if len(image) == 0 {
+// trustFor merges ours into a container's own trust, or gives noTrust to
+// one that had none.
+func trustFor(own []byte, ours *caBundle, noTrust []byte) []byte {
+	if len(own) == 0 {
 		return noTrust
 	}
-	merged, _ := mergeBundle(image, ours)
+	merged, _ := mergeBundle(own, ours)
 	return merged
 }
 
-// Bounds on the image cache (cache.go), on the node's tmpfs: a fat image's
-// entry is about 1 MiB.
-const (
-	cacheMaxEntries = 128
-	cacheMaxBytes   = 64 << 20
-	// A temporary entry older than this was left by a hook that died.
-	cacheTempAge = time.Minute
-)
-
-// cachedEntry is an entry of the image cache, as pruneCache weighs it.
-type cachedEntry struct {
-	name  string
-	used  time.Time
-	bytes int64
+// mergeBundle is image with ours merged in (mergeTail), in one buffer.
+func mergeBundle(image []byte, ours *caBundle) ([]byte, int) {
+	tail, added := mergeTail(image, ours)
+	return append(slices.Clip(image), tail...), added
 }
 
-// pruneCache drops the image cache's entries made for CA sets other than
-// the current ones (an entry's name starts with its set's sha256), the
-// temporary entries of hooks that died while writing one, and then the
-// entries used least recently, beyond the cache's bounds.
-func (s *stager) pruneCache(currentSHAs []string, now time.Time) error {
-	cache, err := s.dir.sub(cacheDirName)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
+// readJSON decodes the JSON file at p below dir, at most limit bytes, into v.
+func readJSON(dir *safeDir, p string, limit int64, v any) error {
+	data, _, err := dir.readFile(p, limit)
 	if err != nil {
 		return err
 	}
-	defer cache.Close()
-	names, err := cache.readDirNames(".")
-	if err != nil {
-		return err
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path.Join(dir.name, p), err)
 	}
-	var keep []cachedEntry
-	var errs []error
-	for _, name := range names {
-		e, err := weighEntry(cache, name)
-		current := validCacheEntry(name) && slices.ContainsFunc(currentSHAs, func(sha string) bool { return strings.HasPrefix(name, sha[:min(16, len(sha))]+"-") })
-		switch {
-		case err == nil && current:
-			keep = append(keep, e)
-		case err == nil && strings.HasPrefix(name, ".tmp-") && now.Sub(e.used) < cacheTempAge:
-		default: // of another CA set, left by a dead hook, or not ours at all
-			errs = append(errs, cache.removeAll(name))
-		}
-	}
-	slices.SortFunc(keep, func(a, b cachedEntry) int { return b.used.Compare(a.used) })
-	var total int64
-	for i, e := range keep {
-		if total += e.bytes; i >= cacheMaxEntries || total > cacheMaxBytes {
-			errs = append(errs, cache.removeAll(e.name))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// weighEntry says when a cache entry was last used and how large it is.
-func weighEntry(cache *safeDir, name string) (cachedEntry, error) {
-	e := cachedEntry{name: name}
-	info, typ, err := cache.stat(name) // refuses a symlink: nothing here is one
-	if err != nil || typ != unix.S_IFDIR {
-		return e, err
-	}
-	e.used = info.mtime
-	dir, err := cache.sub(name)
-	if err != nil {
-		return e, err
-	}
-	defer dir.Close()
-	files, err := dir.readDirNames(".")
-	for _, f := range files {
-		if info, _, err := dir.stat(f); err == nil {
-			e.bytes += info.size
-		}
-	}
-	return e, err
-}
-
-// validCacheEntry accepts the names cacheEntry makes.
-func validCacheEntry(name string) bool {
-	ours, key, ok := strings.Cut(name, "-")
-	return ok && len(ours) == 16 && len(key) == 64 && isHex(ours) && isHex(key)
+	return nil
 }
 
 // readDirNames lists the directory p, following symlinks as d does.
 func (d *safeDir) readDirNames(p string) ([]string, error) {
 	return d.readDir(p, nil, math.MaxInt)
+}
+
+// mkdir creates the single directory p (its parent must exist) with exactly
+// perm, whatever the umask. An existing directory is left as it is.
+func (d *safeDir) mkdir(p string, perm uint32) error {
+	dir, base := path.Split(path.Clean("/" + p))
+	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if err := unix.Mkdirat(parent, base, perm); err != nil {
+		if err == unix.EEXIST {
+			return nil
+		}
+		return &os.PathError{Op: "mkdir", Path: d.show(p), Err: err}
+	}
+	fd, err := d.open(p, unix.O_RDONLY|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, perm); err != nil {
+		return &os.PathError{Op: "chmod", Path: d.show(p), Err: err}
+	}
+	return nil
+}
+
+// removeAll removes p and everything below it without following any symlink:
+// each level is opened relative to its parent with O_NOFOLLOW, so swapping a
+// directory for a symlink mid-way makes removal fail, not wander.
+func (d *safeDir) removeAll(p string) error {
+	dir, base := path.Split(path.Clean("/" + p))
+	parent, err := d.open(dir, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	if err := removeEntry(parent, base, 0); err != nil && err != unix.ENOENT {
+		return &os.PathError{Op: "remove", Path: d.show(p), Err: err}
+	}
+	return nil
+}
+
+// maxRemoveDepth bounds recursion in removeEntry; cainjekt's trees are two
+// levels deep, anything deeper was not made by us.
+const maxRemoveDepth = 8
+
+func removeEntry(parent int, name string, depth int) error {
+	err := unix.Unlinkat(parent, name, 0)
+	if err != unix.EISDIR && err != unix.EPERM {
+		return err
+	}
+	if depth >= maxRemoveDepth {
+		return unix.ELOOP
+	}
+	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	names, err := f.Readdirnames(-1)
+	if err == nil {
+		for _, child := range names {
+			if err = removeEntry(fd, child, depth+1); err != nil && err != unix.ENOENT {
+				break
+			}
+			err = nil
+		}
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 }

@@ -6,7 +6,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -14,11 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"slices"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // caCert is one certificate of a bundle.
@@ -279,26 +275,25 @@ func present(bundle []byte, certs []caCert) map[[sha256.Size]byte]bool {
 	return found
 }
 
-// mergeBundle returns image, byte for byte, followed by the certificates of
-// ours it does not hold yet, and how many were added. Keeping the image's
-// bytes untouched is what guarantees nothing it trusted is dropped, whatever
-// comments, trust blocks or oddities it contains.
-func mergeBundle(image []byte, ours *caBundle) ([]byte, int) {
-	merged := make([]byte, 0, len(image)+len(ours.pem)+1)
-	merged = append(merged, image...)
-	if len(merged) > 0 && merged[len(merged)-1] != '\n' {
-		merged = append(merged, '\n')
+// mergeTail returns what merging ours into image appends to it, and how
+// many certificates that adds: a line break if image lacks its last, then
+// each certificate of ours it does not hold yet. The image's bytes stay as
+// they are, which is what guarantees nothing it trusted is dropped,
+// whatever comments, trust blocks or oddities it contains.
+func mergeTail(image []byte, ours *caBundle) ([]byte, int) {
+	var tail []byte
+	if len(image) > 0 && image[len(image)-1] != '\n' {
+		tail = append(tail, '\n')
 	}
 	added := 0
 	have := present(image, ours.certs)
 	for _, c := range ours.certs {
-		if have[c.sum] {
-			continue
+		if !have[c.sum] {
+			tail = append(tail, certPEM(c)...)
+			added++
 		}
-		merged = append(merged, certPEM(c)...)
-		added++
 	}
-	return merged, added
+	return tail, added
 }
 
 // certPEM encodes one certificate.
@@ -309,102 +304,3 @@ func certPEM(c caCert) []byte {
 // maxBundleSize bounds every bundle read from an image or the node; the
 // Mozilla bundle is about 220 KiB.
 const maxBundleSize = 8 << 20
-
-// imageStore is an image's OS trust store as the hook found it, and our
-// CAs merged into each of its bundles: once, for the staged bundle and the
-// OS store alike.
-type imageStore struct {
-	bundles []trustFile
-	// failed lists candidate paths that exist but could not be read (a FIFO,
-	// a directory, a file too large): they are reported and left alone.
-	failed []trustFile
-}
-
-// readImageStore reads every bundle of the family's candidates that exists,
-// once per real file (RHEL's three names for one bundle are read once), and
-// merges ours into each unless the injection only detects.
-func (in *injection) readImageStore(fam distroFamily) *imageStore {
-	s := &imageStore{}
-	seen := map[string]bool{}
-	for _, p := range bundleCandidates(fam) {
-		b := in.read(p, pemFormat)
-		switch {
-		case seen[b.canon]:
-		case errors.Is(b.err, unix.ENOENT) || errors.Is(b.err, unix.ENOTDIR):
-		case b.err != nil:
-			s.failed = append(s.failed, b)
-		default:
-			s.bundles = append(s.bundles, b)
-		}
-		seen[b.canon] = true
-	}
-	return s
-}
-
-// trust is what the image trusted: its primary bundle, or nil if it had none.
-func (s *imageStore) trust() []byte {
-	if len(s.bundles) == 0 {
-		return nil
-	}
-	return s.bundles[0].data
-}
-
-// mergedTrust is the bundle a replacing variable such as SSL_CERT_FILE must
-// name: the image's own trust plus ours. An image without any trust gets
-// noTrust instead (our CAs, and the node's base bundle if one is configured).
-func (s *imageStore) mergedTrust(noTrust []byte) []byte {
-	if len(s.trust()) == 0 { // no bundle, or an empty one: as trustFor
-		return noTrust
-	}
-	return s.bundles[0].merged
-}
-
-// trustAttrs are what the staged files that hold the image's trust get:
-// never more access than its bundle gives, so a trust store the image keeps
-// from some users stays kept from them. Our own bundle is anyone's to read.
-func (s *imageStore) trustAttrs() fileAttrs {
-	if len(s.trust()) == 0 {
-		return fileAttrs{mode: 0o644, uid: -1, gid: -1}
-	}
-	return attrsOf(s.bundles[0].info, 0o644)
-}
-
-// imagePartLen is how many bytes of a merged bundle are the image's own:
-// mergeBundle keeps them, plus a newline if they lacked one, and appends.
-func imagePartLen(image []byte) int {
-	n := len(image)
-	if n > 0 && image[n-1] != '\n' {
-		n++
-	}
-	return n
-}
-
-// write merges our CAs into every bundle found, or creates the family's
-// primary bundle (with the no-trust bundle) when the image has none, and
-// drops our CAs into the family's anchor directory so that the
-// distribution's own update tool, run later inside the container, keeps
-// them. A bundle that could not be read is an error too: the image's store
-// is then only partly ours.
-func (s *imageStore) write(in *injection, fam distroFamily) ([]fileChange, error) {
-	var changes []fileChange
-	var errs []error
-	note := func(c fileChange, err error) {
-		changes = append(changes, c)
-		errs = append(errs, err)
-	}
-	for _, b := range slices.Concat(s.failed, s.bundles) {
-		note(in.apply(b))
-	}
-	if len(s.bundles) == 0 && len(s.failed) == 0 {
-		note(in.create(fam.bundles[0], in.prefill, actionCreated, countCerts(in.prefill)))
-	}
-	if fam.anchorDir != "" {
-		// One file for all our CAs: every distribution's update tool takes
-		// a PEM file of several certificates.
-		note(in.create(fam.anchorDir+"/cainjekt"+fam.anchorExt, in.ours.pem, actionAnchor, len(in.ours.certs)))
-	}
-	for _, c := range changes {
-		in.merged[cmp.Or(c.Resolved, c.Path)] = true
-	}
-	return changes, errors.Join(errs...)
-}

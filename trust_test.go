@@ -26,11 +26,17 @@ func readTestdata(t testing.TB, p string) []byte {
 // corpBundle is the injected bundle of most tests: two unrelated CAs.
 func corpBundle(t testing.TB) *caBundle {
 	t.Helper()
-	b, _, err := parseCABundle(append(readTestdata(t, "certs/corp-root.pem"), readTestdata(t, "certs/corp-second.pem")...))
+	b, err := parseStagedCAs(append(readTestdata(t, "certs/corp-root.pem"), readTestdata(t, "certs/corp-second.pem")...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// mergedBundle is image with ours merged in, as the hook writes it.
+func mergedBundle(image []byte, ours *caBundle) ([]byte, int) {
+	tail, added := mergeTail(image, ours)
+	return append(slices.Clone(image), tail...), added
 }
 
 func publicBundle(t testing.TB) []byte {
@@ -64,57 +70,13 @@ func TestParseStagedCAsTakesCertificatesOnly(t *testing.T) {
 	}
 }
 
-func TestParseCABundleDropsAllButCertificates(t *testing.T) {
-	b, findings, err := parseCABundle(readTestdata(t, "bundles/with-private-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b.certs) != 2 {
-		t.Fatalf("kept %d certificates, want 2 (root and proxy CA, the duplicate and the broken one dropped)", len(b.certs))
-	}
-	if bytes.Contains(b.pem, []byte("PRIVATE")) || bytes.Contains(b.pem, []byte("comment")) {
-		t.Errorf("staged PEM holds more than certificates:\n%s", b.pem)
-	}
-	var kinds []string
-	for _, f := range findings {
-		kinds = append(kinds, f.kind)
-	}
-	if want := []string{findPrivateKey, findDuplicate, findUnparsable}; !slices.Equal(kinds, want) {
-		t.Errorf("findings %v, want %v", findings, want)
-	}
-	if !strings.Contains(findings[0].String(), "block 2: dropped a PRIVATE KEY block: a CA bundle must never hold a private key") {
-		t.Errorf("private key finding: %s", findings[0])
-	}
-	if got := countCerts(b.pem); got != 2 {
-		t.Errorf("re-encoded PEM holds %d certificates", got)
-	}
-}
-
-func TestParseCABundleRejectsUnusableBundles(t *testing.T) {
-	for name, tc := range map[string]struct {
-		data []byte
-		want string
-	}{
-		"empty":       {[]byte(" \n\t\n"), "empty"},
-		"DER":         {readTestdata(t, "bundles/corp-root.der"), "no complete PEM block"},
-		"key only":    {readTestdata(t, "bundles/only-private-key.pem"), "no usable CERTIFICATE"},
-		"garbage PEM": {[]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "no usable CERTIFICATE"},
-		"truncated":   {readTestdata(t, "certs/corp-root.pem")[:200], "no complete PEM block"},
-	} {
-		_, _, err := parseCABundle(tc.data)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: err = %v, want it to say %q", name, err, tc.want)
-		}
-	}
-}
-
 func TestMergeBundleKeepsImageBytesAndAddsMissing(t *testing.T) {
 	ours := corpBundle(t)
 	image := publicBundle(t)
 	image = append([]byte("# image comment, kept\n"), image...)
 	image = image[:len(image)-1] // no final newline
 
-	merged, added := mergeBundle(image, ours)
+	merged, added := mergedBundle(image, ours)
 	if added != 2 {
 		t.Errorf("added %d, want 2", added)
 	}
@@ -124,11 +86,11 @@ func TestMergeBundleKeepsImageBytesAndAddsMissing(t *testing.T) {
 	if got := countCerts(merged); got != 5 {
 		t.Errorf("merged bundle holds %d certificates, want 5", got)
 	}
-	again, added := mergeBundle(merged, ours)
+	again, added := mergedBundle(merged, ours)
 	if added != 0 || !bytes.Equal(again, merged) {
 		t.Errorf("merging twice added %d certificates", added)
 	}
-	if _, added := mergeBundle(nil, ours); added != 2 {
+	if _, added := mergedBundle(nil, ours); added != 2 {
 		t.Errorf("merge into nothing added %d", added)
 	}
 }
@@ -139,7 +101,7 @@ func TestMergeBundleKeepsImageBytesAndAddsMissing(t *testing.T) {
 func TestMergeBundleFindsACAAfterAnOddENDLine(t *testing.T) {
 	ours := corpBundle(t)
 	image := append([]byte("-----BEGIN -----\nMAA=\n-----END "), ours.pem...)
-	merged, added := mergeBundle(image, ours)
+	merged, added := mergedBundle(image, ours)
 	if added != 0 || !bytes.Equal(merged, image) {
 		t.Errorf("added %d of the CAs the bundle holds", added)
 	}
@@ -154,11 +116,11 @@ func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 	if !bytes.Contains(trusted, []byte("TRUSTED CERTIFICATE")) {
 		t.Fatalf("openssl did not write a TRUSTED CERTIFICATE block:\n%s", trusted)
 	}
-	ours, _, err := parseCABundle(root)
+	ours, err := parseStagedCAs(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, added := mergeBundle(trusted, ours); added != 0 {
+	if _, added := mergedBundle(trusted, ours); added != 0 {
 		t.Errorf("a CA present as TRUSTED CERTIFICATE was added again")
 	}
 	block, _ := pem.Decode(root)
@@ -252,7 +214,7 @@ func TestPEMScansAreLinearOnCraftedBundles(t *testing.T) {
 		began := time.Now()
 		present(data, ours.certs)
 		bundleCertificates(data, maxStoreEntries)
-		trustFor(data, ours, nil)
+		mergeTail(data, ours)
 		if took := time.Since(began); took > time.Second {
 			t.Errorf("%s: %s, more than a second", name, took)
 		}

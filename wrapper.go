@@ -40,7 +40,7 @@ func runWrapper(args []string, stderr io.Writer) int {
 	for _, n := range notes {
 		fmt.Fprintln(stderr, n)
 	}
-	bin, err := lookPath(args[0], envValue(env, "PATH"))
+	bin, err := lookPath(args[0])
 	if err == nil {
 		err = syscall.Exec(bin, args, env)
 	}
@@ -70,19 +70,28 @@ func wrapperEnv(contextPath string, env []string) ([]string, []string) {
 // A missing file means the hook did not run; the command runs as it is.
 func readHookContext(p string) (*hookContext, error) {
 	f, err := os.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("hook context: %w", err)
+	var data []byte
+	if err == nil {
+		defer f.Close()
+		data, err = readAtMost(f, maxStatusSize)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxStatusSize))
-	if err != nil {
-		return nil, fmt.Errorf("hook context: %w", err)
+	var ctx *hookContext
+	if err == nil {
+		ctx, err = parseHookContext(data)
 	}
-	ctx, err := parseHookContext(data)
 	if err != nil {
 		return nil, fmt.Errorf("hook context %s: %w", p, err)
 	}
 	return ctx, nil
+}
+
+// readAtMost reads all of r, and refuses more than limit bytes.
+func readAtMost(r io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		err = fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
+	}
+	return data, err
 }
 
 // parseHookContext takes the wrapper's part of status.json.
@@ -130,23 +139,14 @@ func envValue(env []string, name string) string {
 	return ""
 }
 
-// lookPath resolves a command the way runc does: a name with a slash is used
-// as it is, a bare name is searched in PATH, and a match in a relative PATH
-// entry is accepted (runc ignores exec.ErrDot).
-func lookPath(name, pathEnv string) (string, error) {
-	if strings.Contains(name, "/") {
-		return name, nil
+// lookPath resolves a command as runc does: exec.LookPath in the
+// container's PATH, a match in a relative PATH entry accepted.
+func lookPath(name string) (string, error) {
+	bin, err := exec.LookPath(name)
+	if errors.Is(err, exec.ErrDot) {
+		err = nil
 	}
-	for _, dir := range strings.Split(pathEnv, ":") {
-		if dir == "" {
-			dir = "."
-		}
-		p := dir + "/" + name
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%w in PATH %q", exec.ErrNotFound, pathEnv)
+	return bin, err
 }
 
 // envHas reports whether a KEY=value list sets name.

@@ -305,7 +305,6 @@ type hookReport struct {
 	Result string       `json:"result"`
 	Family string       `json:"family"`
 	Errors []string     `json:"errors"`
-	Cache  string       `json:"cache"`
 	Files  []fileReport `json:"files"`
 }
 

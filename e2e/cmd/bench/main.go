@@ -4,11 +4,12 @@
 // without the plugin, with the plugin and an unannotated pod, with an
 // injected pod, and with a plugin whose hook and wrapper do nothing (what
 // running any hook costs), interleaved on three private nodes so that
-// machine noise hits all variants alike; the hook's own time, for the
-// first container of an image and the next ones; the wrapper's and the
-// hook binary's start; the plugin's footprint after a churn of injected
+// machine noise hits all variants alike; the hook as a process against its
+// floor, a Go program writing the same files; the wrapper's and the hook
+// binary's start; the plugin's footprint after a churn of injected
 // containers; the binaries' sizes. It prints a table and each budget line
-// with its verdict. Run it with `make bench` (root).
+// with its verdict, each timing line against a floor measured in the same
+// run. Run it with `make bench` (root).
 package main
 
 import (
@@ -35,9 +36,6 @@ var (
 	repo   = flag.String("repo", "", "the repository, whose go benchmarks run first on the image's root filesystem (none if empty)")
 	rounds = flag.Int("pods", 100, "pods per variant")
 	churn  = flag.Int("churn", 500, "injected containers created and removed before the footprint is read")
-	// Every missEvery-th injected pod finds the image cache emptied: it is
-	// the first container of its image again.
-	missEvery = flag.Int("miss-every", 10, "empty the image cache before every N-th injected pod")
 )
 
 func main() {
@@ -59,6 +57,7 @@ type bench struct {
 	rotation     int
 	plugin, noop *testbed.Plugin
 	image        *testbed.Image
+	imageEnv     []string // the image config's environment
 	dir, caFile  string
 	staging      string // the plugin's
 }
@@ -86,6 +85,9 @@ func run() error {
 	}
 	var r report
 	if err := b.podStarts(ctx, &r); err != nil {
+		return err
+	}
+	if err := b.hookProcesses(ctx, &r); err != nil {
 		return err
 	}
 	if err := b.wrapperCost(ctx, &r); err != nil {
@@ -126,6 +128,7 @@ func setUp(ctx context.Context) (*bench, func(), error) {
 	if b.image, err = testbed.BuildDebianImage(ctx, spec, logf); err != nil {
 		return nil, cleanup, err
 	}
+	b.imageEnv = spec.Env
 	for i := range b.nodes {
 		node, err := testbed.StartNode(ctx, testbed.NodeOptions{Bins: bins, PauseImage: pause})
 		if err != nil {
@@ -213,7 +216,7 @@ func (s sample) total() time.Duration { return s.run + s.create + s.start }
 // hookReport is what the bench reads of status.json.
 type hookReport struct {
 	Result     string             `json:"result"`
-	Cache      string             `json:"cache"`
+	Processors []string           `json:"processors"`
 	DurationMS float64            `json:"duration_ms"`
 	TimingsMS  map[string]float64 `json:"timings_ms"`
 }
@@ -252,8 +255,8 @@ func (b *bench) startPod(ctx context.Context, v variant, i int) (sample, hookRep
 	if err == nil {
 		err = json.Unmarshal(data, &st)
 	}
-	if err == nil && (st.Result != "ok" || st.Cache == "") {
-		err = fmt.Errorf("hook result %q, image cache %q", st.Result, st.Cache)
+	if err == nil && st.Result != "ok" {
+		err = fmt.Errorf("hook result %q", st.Result)
 	}
 	return s, st, err
 }
@@ -261,7 +264,7 @@ func (b *bench) startPod(ctx context.Context, v variant, i int) (sample, hookRep
 // podStarts runs the variants interleaved, in a shuffled order each round,
 // after a warm-up.
 func (b *bench) podStarts(ctx context.Context, r *report) error {
-	r.samples, r.hookMS, r.hookPhases = map[string][]sample{}, map[string][]float64{}, map[string][]float64{}
+	r.samples, r.hookPhases = map[string][]sample{}, map[string][]float64{}
 	for i := -3; i < *rounds; i++ {
 		if i > 0 && (i == *rounds/3 || i == 2**rounds/3) {
 			if err := b.tally(r); err != nil {
@@ -279,11 +282,6 @@ func (b *bench) podStarts(ctx context.Context, r *report) error {
 		}
 		order := slices.Clone(variants)
 		rand.Shuffle(len(order), func(a, c int) { order[a], order[c] = order[c], order[a] })
-		if i%*missEvery == 0 {
-			if err := os.RemoveAll(filepath.Join(b.staging, ".cache")); err != nil {
-				return err
-			}
-		}
 		for _, v := range order {
 			s, hook, err := b.startPod(ctx, v, i+3)
 			if err != nil {
@@ -293,14 +291,10 @@ func (b *bench) podStarts(ctx context.Context, r *report) error {
 				continue // warm-up
 			}
 			if v.reports {
-				r.hookMS[hook.Cache] = append(r.hookMS[hook.Cache], hook.DurationMS)
+				r.processors = hook.Processors
+				r.hookMS = append(r.hookMS, hook.DurationMS)
 				for phase, t := range hook.TimingsMS {
-					r.hookPhases[hook.Cache+" "+phase] = append(r.hookPhases[hook.Cache+" "+phase], t)
-				}
-				if hook.Cache == "miss" {
-					// The first container of an image: its pod start is reported apart.
-					r.samples[v.name+"-first"] = append(r.samples[v.name+"-first"], s)
-					continue
+					r.hookPhases[phase] = append(r.hookPhases[phase], t)
 				}
 			}
 			r.samples[v.name] = append(r.samples[v.name], s)
@@ -407,7 +401,7 @@ func (b *bench) footprint(ctx context.Context, r *report) error {
 		return err
 	}
 	for _, e := range entries {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") { // not the image cache
+		if e.IsDir() {
 			r.stagingLeft++
 		}
 	}
