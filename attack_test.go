@@ -288,10 +288,11 @@ var attacks = []attack{
 			for i := range entries {
 				entries[i] = storeEntry{alias: fmt.Sprintf("e%d", i), der: bytes.Repeat([]byte{byte(i)}, 1500)}
 			}
-			store, err := marshalJKS(entries, "changeit")
+			parts, err := (&javaStore{format: storeJKS, password: "changeit", entries: entries}).marshal()
 			if err != nil {
 				t.Fatal(err)
 			}
+			store := bytes.Join(parts, nil)
 			first := filepath.Join(b.rootfs, "usr/lib/jvm/jdk-0/lib/security/cacerts")
 			writeTree(t, b.rootfs, map[string]string{"usr/lib/jvm/jdk-0/lib/security/cacerts": string(store)})
 			for i := 1; i < 30; i++ {

@@ -63,7 +63,7 @@ func FuzzParseJavaStore(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a store that parsed does not marshal: %v", err)
 		}
-		again, err := parseJavaStore(out)
+		again, err := parseJavaStore(bytes.Join(out, nil))
 		if err != nil || len(again.entries) != len(s.entries) {
 			t.Fatalf("a marshalled store does not parse back: %v", err)
 		}

@@ -13,6 +13,7 @@ package main
 // what another container did before it.
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -41,7 +42,8 @@ type injection struct {
 	// scratch holds the trust file being merged. Each file is read, merged
 	// and written before the next is read into the same buffer: in a
 	// process that runs once, every fresh page is a page fault, and a fat
-	// image's trust files are a megabyte.
+	// image's trust files are a megabyte. It is address space for the
+	// largest file read, whose pages cost only once a read touches them.
 	scratch []byte
 }
 
@@ -50,7 +52,8 @@ type injection struct {
 // the plugin decides by them what the container needs (imageEntry).
 func newInjection(root, staging *safeDir, processors, env []string, ours *caBundle, prefill []byte) *injection {
 	return &injection{root: root, staging: staging, processors: processors, env: injectionEnv(env), ours: ours,
-		prefill: prefill, merged: map[string]bool{}, trustAttrs: fileAttrs{mode: 0o644, uid: -1, gid: -1}}
+		prefill: prefill, merged: map[string]bool{}, trustAttrs: fileAttrs{mode: 0o644, uid: -1, gid: -1},
+		scratch: make([]byte, 0, maxBundleSize+bytes.MinRead)}
 }
 
 // injectionEnv keeps the variables of env the injection reads, in a fixed

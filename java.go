@@ -61,7 +61,7 @@ func mergeJavaStore(data []byte, ours *caBundle) ([][]byte, int, error) {
 		return nil, 0, nil
 	}
 	merged, err := store.marshal()
-	return [][]byte{merged}, added, err
+	return merged, added, err
 }
 
 // javaFallback gives the JVMs whose store could not be merged the
@@ -72,12 +72,12 @@ func javaFallback(in *injection, changes []fileChange, res *langResult) error {
 		return nil
 	}
 	trust, err := in.stagedTrust()
-	var store []byte
+	var store [][]byte
 	if err == nil {
 		store, err = fallbackStore(trust)
 	}
 	if err == nil && !in.dryRun {
-		err = in.staging.writeFileAs(stagedJavaStore, in.trustAttrs, store)
+		err = in.staging.writeFileAs(stagedJavaStore, in.trustAttrs, store...)
 	}
 	if err != nil {
 		return fmt.Errorf("write JVM fallback truststore: %w", err)
@@ -89,15 +89,15 @@ func javaFallback(in *injection, changes []fileChange, res *langResult) error {
 	return nil
 }
 
-// fallbackStore is a bundle as the JKS fallback store.
-func fallbackStore(trust []byte) ([]byte, error) {
+// fallbackStore is a bundle as the JKS fallback store, in parts.
+func fallbackStore(trust []byte) ([][]byte, error) {
 	certs, err := bundleCertificates(trust, maxStoreEntries)
 	if err != nil {
 		return nil, err
 	}
-	entries := make([]storeEntry, len(certs))
+	store := &javaStore{format: storeJKS, password: storePassword, entries: make([]storeEntry, len(certs))}
 	for i, der := range certs {
-		entries[i] = storeEntry{alias: fmt.Sprintf("cert-%d", i), der: der}
+		store.entries[i] = storeEntry{alias: fmt.Sprintf("cert-%d", i), der: der}
 	}
-	return marshalJKS(entries, storePassword)
+	return store.marshal()
 }

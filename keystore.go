@@ -56,6 +56,10 @@ type javaStore struct {
 	format   string
 	password string // JKS: the integrity password it verified with
 	entries  []storeEntry
+	// The entries of a JKS store read, as they are in it, and how many:
+	// the store is written with them as they are, and those added after.
+	read  []byte
+	nRead int
 }
 
 type storeEntry struct {
@@ -90,12 +94,36 @@ func (s *javaStore) add(ours *caBundle) int {
 	return added
 }
 
-// marshal writes the store in its own format.
-func (s *javaStore) marshal() ([]byte, error) {
+// marshal writes the store in its own format, in parts written one after
+// another. A JKS store keeps the bytes of the entries it was read with, so
+// that merging a JVM's cacerts copies none of it in memory: only its
+// count, the entries added and its digest are new.
+func (s *javaStore) marshal() ([][]byte, error) {
 	if s.format == storePKCS12 {
-		return marshalPKCS12(s.entries), nil
+		return [][]byte{marshalPKCS12(s.entries)}, nil
 	}
-	return marshalJKS(s.entries, s.password)
+	head := binary.BigEndian.AppendUint32(nil, jksMagic)
+	head = binary.BigEndian.AppendUint32(head, jksVersion)
+	head = binary.BigEndian.AppendUint32(head, uint32(len(s.entries)))
+	var added []byte
+	for _, e := range s.entries[s.nRead:] {
+		if len(e.alias) > 0xFFFF {
+			return nil, fmt.Errorf("JKS: alias of %d bytes", len(e.alias))
+		}
+		added = binary.BigEndian.AppendUint32(added, jksTrustedCertTag)
+		added = appendUTF(added, e.alias)
+		added = binary.BigEndian.AppendUint64(added, uint64(e.created))
+		added = appendUTF(added, "X.509")
+		added = binary.BigEndian.AppendUint32(added, uint32(len(e.der)))
+		added = append(added, e.der...)
+	}
+	parts := [][]byte{head, s.read, added}
+	return append(parts, jksDigest(s.password, parts...)), nil
+}
+
+// appendUTF appends s as Java's writeUTF does, for the ASCII of aliases.
+func appendUTF(b []byte, s string) []byte {
+	return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
 }
 
 // JKS.
@@ -140,9 +168,9 @@ func parseJKS(data []byte) (*javaStore, error) {
 		return nil, fmt.Errorf("JKS: %w", io.ErrUnexpectedEOF)
 	}
 	body, sum := data[:len(data)-sha1.Size], data[len(data)-sha1.Size:]
-	s := &javaStore{format: storeJKS, password: storePassword}
-	if !bytes.Equal(jksDigest(body, s.password), sum) {
-		if s.password = ""; !bytes.Equal(jksDigest(body, s.password), sum) {
+	s := &javaStore{format: storeJKS, password: storePassword, read: body[12:]}
+	if !bytes.Equal(jksDigest(s.password, body), sum) {
+		if s.password = ""; !bytes.Equal(jksDigest(s.password, body), sum) {
 			return nil, fmt.Errorf("%w: JKS integrity does not verify with the default passwords", errStoreUnsupported)
 		}
 	}
@@ -175,42 +203,19 @@ func parseJKS(data []byte) (*javaStore, error) {
 	if c.err != nil {
 		return nil, fmt.Errorf("JKS: %w", c.err)
 	}
+	s.nRead = len(s.entries)
 	return s, nil
-}
-
-func marshalJKS(entries []storeEntry, password string) ([]byte, error) {
-	size := 12 + sha1.Size
-	for _, e := range entries {
-		size += 4 + 2 + len(e.alias) + 8 + 2 + len("X.509") + 4 + len(e.der)
-	}
-	b := binary.BigEndian.AppendUint32(make([]byte, 0, size), jksMagic)
-	b = binary.BigEndian.AppendUint32(b, jksVersion)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(entries)))
-	utf := func(s string) {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-		b = append(b, s...)
-	}
-	for _, e := range entries {
-		if len(e.alias) > 0xFFFF {
-			return nil, fmt.Errorf("JKS: alias of %d bytes", len(e.alias))
-		}
-		b = binary.BigEndian.AppendUint32(b, jksTrustedCertTag)
-		utf(e.alias)
-		b = binary.BigEndian.AppendUint64(b, uint64(e.created))
-		utf("X.509")
-		b = binary.BigEndian.AppendUint32(b, uint32(len(e.der)))
-		b = append(b, e.der...)
-	}
-	return append(b, jksDigest(b, password)...), nil
 }
 
 // jksDigest is JKS's integrity check: SHA-1 over the password as UTF-16BE,
 // the phrase "Mighty Aphrodite", and the store.
-func jksDigest(body []byte, password string) []byte {
+func jksDigest(password string, body ...[]byte) []byte {
 	h := sha1.New()
 	h.Write(encodeBMP(password))
 	h.Write([]byte("Mighty Aphrodite"))
-	h.Write(body)
+	for _, b := range body {
+		h.Write(b)
+	}
 	return h.Sum(nil)
 }
 
@@ -237,24 +242,44 @@ var (
 	oidAnyKeyUsage  = []byte{0x55, 0x1d, 0x25, 0x00}                                                 // 2.5.29.37.0
 )
 
-// der is DER to read, one value after another.
-type der []byte
+// der reads DER values one after another, each a slice of the input. The
+// first error sticks, for every reader of the values read from this one:
+// each read after it gives an empty reader, and the walk runs out.
+type der struct {
+	b   []byte
+	err *error
+}
 
-// next reads one value of the given tag and returns its contents.
-func (d *der) next(tag byte) ([]byte, error) {
-	b := *d
-	if len(b) < 2 {
-		return nil, errors.New("DER: truncated")
+func newDER(b []byte) der { return der{b: b, err: new(error)} }
+
+// fail records err, unless an error came first.
+func (d der) fail(err error) {
+	if *d.err == nil {
+		*d.err = err
 	}
-	if b[0] != tag {
-		return nil, fmt.Errorf("DER: tag 0x%02x, want 0x%02x", b[0], tag)
+}
+
+// more says whether values are left to read.
+func (d der) more() bool { return len(d.b) > 0 && *d.err == nil }
+
+// next reads one value of the given tag, and gives a reader of its contents.
+func (d *der) next(tag byte) der {
+	b := d.b
+	switch {
+	case *d.err != nil:
+		return der{err: d.err}
+	case len(b) < 2:
+		d.fail(errors.New("DER: truncated"))
+		return der{err: d.err}
+	case b[0] != tag:
+		d.fail(fmt.Errorf("DER: tag 0x%02x, want 0x%02x", b[0], tag))
+		return der{err: d.err}
 	}
 	n, b := int(b[1]), b[2:]
-	if n >= 0x80 {
-		size := n & 0x7f
-		if size == 0 || size > 3 || size > len(b) {
-			return nil, errors.New("DER: unsupported length")
-		}
+	if size := n & 0x7f; n >= 0x80 && (size == 0 || size > 3 || size > len(b)) {
+		d.fail(errors.New("DER: unsupported length"))
+		return der{err: d.err}
+	} else if n >= 0x80 {
 		n = 0
 		for _, c := range b[:size] {
 			n = n<<8 | int(c)
@@ -262,174 +287,102 @@ func (d *der) next(tag byte) ([]byte, error) {
 		b = b[size:]
 	}
 	if n > len(b) {
-		return nil, errors.New("DER: truncated")
+		d.fail(errors.New("DER: truncated"))
+		return der{err: d.err}
 	}
-	*d = b[n:]
-	return b[:n], nil
+	d.b = b[n:]
+	return der{b: b[:n], err: d.err}
 }
 
-// full reads one value of the given tag and returns all of its encoding.
-func (d *der) full(tag byte) ([]byte, error) {
-	before := *d
-	_, err := d.next(tag)
-	return before[:len(before)-len(*d)], err
-}
-
-// oid reads an OBJECT IDENTIFIER and says whether it is want.
-func (d *der) oid(want []byte) (bool, error) {
-	got, err := d.next(tagOID)
-	return err == nil && bytes.Equal(got, want), err
-}
-
-// end checks that nothing follows the last value read.
-func (d der) end() error {
-	if len(d) > 0 {
-		return errors.New("DER: trailing data")
+// full reads one value of the given tag and gives all of its encoding.
+func (d *der) full(tag byte) []byte {
+	before := d.b
+	if d.next(tag); *d.err != nil {
+		return nil
 	}
-	return nil
+	return before[:len(before)-len(d.b)]
 }
 
 // only reads the one value of the given tag that d holds.
-func (d der) only(tag byte) ([]byte, error) {
-	v, err := d.next(tag)
-	if err == nil {
-		err = d.end()
+func (d der) only(tag byte) der {
+	v := d.next(tag)
+	if len(d.b) > 0 {
+		d.fail(errors.New("DER: trailing data"))
 	}
-	return v, err
+	return v
 }
 
-// dataContent reads a ContentInfo of type data and returns its octets.
-func dataContent(ci der) ([]byte, error) {
-	isData, err := ci.oid(oidData)
-	if err == nil && !isData {
-		return nil, fmt.Errorf("%w: PKCS#12 content that is not data (encrypted?)", errStoreUnsupported)
+// is reads an OBJECT IDENTIFIER, compared as bytes, and says whether it
+// is oid.
+func (d *der) is(oid []byte) bool { return bytes.Equal(d.next(tagOID).b, oid) }
+
+// dataContent reads a ContentInfo of type data, and gives its octets.
+func dataContent(ci der) der {
+	if !ci.is(oidData) {
+		ci.fail(fmt.Errorf("%w: PKCS#12 content that is not data (encrypted?)", errStoreUnsupported))
 	}
-	var explicit, octets []byte
-	if err == nil {
-		explicit, err = ci.only(tagExplicit0)
-	}
-	if err == nil {
-		octets, err = der(explicit).only(tagOctetString)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("PKCS#12 data: %w", err)
-	}
-	return octets, nil
+	return ci.only(tagExplicit0).only(tagOctetString)
 }
 
 func parsePKCS12(data []byte) (*javaStore, error) {
-	body, err := der(data).only(tagSequence)
-	if err != nil {
-		return nil, fmt.Errorf("neither JKS nor PKCS#12: %w", err)
+	top := newDER(data)
+	pfx := top.only(tagSequence)
+	if *top.err != nil {
+		return nil, fmt.Errorf("neither JKS nor PKCS#12: %w", *top.err)
 	}
-	p := der(body)
-	var authInfo, authSafe, infos []byte
-	if _, err = p.next(tagInteger); err == nil {
-		authInfo, err = p.next(tagSequence)
-	}
-	if err == nil && len(p) > 0 {
+	pfx.next(tagInteger)
+	authSafe := dataContent(pfx.next(tagSequence))
+	if pfx.more() {
 		return nil, fmt.Errorf("%w: password-protected PKCS#12", errStoreUnsupported)
 	}
-	if err == nil {
-		authSafe, err = dataContent(der(authInfo))
-	}
-	if err == nil {
-		infos, err = der(authSafe).only(tagSequence)
-	}
 	s := &javaStore{format: storePKCS12}
-	for all := der(infos); err == nil && len(all) > 0; {
-		var ci, octets []byte
-		if ci, err = all.next(tagSequence); err == nil {
-			if octets, err = dataContent(der(ci)); err == nil {
-				err = s.readBags(octets)
+	for infos := authSafe.only(tagSequence); infos.more(); {
+		for bags := dataContent(infos.next(tagSequence)).only(tagSequence); bags.more(); {
+			if len(s.entries) == maxStoreEntries {
+				bags.fail(fmt.Errorf("%w: more than %d entries", errStoreUnsupported, maxStoreEntries))
 			}
+			s.entries = append(s.entries, trustedCertEntry(bags.next(tagSequence)))
 		}
 	}
-	if err != nil {
+	if err := *top.err; err != nil {
 		return nil, fmt.Errorf("PKCS#12: %w", err)
 	}
 	return s, nil
 }
 
-// readBags reads a SafeContents, appending its trusted certificates.
-func (s *javaStore) readBags(octets []byte) error {
-	bags, err := der(octets).only(tagSequence)
-	for all := der(bags); err == nil && len(all) > 0; {
-		if len(s.entries) == maxStoreEntries {
-			return fmt.Errorf("%w: more than %d entries", errStoreUnsupported, maxStoreEntries)
-		}
-		var bag []byte
-		var e storeEntry
-		if bag, err = all.next(tagSequence); err == nil {
-			e, err = trustedCertEntry(der(bag))
-		}
-		s.entries = append(s.entries, e)
-	}
-	return err
-}
-
 // trustedCertEntry reads a certificate bag the JDK treats as a trusted
-// certificate: one carrying the trusted-key-usage attribute.
-func trustedCertEntry(bag der) (storeEntry, error) {
-	isCert, err := bag.oid(oidCertBag)
-	if err == nil && !isCert {
-		return storeEntry{}, fmt.Errorf("%w: a PKCS#12 bag that is not a certificate", errStoreUnsupported)
+// certificate: an X.509 certificate carrying the trusted-key-usage
+// attribute. Any other bag is a store the hook does not rewrite.
+func trustedCertEntry(outer der) storeEntry {
+	bag := newDER(outer.b)
+	if !bag.is(oidCertBag) {
+		bag.fail(errors.New("a bag that is not a certificate"))
 	}
-	var value, attrs []byte
-	var e storeEntry
-	if err == nil {
-		value, err = bag.next(tagExplicit0)
+	cert := bag.next(tagExplicit0).only(tagSequence)
+	if !cert.is(oidX509) {
+		cert.fail(errors.New("not an X.509 certificate"))
 	}
-	if err == nil && len(bag) > 0 {
-		attrs, err = bag.only(tagSet)
+	e := storeEntry{der: cert.only(tagExplicit0).only(tagOctetString).b}
+	attrs, trusted := der{err: bag.err}, false
+	if bag.more() {
+		attrs = bag.only(tagSet)
 	}
-	if err == nil {
-		e.der, err = certBagContents(der(value))
-	}
-	if err != nil {
-		return storeEntry{}, fmt.Errorf("%w: PKCS#12 certificate bag: %v", errStoreUnsupported, err)
-	}
-	trusted := false
-	for all := der(attrs); len(all) > 0; {
-		attr, err := all.next(tagSequence)
-		if err != nil {
-			return storeEntry{}, fmt.Errorf("PKCS#12 attribute: %w", err)
-		}
-		a := der(attr)
-		switch id, _ := a.next(tagOID); {
+	for attrs.more() {
+		a := attrs.next(tagSequence)
+		switch id := a.next(tagOID).b; {
 		case bytes.Equal(id, oidTrustedUsage):
 			trusted = true
 		case bytes.Equal(id, oidFriendlyName):
-			values, _ := a.next(tagSet)
-			name, _ := der(values).only(tagBMPString)
-			e.alias = decodeBMP(name)
+			e.alias = decodeBMP(a.next(tagSet).only(tagBMPString).b)
 		}
 	}
-	if !trusted {
-		return storeEntry{}, fmt.Errorf("%w: PKCS#12 certificate not marked trusted", errStoreUnsupported)
+	if *bag.err == nil && !trusted {
+		bag.fail(errors.New("certificate not marked trusted"))
 	}
-	return e, nil
-}
-
-// certBagContents reads a CertBag holding an X.509 certificate.
-func certBagContents(wrapped der) ([]byte, error) {
-	value, err := wrapped.only(tagSequence)
-	if err != nil {
-		return nil, err
+	if err := *bag.err; err != nil {
+		outer.fail(fmt.Errorf("%w: PKCS#12 certificate bag: %v", errStoreUnsupported, err))
 	}
-	bag := der(value)
-	isX509, err := bag.oid(oidX509)
-	if err == nil && !isX509 {
-		return nil, errors.New("not an X.509 certificate")
-	}
-	var explicit []byte
-	if err == nil {
-		explicit, err = bag.only(tagExplicit0)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return der(explicit).only(tagOctetString)
+	return e
 }
 
 // marshalPKCS12 writes a password-less truststore as the JDK does.

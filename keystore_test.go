@@ -71,10 +71,11 @@ func TestJavaStoresRoundTripThroughKeytool(t *testing.T) {
 		if added := s.add(ours); added != 0 {
 			t.Errorf("%s: added %d twice", file, added)
 		}
-		data, err := s.marshal()
+		parts, err := s.marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
+		data := bytes.Join(parts, nil)
 		again, err := parseJavaStore(data)
 		if err != nil || again.format != s.format || len(again.entries) != 5 {
 			t.Fatalf("%s: reparse: %v", file, err)

@@ -188,7 +188,7 @@ func (s *stager) refresh(ctx context.Context, id string, set *trustSet) error {
 			}
 			store, err := fallbackStore(bundle)
 			if err == nil {
-				_, err = dir.writeFile(stagedJavaStore, store, 0o644)
+				_, err = dir.write(stagedJavaStore, 0o644, nil, store...)
 			}
 			return err
 		},

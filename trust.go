@@ -199,9 +199,8 @@ func certificateDER(typ string, content []byte) []byte {
 	case "CERTIFICATE":
 		return content
 	case "TRUSTED CERTIFICATE":
-		d := der(content)
-		cert, _ := d.full(tagSequence)
-		return cert
+		d := newDER(content)
+		return d.full(tagSequence)
 	}
 	return nil
 }

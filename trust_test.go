@@ -128,11 +128,11 @@ func TestMergeBundleRecognisesTrustedCertificateBlocks(t *testing.T) {
 		t.Error("bundleSums missed the certificate inside a TRUSTED CERTIFICATE block")
 	}
 	// The JVM fallback store, built from the image's trust, keeps it too.
-	data, err := fallbackStore(trusted)
+	parts, err := fallbackStore(trusted)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := parseJavaStore(data)
+	store, err := parseJavaStore(bytes.Join(parts, nil))
 	if err != nil || len(store.entries) != 1 || !bytes.Equal(store.entries[0].der, block.Bytes) {
 		t.Errorf("fallback store from a TRUSTED CERTIFICATE: %v %+v", err, store)
 	}
