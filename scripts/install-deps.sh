@@ -50,6 +50,12 @@ if ! command -v staticcheck >/dev/null 2>&1; then
   GOBIN=/usr/local/bin go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 
+# deadcode (make lint): the hook build must hold only code the hook runs.
+if ! command -v deadcode >/dev/null 2>&1; then
+  echo "install-deps: installing deadcode from the Go module proxy"
+  GOBIN=/usr/local/bin go install golang.org/x/tools/cmd/deadcode@v0.52.0
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

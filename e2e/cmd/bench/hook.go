@@ -122,6 +122,9 @@ func (c *container) remove() {
 
 // keep copies what the hook wrote, in the rootfs and the staging, to set.
 func (c *container) keep(set string) error {
+	if err := os.Mkdir(set, 0o755); err != nil {
+		return err
+	}
 	for from, to := range map[string]string{c.upper: "rootfs", c.staging: "staging"} {
 		if err := exec.Command("cp", "-a", from, filepath.Join(set, to)).Run(); err != nil {
 			return fmt.Errorf("keep what the hook wrote: %w", err)
