@@ -113,7 +113,7 @@ func (s *caSource) reload() {
 	s.reloads["ok"]++
 	subjects := make([]string, len(set.ours.certs))
 	for i, c := range set.ours.certs {
-		subjects[i] = c.subject
+		subjects[i], _ = about(c)
 	}
 	s.log.Info("CA bundle loaded", "file", s.caPath, "certificates", len(set.ours.certs), "sha256", set.sha, "subjects", subjects)
 }
@@ -206,10 +206,8 @@ func parseCABundle(data []byte) (*caBundle, []finding, error) {
 			findings = append(findings, finding{kind: findUnparsable, block: blocks, detail: "dropped a certificate that does not parse: " + err.Error()})
 			continue
 		}
-		c := newCACert(cert.Raw)
-		c.subject, c.notAfter = cert.Subject.String(), cert.NotAfter
-		if !b.add(c) {
-			findings = append(findings, finding{kind: findDuplicate, block: blocks, subject: c.subject, detail: "dropped a duplicate"})
+		if !b.add(newCACert(cert.Raw)) {
+			findings = append(findings, finding{kind: findDuplicate, block: blocks, subject: cert.Subject.String(), detail: "dropped a duplicate"})
 		}
 	}
 	switch {
@@ -222,6 +220,16 @@ func parseCABundle(data []byte) (*caBundle, []finding, error) {
 	default:
 		return nil, findings, &bundleError{reason: reasonNoCertificate, msg: "no usable CERTIFICATE block"}
 	}
+}
+
+// about is what the operator reads of one of their CAs: its subject and
+// when it expires.
+func about(c caCert) (subject string, notAfter time.Time) {
+	cert, err := x509.ParseCertificate(c.der)
+	if err != nil {
+		return "", time.Time{} // not in a bundle parseCABundle made
+	}
+	return cert.Subject.String(), cert.NotAfter
 }
 
 // bundleSet is the default bundle and the named ones.

@@ -208,7 +208,7 @@ func TestOSTrustStoreLayouts(t *testing.T) {
 				have := bundleSums(data)
 				for _, c := range ours.certs {
 					if !have[c.sum] {
-						t.Errorf("%s lacks injected CA %s", p, c.subject)
+						t.Errorf("%s lacks injected CA %s", p, c.id())
 					}
 				}
 				for sum := range public {

@@ -109,12 +109,12 @@ func blockFinding(n int, block *pem.Block, der []byte) *finding {
 func lintCertificates(b *caBundle, now time.Time) []finding {
 	var out []finding
 	for i, c := range b.certs {
-		add := func(kind, detail string) {
-			out = append(out, finding{kind: kind, block: i + 1, subject: c.subject, detail: detail})
-		}
 		cert, err := x509.ParseCertificate(c.der)
 		if err != nil {
 			continue // not in a bundle parseCABundle made
+		}
+		add := func(kind, detail string) {
+			out = append(out, finding{kind: kind, block: i + 1, subject: cert.Subject.String(), detail: detail})
 		}
 		switch {
 		case now.After(cert.NotAfter):

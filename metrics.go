@@ -191,8 +191,9 @@ func (m *metrics) writeBundles(e *expo) {
 	e.family("cainjekt_ca_certificate_expiry_timestamp_seconds", "gauge", "Unix time each injected CA certificate expires.")
 	for _, b := range bundles {
 		for _, c := range b.certs {
+			subject, notAfter := about(c)
 			e.sample("cainjekt_ca_certificate_expiry_timestamp_seconds",
-				labels("bundle", b.name, "subject", c.subject, "sha256", c.id()), float64(c.notAfter.Unix()))
+				labels("bundle", b.name, "subject", subject, "sha256", c.id()), float64(notAfter.Unix()))
 		}
 	}
 }

@@ -143,8 +143,9 @@ func checkBundles(cfg *config) []check {
 			continue
 		}
 		for _, c := range set.ours.certs {
-			checks = append(checks, check{name, time.Now().Before(c.notAfter),
-				fmt.Sprintf("%s, expires %s", c.subject, c.notAfter.UTC().Format(time.RFC3339))})
+			subject, notAfter := about(c)
+			checks = append(checks, check{name, time.Now().Before(notAfter),
+				fmt.Sprintf("%s, expires %s", subject, notAfter.UTC().Format(time.RFC3339))})
 		}
 		for _, f := range src.lastFindings() {
 			checks = append(checks, check{name, true, "warning: " + f.String()})
@@ -415,7 +416,8 @@ func runLint(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: %s: %s\n", args[0], f.kind, f)
 	}
 	for _, c := range b.certs {
-		fmt.Fprintf(stdout, "%s: certificate %s, expires %s\n", args[0], c.subject, c.notAfter.UTC().Format(time.RFC3339))
+		subject, notAfter := about(c)
+		fmt.Fprintf(stdout, "%s: certificate %s, expires %s\n", args[0], subject, notAfter.UTC().Format(time.RFC3339))
 	}
 	if strict && len(findings)+len(lint) > 0 {
 		return 3

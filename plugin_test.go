@@ -142,7 +142,8 @@ func TestBundleRotationKeepsLastGood(t *testing.T) {
 		}
 		data, _ := os.ReadFile(filepath.Join(p.cfg.dynamicCARoot, id, stagedCA))
 		b, _, _ := parseCABundle(data)
-		return b.certs[0].subject
+		subject, _ := about(b.certs[0])
+		return subject
 	}
 	if s := stagedSubjects(idN(0)); !strings.Contains(s, "Root CA") {
 		t.Fatalf("first: %s", s)

@@ -70,36 +70,35 @@ func (s *stager) Close() error { return s.dir.Close() }
 // holds it until the process exits. Two plugins with one name would both be
 // accepted by containerd and then make every CreateContainer fail.
 func (s *stager) lock() error {
-	fd, err := unix.Openat(s.dir.fd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("open lock %s: %w", path.Join(s.path, lockName), err)
+	held, err := s.tryLock(true)
+	if err == nil && held {
+		err = fmt.Errorf("another cainjekt plugin holds %s: refusing to run twice on one node", path.Join(s.path, lockName))
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		unix.Close(fd)
-		if err == unix.EWOULDBLOCK {
-			return fmt.Errorf("another cainjekt plugin holds %s: refusing to run twice on one node", path.Join(s.path, lockName))
-		}
-		return fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
-	}
-	return nil // the descriptor stays open, and the lock held, for the process's life
+	return err
 }
 
 // lockHeld reports whether a plugin holds the node's lock, without keeping
 // it.
-func (s *stager) lockHeld() (bool, error) {
+func (s *stager) lockHeld() (bool, error) { return s.tryLock(false) }
+
+// tryLock takes the lock, and keeps it if keep (its descriptor stays open
+// for the process's life), or says that another process holds it.
+func (s *stager) tryLock(keep bool) (held bool, err error) {
 	fd, err := unix.Openat(s.dir.fd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("open lock %s: %w", path.Join(s.path, lockName), err)
 	}
-	defer unix.Close(fd)
-	switch err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err {
+	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if err != nil || !keep {
+		unix.Close(fd) // closing the descriptor releases the lock
+	}
+	switch err {
 	case nil:
-		return false, nil // closing the descriptor releases it
+		return false, nil
 	case unix.EWOULDBLOCK:
 		return true, nil
-	default:
-		return false, fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
 	}
+	return false, fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
 }
 
 // stage writes a container's staging directory and returns its host path.

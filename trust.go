@@ -14,18 +14,15 @@ import (
 	"fmt"
 	"iter"
 	"strings"
-	"time"
 )
 
-// caCert is one certificate of a bundle.
+// caCert is one certificate of a bundle. The hook's build links no X.509
+// parser (see parseStagedCAs): what the plugin shows of a certificate it
+// parses where it shows it (about).
 type caCert struct {
 	der      []byte
 	sum      [sha256.Size]byte
 	b64Start []byte // the first 48 characters of its PEM text, for present
-	// Known to the plugin only, which parsed the certificate when it loaded
-	// the bundle: the hook's build links no X.509 parser (see parseStagedCAs).
-	subject  string
-	notAfter time.Time
 }
 
 func newCACert(der []byte) caCert {
