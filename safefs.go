@@ -518,10 +518,7 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 	}
 	var attrs []xattr
 	left := maxXattrBytes - n
-	for _, attr := range strings.Split(strings.TrimRight(string(list[:n]), "\x00"), "\x00") {
-		if attr == "" {
-			continue
-		}
+	for _, attr := range strings.FieldsFunc(string(list[:n]), func(r rune) bool { return r == 0 }) {
 		size, err := unix.Lgetxattr(proc, attr, nil)
 		if err == unix.ENODATA {
 			continue // removed meanwhile
@@ -543,11 +540,12 @@ func readXattrs(dirFD int, name string) ([]xattr, error) {
 
 // mkdirAll creates the directory p and its missing parents with perm and
 // d's owner, following symlinks inside the tree to existing directories.
-// It returns the canonical path of the directory.
-func (d *safeDir) mkdirAll(p string, perm uint32) (string, error) {
+// Where a component exists as something other than a directory, the
+// write below it fails.
+func (d *safeDir) mkdirAll(p string, perm uint32) error {
 	canon, err := d.canonical(p)
 	if err != nil {
-		return "", err
+		return err
 	}
 	cur := "/"
 	for _, comp := range strings.Split(strings.Trim(canon, "/"), "/") {
@@ -556,7 +554,7 @@ func (d *safeDir) mkdirAll(p string, perm uint32) (string, error) {
 		}
 		parent, err := d.open(cur, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
 		if err != nil {
-			return "", err
+			return err
 		}
 		err = unix.Mkdirat(parent, comp, perm)
 		if err == nil && d.owner.chownNeeded() {
@@ -565,16 +563,10 @@ func (d *safeDir) mkdirAll(p string, perm uint32) (string, error) {
 		unix.Close(parent)
 		cur = path.Join(cur, comp)
 		if err != nil && err != unix.EEXIST {
-			return "", &os.PathError{Op: "mkdir", Path: d.show(cur), Err: err}
+			return &os.PathError{Op: "mkdir", Path: d.show(cur), Err: err}
 		}
 	}
-	// The last component may have existed as something other than a directory.
-	fd, err := d.open(canon, unix.O_PATH|unix.O_DIRECTORY, unix.RESOLVE_NO_SYMLINKS)
-	if err != nil {
-		return "", err
-	}
-	unix.Close(fd)
-	return canon, nil
+	return nil
 }
 
 // dirBatch is how many entries readDir takes from the kernel at a time.

@@ -125,7 +125,7 @@ func TestWriteThroughEscapingSymlinksStaysInside(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := root.mkdirAll(filepath.Dir(canon), 0o755); err != nil {
+		if err := root.mkdirAll(filepath.Dir(canon), 0o755); err != nil {
 			t.Fatalf("mkdirAll for %s: %v", p, err)
 		}
 		got, err := root.writeFile(p, []byte("ours\n"), 0o644)
@@ -261,11 +261,10 @@ func TestMkdirAllFollowsInRootSymlinks(t *testing.T) {
 		"etc/ssl/certs":                     "->/var/lib/ca-certificates/pem",
 	})
 	root := imageRoot(t, dir)
-	got, err := root.mkdirAll("/etc/ssl/certs/new/deeper", 0o755)
-	if err != nil || got != "/var/lib/ca-certificates/pem/new/deeper" {
-		t.Fatalf("mkdirAll = %q, %v", got, err)
+	if err := root.mkdirAll("/etc/ssl/certs/new/deeper", 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if st, err := os.Stat(filepath.Join(dir, got)); err != nil || !st.IsDir() {
+	if st, err := os.Stat(filepath.Join(dir, "var/lib/ca-certificates/pem/new/deeper")); err != nil || !st.IsDir() {
 		t.Errorf("directory not created: %v", err)
 	}
 }
