@@ -64,8 +64,8 @@ func TestTrustEnvPodValuesWin(t *testing.T) {
 		t.Errorf("set %v kept %v", set, kept)
 	}
 	set, _ = trustEnvFor(allProcessors(), nil)
-	if len(set) != 8 {
-		t.Errorf("all processors set %d variables, want the 8 there are: %v", len(set), set)
+	if len(set) != 9 {
+		t.Errorf("all processors set %d variables, want the 9 there are: %v", len(set), set)
 	}
 	set, _ = trustEnvFor([]string{"os-debian", "lang-nodejs"}, nil)
 	if !slices.Equal(set, []trustVar{{"NODE_EXTRA_CA_CERTS", containerCA}}) {

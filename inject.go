@@ -36,6 +36,7 @@ type injection struct {
 	prefill       []byte      // the bundle the plugin staged, for images without trust
 	trustAttrs    fileAttrs   // what staged files holding the container's own trust get
 	merged        map[string]bool
+	sites         *[]string // the image's Python sites, once searched (pythonSites)
 	// dryRun resolves every write and stops there: inspect says what the
 	// hook would change.
 	dryRun bool
@@ -235,7 +236,7 @@ func (in *injection) create(p string, data []byte, action string, certs int) (fi
 		return c, nil
 	}
 	if err == nil && !in.dryRun {
-		if _, err = in.root.mkdirAll(path.Dir(canon), 0o755); err == nil {
+		if err = in.root.mkdirAll(path.Dir(canon), 0o755); err == nil {
 			_, err = in.root.writeFile(canon, data, 0o644)
 		}
 	}

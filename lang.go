@@ -38,6 +38,7 @@ import (
 const (
 	procDeno   = "lang-deno"
 	procGo     = "lang-go"
+	procGRPC   = "lang-grpc"
 	procJava   = "lang-java"
 	procNode   = "lang-nodejs"
 	procPython = "lang-python"
@@ -76,6 +77,11 @@ var runtimes = []langRuntime{
 	{processor: procPython, vars: []trustVar{sslCertFile, {"REQUESTS_CA_BUNDLE", containerBundle}, {"PIP_CERT", containerBundle}},
 		find: certifiBundles, format: pemFormat},
 	{processor: procRuby, vars: []trustVar{sslCertFile}},
+	// gRPC's C core (Python's grpcio, Ruby's grpc, C++) reads its own
+	// variable first, else the roots its binding hands it: grpcio's
+	// roots.pem, merged in place.
+	{processor: procGRPC, vars: []trustVar{{"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", containerBundle}},
+		find: grpcRoots, format: pemFormat},
 	// Node.js and Deno use their compiled-in roots plus these files.
 	{processor: procNode, vars: []trustVar{{"NODE_EXTRA_CA_CERTS", containerCA}}},
 	{processor: procDeno, vars: []trustVar{{"DENO_CERT", containerCA}}},
@@ -178,13 +184,15 @@ func (in *injection) ownBundles() []string {
 	return uniqueFiles(in.root, candidates)
 }
 
-// certifiBundles finds the CA bundles of certifi installs (pip's, and
-// pip's own vendored one) under every Python prefix the image has: the
-// parent of each PATH directory with a python3, VIRTUAL_ENV, /usr/local and
-// /usr. requests, httpx and pip read them, not the OS store; a certifi
-// patched to return the OS bundle is left alone.
-func certifiBundles(in *injection) ([]string, error) {
-	var prefixes []string
+// pythonSites lists the site-packages and dist-packages directories under
+// every Python prefix the image has: the parent of each PATH directory
+// with a python3, VIRTUAL_ENV, /usr/local and /usr. They are searched once
+// for every runtime that keeps trust files there.
+func (in *injection) pythonSites() ([]string, error) {
+	if in.sites != nil {
+		return *in.sites, nil
+	}
+	var prefixes, sites []string
 	if venv := envValue(in.env, "VIRTUAL_ENV"); path.IsAbs(venv) {
 		prefixes = append(prefixes, path.Clean(venv))
 	}
@@ -193,25 +201,45 @@ func certifiBundles(in *injection) ([]string, error) {
 			prefixes = append(prefixes, path.Dir(dir))
 		}
 	}
-	prefixes = append(prefixes, "/usr/local", "/usr")
-	var candidates []string
 	var errs []error
 	isPython := func(name string) bool { return strings.HasPrefix(name, "python3") }
-	for _, prefix := range uniqueDirs(prefixes) {
+	for _, prefix := range uniqueDirs(append(prefixes, "/usr/local", "/usr")) {
 		libs, err := listDir(in.root, prefix+"/lib", isPython, maxPythons)
 		errs = append(errs, err)
 		for _, lib := range libs {
-			for _, site := range []string{"site-packages", "dist-packages"} {
-				dir := path.Join(prefix, "lib", lib, site)
-				for _, pkg := range []string{dir + "/certifi", dir + "/pip/_vendor/certifi"} {
-					if isRegular(in.root, pkg+"/cacert.pem") && certifiUsesItsBundle(in.root, pkg) {
-						candidates = append(candidates, pkg+"/cacert.pem")
-					}
-				}
+			sites = append(sites, path.Join(prefix, "lib", lib, "site-packages"), path.Join(prefix, "lib", lib, "dist-packages"))
+		}
+	}
+	in.sites = &sites
+	return sites, errors.Join(errs...)
+}
+
+// certifiBundles finds the CA bundles of certifi installs (pip's, and
+// pip's own vendored one) in every Python site: requests, httpx and pip
+// read them, not the OS store; a certifi patched to return the OS bundle
+// is left alone.
+func certifiBundles(in *injection) ([]string, error) {
+	sites, err := in.pythonSites()
+	var candidates []string
+	for _, dir := range sites {
+		for _, pkg := range []string{dir + "/certifi", dir + "/pip/_vendor/certifi"} {
+			if isRegular(in.root, pkg+"/cacert.pem") && certifiUsesItsBundle(in.root, pkg) {
+				candidates = append(candidates, pkg+"/cacert.pem")
 			}
 		}
 	}
-	return uniqueFiles(in.root, candidates), errors.Join(errs...)
+	return uniqueFiles(in.root, candidates), err
+}
+
+// grpcRoots finds the roots.pem grpcio ships in every Python site, which
+// it hands gRPC's core when GRPC_DEFAULT_SSL_ROOTS_FILE_PATH names none.
+func grpcRoots(in *injection) ([]string, error) {
+	sites, err := in.pythonSites()
+	var candidates []string
+	for _, dir := range sites {
+		candidates = append(candidates, dir+"/grpc/_cython/_credentials/roots.pem")
+	}
+	return uniqueFiles(in.root, candidates), err
 }
 
 // certifiUsesItsBundle tells a certifi that serves its own cacert.pem (as

@@ -28,6 +28,8 @@ func addRuntimes(t testing.TB, rootfs, cacertsFixture string) {
 		// Debian's python3-certifi: patched to the OS bundle, its cacert.pem unread.
 		"/usr/lib/python3/dist-packages/certifi/cacert.pem": string(readTestdata(t, "certs/public-b.pem")),
 		"/usr/lib/python3/dist-packages/certifi/core.py":    "def where():\n    return \"/etc/ssl/certs/ca-certificates.crt\"\n",
+		// Debian's python3-grpcio: the roots its C core gets from Python.
+		"/usr/lib/python3/dist-packages/grpc/_cython/_credentials/roots.pem": string(readTestdata(t, "certs/public-c.pem")),
 	})
 	writeTree(t, rootfs, map[string]string{"/etc/ssl/certs/java/cacerts": string(readTestdata(t, "java/"+cacertsFixture))})
 }
@@ -51,6 +53,9 @@ func TestFindRuntimeTrustFiles(t *testing.T) {
 	}
 	if got, _ := javaStores(&injection{root: root, env: env}); strings.Join(got, " ") != "/etc/ssl/certs/java/cacerts" {
 		t.Errorf("java stores %v", got)
+	}
+	if got, _ := grpcRoots(&injection{root: root, env: env}); strings.Join(got, " ") != "/usr/lib/python3/dist-packages/grpc/_cython/_credentials/roots.pem" {
+		t.Errorf("grpc roots %v", got)
 	}
 	// /usr/lib/jvm may itself be a symlink, inside the image.
 	if err := os.Rename(filepath.Join(b.rootfs, "usr/lib/jvm"), filepath.Join(b.rootfs, "opt/jdks")); err != nil {
@@ -77,6 +82,9 @@ func TestHookMergesLanguageRuntimes(t *testing.T) {
 	certifi := b.read(t, filepath.Join(b.rootfs, "opt/venv/lib/python3.11/site-packages/certifi/cacert.pem"))
 	if countCerts(certifi) != 3 {
 		t.Errorf("certifi bundle holds %d certificates, want its 1 and our 2", countCerts(certifi))
+	}
+	if roots := b.read(t, filepath.Join(b.rootfs, "usr/lib/python3/dist-packages/grpc/_cython/_credentials/roots.pem")); countCerts(roots) != 3 {
+		t.Errorf("grpcio's roots.pem holds %d certificates, want its 1 and our 2", countCerts(roots))
 	}
 	store, err := parseJavaStore(b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/java/cacerts")))
 	if err != nil || store.format != storeJKS || len(store.entries) != 5 {
