@@ -43,13 +43,6 @@ const (
 	failClosed = "fail-closed" // it does not start
 )
 
-// CRI's container annotations, which runc passes to the hook in the state.
-const (
-	criPodName       = "io.kubernetes.cri.sandbox-name"
-	criPodNamespace  = "io.kubernetes.cri.sandbox-namespace"
-	criContainerName = "io.kubernetes.cri.container-name"
-)
-
 // hookOptions are the hook's arguments, which the plugin writes into the
 // container's OCI spec.
 type hookOptions struct {
@@ -57,8 +50,11 @@ type hookOptions struct {
 	failPolicy    string
 	processors    []string
 	bundle        string // the CA bundle's name, for status.json
-	timeout       time.Duration
-	logLevel      slog.Level
+	// The container's names, for status.json and the log: the plugin's,
+	// as each runtime annotates containers its own way.
+	namespace, pod, container string
+	timeout                   time.Duration
+	logLevel                  slog.Level
 }
 
 func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
@@ -68,6 +64,9 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	policy := fs.String("fail-policy", failOpen, "fail-open or fail-closed")
 	processors := fs.String("processors", "", "comma-separated enabled processors")
 	bundle := fs.String("bundle", "", "the CA bundle's name")
+	namespace := fs.String("namespace", "", "the pod's namespace")
+	pod := fs.String("pod", "", "the pod's name")
+	container := fs.String("container", "", "the container's name")
 	timeout := fs.Int("timeout", 5, "the runtime's timeout for this hook, in seconds")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.String("image", "", "ignored: plugins of the versions with an image cache pass it")
@@ -81,6 +80,9 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 		failPolicy:    *policy,
 		processors:    splitList(*processors),
 		bundle:        *bundle,
+		namespace:     printable(*namespace, 253),
+		pod:           printable(*pod, 253),
+		container:     printable(*container, 253),
 		timeout:       time.Duration(*timeout) * time.Second,
 		logLevel:      parseLevel(*level),
 	}
@@ -158,7 +160,8 @@ type hook struct {
 
 func newHook(opts hookOptions, start time.Time, log *slog.Logger) *hook {
 	return &hook{opts: opts, start: start, log: log, reported: make(chan struct{}),
-		status: hookStatus{Version: statusVersion, Processors: opts.processors, Bundle: opts.bundle}}
+		status: hookStatus{Version: statusVersion, Processors: opts.processors, Bundle: opts.bundle,
+			Namespace: opts.namespace, Pod: opts.pod, Container: opts.container}}
 }
 
 // lap records how long the phase that ends now took.
@@ -193,12 +196,7 @@ func (h *hook) run(stdin io.Reader) error {
 	if err != nil {
 		return err
 	}
-	h.note(func(s *hookStatus) {
-		s.ContainerID = state.ID
-		s.Namespace = printable(state.Annotations[criPodNamespace], 253)
-		s.Pod = printable(state.Annotations[criPodName], 253)
-		s.Container = printable(state.Annotations[criContainerName], 253)
-	})
+	h.note(func(s *hookStatus) { s.ContainerID = state.ID })
 	staging, err := openStaging(h.opts.dynamicCARoot, state.ID)
 	if err != nil {
 		return err
@@ -286,7 +284,10 @@ func (h *hook) finish(result string, err error) int {
 		return h.code // set before reporting began, never changed after
 	}
 	h.reporting = true
-	h.code = h.exitCode(err)
+	h.code = 0
+	if err != nil && h.opts.failPolicy == failClosed {
+		h.code = 1
+	}
 	s := &h.status
 	s.Result = result
 	if err != errIncomplete {
@@ -307,14 +308,6 @@ func (h *hook) finish(result string, err error) int {
 	}
 	close(h.reported)
 	return h.code
-}
-
-// exitCode is what the fail policy makes of the outcome.
-func (h *hook) exitCode(err error) int {
-	if err != nil && h.opts.failPolicy == failClosed {
-		return 1
-	}
-	return 0
 }
 
 // writeReport writes status.json into the staging directory, if the hook
@@ -346,9 +339,8 @@ func writeReport(staging *safeDir, s *hookStatus, log *slog.Logger) {
 // State): the rest is of no use to it, and decoding only these fields
 // spares the hook a package to load at every container start.
 type ociState struct {
-	ID          string            `json:"id"`
-	Bundle      string            `json:"bundle"`
-	Annotations map[string]string `json:"annotations"`
+	ID     string `json:"id"`
+	Bundle string `json:"bundle"`
 }
 
 // readState reads the OCI state runc writes on stdin.

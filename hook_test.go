@@ -120,8 +120,7 @@ func (b *hookBed) sibling(t testing.TB, id string, env ...string) *hookBed {
 }
 
 func (b *hookBed) state() []byte {
-	st, _ := json.Marshal(specs.State{Version: specs.Version, ID: b.id, Status: "creating", Pid: 4242, Bundle: b.bundle,
-		Annotations: map[string]string{criPodName: "web", criPodNamespace: "shop", criContainerName: "app"}})
+	st, _ := json.Marshal(specs.State{Version: specs.Version, ID: b.id, Status: "creating", Pid: 4242, Bundle: b.bundle})
 	return st
 }
 
@@ -129,7 +128,8 @@ func (b *hookBed) args(policy string, processors ...string) []string {
 	if processors == nil {
 		processors = everyProcessor()
 	}
-	return []string{"--fail-policy", policy, "--dynamic-ca-root", b.dynamicRoot, "--processors", strings.Join(processors, ","), "--timeout", "5"}
+	return []string{"--fail-policy", policy, "--dynamic-ca-root", b.dynamicRoot, "--processors", strings.Join(processors, ","),
+		"--namespace", "shop", "--pod", "web", "--container", "app", "--timeout", "5"}
 }
 
 // everyProcessor lists the processors of every family and runtime.
