@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -106,6 +107,7 @@ type metrics struct {
 	nriRegistrations   atomic.Uint64
 	activeContainers   func() int
 	outdated           func() int
+	runtime            func() runtimeInfo // the runtime registered with; none in doctor
 	bundles            func() []bundleSnapshot
 }
 
@@ -142,6 +144,13 @@ func (m *metrics) write(w io.Writer) {
 	e.single("cainjekt_active_containers", "gauge", "Injected containers with a staging directory.", float64(m.activeContainers()))
 	e.single("cainjekt_outdated_containers", "gauge", "Injected containers started with a CA bundle other than the current one; their OS and runtime trust stores keep it until they restart.", float64(m.outdated()))
 	e.single("cainjekt_nri_connected", "gauge", "1 while registered with the container runtime over NRI, else 0.", boolValue(m.nriConnected.Load()))
+	if m.runtime != nil {
+		if rt := m.runtime(); rt.name != "" {
+			e.family("cainjekt_runtime_info", "gauge", "The container runtime registered with, its NRI version, and whether it names each container's image by its config digest (yes, no, unknown); the value is always 1.")
+			e.sample("cainjekt_runtime_info", labels("runtime", rt.name, "version", rt.version, "nri_version", cmp.Or(rt.nriVersion, "unknown"),
+				"image_digests", cmp.Or(rt.imageDigests, "unknown")), 1)
+		}
+	}
 	e.single("cainjekt_nri_registrations_total", "counter", "Successful registrations with the container runtime.", float64(m.nriRegistrations.Load()))
 	writeProcess(e)
 }

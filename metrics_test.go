@@ -33,6 +33,9 @@ func busyMetrics(t testing.TB) *metrics {
 	m.hookRuns.inc(hookResultMissing)
 	m.cleanups.inc(cleanupOrphan)
 	m.nriConnected.Store(true)
+	m.runtime = func() runtimeInfo {
+		return runtimeInfo{name: "containerd", version: "1.7.29", imageDigests: "no"}
+	}
 	return m
 }
 

@@ -205,19 +205,20 @@ func fileSum(p string) ([sha256.Size]byte, error) {
 	return sha256.Sum256(data), err
 }
 
-// doctorPlugin registers with the runtime to learn its name and version.
+// doctorPlugin registers with the runtime to learn what it is and offers.
 type doctorPlugin struct {
-	runtime    chan string
-	containers chan int
+	stub       stub.Stub
+	runtime    chan runtimeInfo
+	containers chan []*api.Container
 }
 
 func (d *doctorPlugin) Configure(_ context.Context, _, runtime, version string) (api.EventMask, error) {
-	d.runtime <- runtime + " " + version
+	d.runtime <- runtimeInfo{name: runtime, version: version, nriVersion: d.stub.RuntimeNRIVersion()}
 	return 0, nil
 }
 
 func (d *doctorPlugin) Synchronize(_ context.Context, _ []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
-	d.containers <- len(ctrs)
+	d.containers <- ctrs
 	return nil, nil
 }
 
@@ -231,18 +232,19 @@ func (d *doctorPlugin) RemoveContainer(context.Context, *api.PodSandbox, *api.Co
 // name would conflict) and reports the runtime.
 func checkNRI(cfg *config) check {
 	name := "NRI socket " + cfg.socket
-	d := &doctorPlugin{runtime: make(chan string, 1), containers: make(chan int, 1)}
+	d := &doctorPlugin{runtime: make(chan runtimeInfo, 1), containers: make(chan []*api.Container, 1)}
 	s, err := stub.New(d, stub.WithPluginName(cfg.name+"-doctor"), stub.WithPluginIdx("99"),
 		stub.WithSocketPath(cfg.socket), stub.WithLogger(nriLogger{newLogger(io.Discard, "text", 0)}))
 	if err != nil {
 		return check{name, false, err.Error()}
 	}
+	d.stub = s
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- s.Run(ctx) }()
 	defer s.Stop()
-	var runtime string
+	var runtime runtimeInfo
 	select {
 	case runtime = <-d.runtime:
 	case err := <-runErr:
@@ -251,10 +253,11 @@ func checkNRI(cfg *config) check {
 		return check{name, false, "no answer from the runtime within 5 s"}
 	}
 	select {
-	case n := <-d.containers:
-		return check{name, true, fmt.Sprintf("%s, %d containers", runtime, n)}
+	case ctrs := <-d.containers:
+		runtime.imageDigests = digestsOf(ctrs)
+		return check{name, true, fmt.Sprintf("%s; %d containers", runtime, len(ctrs))}
 	case <-ctx.Done():
-		return check{name, true, runtime}
+		return check{name, true, runtime.String()}
 	}
 }
 

@@ -14,6 +14,7 @@ package main
 // an NRI answer, not /readyz or /metrics.
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -86,6 +87,8 @@ type plugin struct {
 	// mu guards the fields below. It is held for bookkeeping only, never
 	// across file access or anything an image decides the size of.
 	mu        sync.Mutex
+	stub      stub.Stub   // of the current connection
+	runtime   runtimeInfo // the runtime registered with, once known
 	active    map[string]*injectedContainer
 	synced    bool // the live container list is known (a Synchronize happened)
 	connected bool
@@ -103,6 +106,7 @@ func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
 		pending: map[string]work{}, wrapperless: map[string]bool{}, wake: make(chan struct{}, 1)}
 	p.bundles = newBundleSet(cfg, log)
 	p.metrics = newMetrics(p.activeCount, p.outdatedCount, p.bundles.snapshots)
+	p.metrics.runtime = p.runtimeInfo
 	p.policy = injectionPolicy{
 		prefix:            cfg.annotationPrefix,
 		optOut:            cfg.injectionPolicy == policyOptOut,
@@ -186,6 +190,9 @@ func (p *plugin) connectOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create NRI stub: %w", err)
 	}
+	p.mu.Lock()
+	p.stub = s
+	p.mu.Unlock()
 	err = s.Run(ctx)
 	if err == nil {
 		err = fmt.Errorf("connection closed")
@@ -202,8 +209,64 @@ func (p *plugin) setDisconnected(err error) {
 
 // Configure is the runtime's first call after registration.
 func (p *plugin) Configure(_ context.Context, _, runtime, version string) (api.EventMask, error) {
-	p.log.Info("registered with the runtime", "runtime", runtime, "version", version, "plugin", p.cfg.idx+"-"+p.cfg.name)
+	p.mu.Lock()
+	p.runtime = runtimeInfo{name: runtime, version: version, nriVersion: p.stub.RuntimeNRIVersion()}
+	info := p.runtime
+	p.mu.Unlock()
+	p.log.Info("registered with the runtime", "runtime", info.name, "version", info.version, "nri_version", info.nriVersion,
+		"plugin", p.cfg.idx+"-"+p.cfg.name)
 	return 0, nil // the events of the handlers implemented below
+}
+
+// runtimeInfo is what the plugin knows of the runtime it registered with.
+type runtimeInfo struct {
+	name, version, nriVersion string
+	// imageDigests says whether the runtime names each container's image by
+	// its config digest over NRI (containerd 2.x does; containerd 1.7 and
+	// CRI-O do not): yes, no, or "" while no container told.
+	imageDigests string
+}
+
+func (r runtimeInfo) String() string {
+	s := fmt.Sprintf("%s %s (NRI %s)", r.name, r.version, cmp.Or(r.nriVersion, "version unknown"))
+	switch r.imageDigests {
+	case "yes":
+		s += "; names images by their config digest"
+	case "no":
+		s += "; names no image config digest: every injected container starts through the wrapper"
+	}
+	return s
+}
+
+// digestsOf says whether the containers name their image's config digest.
+func digestsOf(containers []*api.Container) string {
+	switch {
+	case len(containers) == 0:
+		return ""
+	case slices.ContainsFunc(containers, func(c *api.Container) bool { return imageID(c) != "" }):
+		return "yes"
+	}
+	return "no"
+}
+
+// noteImageDigests records whether the runtime names image digests, and
+// says so once if it does not; the caller holds p.mu.
+func (p *plugin) noteImageDigests(seen string) {
+	if seen == "" || seen == p.runtime.imageDigests {
+		return
+	}
+	p.runtime.imageDigests = seen
+	if seen == "no" {
+		p.log.Warn("the runtime names no image config digest over NRI: every injected container starts through the wrapper",
+			"runtime", p.runtime.name, "version", p.runtime.version)
+	}
+}
+
+// runtimeInfo is what the plugin knows of its runtime, for /metrics.
+func (p *plugin) runtimeInfo() runtimeInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.runtime
 }
 
 // Synchronize hands over the pods and containers that exist. Staging
@@ -222,6 +285,7 @@ func (p *plugin) Synchronize(_ context.Context, _ []*api.PodSandbox, containers 
 	}
 	p.synced, p.sweepLive = true, live
 	p.connected, p.lastErr = true, nil
+	p.noteImageDigests(digestsOf(containers))
 	injected := len(p.active)
 	p.mu.Unlock()
 	p.signal()
@@ -414,7 +478,7 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if err != nil {
 		return nil, nil, p.fail(log, stageBundle, err)
 	}
-	a := adjusting{ctr: ctr, processors: d.processors, bundle: set.bundle}
+	a := adjusting{pod: pod, ctr: ctr, processors: d.processors, bundle: set.bundle}
 	a.vars, a.kept = trustEnvFor(d.processors, ctr.GetEnv())
 	entry := imageEntry(ctr, set, a.processors, a.vars)
 	// Known before its directory exists, so that no sweep takes it for an orphan.
@@ -422,6 +486,7 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName(),
 		bundle: set.bundle, injectedSHA: set.sha, stagedSHA: set.sha, entry: entry}
 	a.wrapper = entry == "" || !p.wrapperless[entry]
+	p.noteImageDigests(map[bool]string{true: "yes", false: "no"}[imageID(ctr) != ""])
 	p.mu.Unlock()
 	dir, err := p.stager.stage(ctr.GetId(), set.ours.pem, set.noTrust)
 	if err != nil {
@@ -460,6 +525,7 @@ func (p *plugin) fail(log *slog.Logger, stage string, err error) error {
 
 // adjusting is what an opted-in container's adjustment is made of.
 type adjusting struct {
+	pod        *api.PodSandbox
 	ctr        *api.Container
 	stagingDir string
 	processors []string
@@ -486,6 +552,9 @@ func (p *plugin) adjustment(a adjusting) *api.ContainerAdjustment {
 			failPolicy:    p.cfg.failPolicy,
 			processors:    a.processors,
 			bundle:        a.bundle,
+			namespace:     a.pod.GetNamespace(),
+			pod:           a.pod.GetName(),
+			container:     a.ctr.GetName(),
 			timeout:       p.cfg.hookTimeout,
 			logLevel:      p.cfg.logLevel,
 		}),
@@ -714,6 +783,9 @@ func hookArgs(o hookOptions) []string {
 		"--dynamic-ca-root", o.dynamicCARoot,
 		"--processors", strings.Join(o.processors, ","),
 		"--bundle", o.bundle,
+		"--namespace", o.namespace,
+		"--pod", o.pod,
+		"--container", o.container,
 		"--timeout", strconv.Itoa(int(o.timeout / time.Second)),
 		"--log-level", strings.ToLower(o.logLevel.String()),
 	}

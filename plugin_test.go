@@ -86,7 +86,7 @@ func TestCreateContainerAdjustsAnOptedInContainer(t *testing.T) {
 		env = append(env, e.Key+"="+e.Value)
 	}
 	// SSL_CERT_FILE was the pod's own: kept.
-	if want := []string{"REQUESTS_CA_BUNDLE=/etc/cainjekt/bundle.pem", "PIP_CERT=/etc/cainjekt/bundle.pem",
+	if want := []string{"REQUESTS_CA_BUNDLE=/etc/cainjekt/bundle.pem", "PIP_CERT=/etc/cainjekt/bundle.pem", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=/etc/cainjekt/bundle.pem",
 		"NODE_EXTRA_CA_CERTS=/etc/cainjekt/ca.pem", "DENO_CERT=/etc/cainjekt/ca.pem", "CURL_CA_BUNDLE=/etc/cainjekt/bundle.pem",
 		"GIT_SSL_CAINFO=/etc/cainjekt/bundle.pem", "AWS_CA_BUNDLE=/etc/cainjekt/bundle.pem"}; !slices.Equal(env, want) {
 		t.Errorf("env %v, want %v", env, want)
@@ -500,5 +500,40 @@ func TestRotationKeepsTheContainersTrustWithoutItsStatus(t *testing.T) {
 	bundle, _ := os.ReadFile(filepath.Join(staging, stagedBundle))
 	if want, _ := mergeBundle(imageBundle, second.ours); !bytes.Equal(bundle, want) {
 		t.Errorf("bundle.pem after the rotation holds %d certificates, not the image's %d and the new CA", countCerts(bundle), countCerts(imageBundle))
+	}
+}
+
+// What the runtime offers, the plugin learns as it goes and says: a
+// runtime that names no image config digest (containerd 1.7 and 2.2,
+// CRI-O) makes every injected container start through the wrapper, and
+// the log, /metrics and doctor's line say why.
+func TestRuntimeWithoutImageDigests(t *testing.T) {
+	p, _ := newTestPlugin(t, failOpen, readTestdata(t, "certs/corp-root.pem"))
+	var logs strings.Builder
+	p.log = newLogger(&logs, "text", 0)
+	p.runtime = runtimeInfo{name: "cri-o", version: "1.34.0"}
+	ctx := context.Background()
+	for i := range 2 {
+		adj, _, err := p.CreateContainer(ctx, optedIn(nil), container(hexID(i), "app"))
+		if err != nil || adj == nil || len(adj.GetArgs()) == 0 || adj.GetArgs()[0] != containerWrapper {
+			t.Fatalf("container %d: not injected through the wrapper: %v %v", i, adj.GetArgs(), err)
+		}
+		os.WriteFile(filepath.Join(p.cfg.dynamicCARoot, hexID(i), stagedStatus), []byte(`{"result":"ok"}`), 0o644)
+		p.PostStartContainer(ctx, nil, container(hexID(i), "app"))
+		p.drain()
+	}
+	if n := strings.Count(logs.String(), "names no image config digest"); n != 1 {
+		t.Errorf("said %d times that the runtime names no image config digest, want once:\n%s", n, logs.String())
+	}
+	var out strings.Builder
+	p.metrics.write(&out)
+	if want := `cainjekt_runtime_info{runtime="cri-o",version="1.34.0",nri_version="unknown",image_digests="no"} 1`; !strings.Contains(out.String(), want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+	if s := p.runtimeInfo().String(); !strings.Contains(s, "cri-o 1.34.0") || !strings.Contains(s, "every injected container starts through the wrapper") {
+		t.Errorf("doctor's line: %s", s)
+	}
+	if got := digestsOf([]*api.Container{container(hexID(0), "a"), {Image: &api.Image{ConfigDigest: "sha256:" + strings.Repeat("1", 64)}}}); got != "yes" {
+		t.Errorf("digestsOf a runtime that names one: %q", got)
 	}
 }
