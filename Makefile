@@ -16,6 +16,8 @@ PLUGIN_TAGS := nethttpomithttp2
 # more per container of a pod that did not opt in (docs/benchmarks.md).
 PLUGIN_GCFLAGS := all=-l
 E2E_TIMEOUT ?= 60m
+# make e2e runs on every runtime of the test bed unless this names some.
+E2E_RUNTIMES ?=
 # make image: the release image, as an OCI layout archive.
 IMAGE         ?= ghcr.io/cainjekt/cainjekt:$(VERSION)
 IMAGE_ARCHIVE ?= bin/cainjekt-image.tar
@@ -66,13 +68,16 @@ vendor-check:
 	CGO_ENABLED=0 $(GO) build -mod=vendor -tags hookonly -o /dev/null . && \
 	echo "vendor-check: go mod vendor && go build -mod=vendor: ok"
 
-# The real-node tests: a private containerd + runc, pods driven over CRI.
-# Needs root. Builds and caches containerd, runc and the images on first run.
+# The real-node tests: a private node of each runtime (containerd 2.4, 2.2
+# and 1.7, CRI-O, with runc), pods driven over CRI; every test on containerd
+# 2.4, the ones that matter to each runtime on the others. Needs root.
+# Builds and caches the runtimes, runc and the images on first run.
+# E2E_RUNTIMES=containerd-2.4,cri-o-1.34 runs those runtimes only.
 e2e: deps build
 	@[ "$$(id -u)" -eq 0 ] || { echo "make e2e needs root (it runs containerd)"; exit 1; }
 	cd e2e && CAINJEKT_E2E=1 $(GO) test -count=1 -timeout 40m ./testbed
 	cd e2e && $(GO) test -c -o bin/e2e.test .
-	cd e2e && CAINJEKT_BIN=$(abspath $(BIN)) ./bin/e2e.test -test.v -test.timeout $(E2E_TIMEOUT)
+	cd e2e && CAINJEKT_BIN=$(abspath $(BIN)) ./bin/e2e.test -test.v -test.timeout $(E2E_TIMEOUT) -e2e.runtimes='$(E2E_RUNTIMES)'
 
 # The install path on a real single-node Kubernetes: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kube-proxy and a kubelet of one

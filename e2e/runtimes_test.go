@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,12 +132,24 @@ func expectProbe(t *testing.T, ctx context.Context, id string, p probe, cmd []st
 // it, calls to servers of both injected roots (one through an intermediate
 // the bundle carries) succeed, and whatever the runtime trusted before, the
 // public server, it still trusts.
-func TestLanguageRuntimesTrustTheCA(t *testing.T) {
+func testLanguageRuntimesTrustTheCA(t *testing.T) {
+	expectRuntimesTrust(t, runtimeProbes)
+}
+
+// The JVM's two clients and Python's (a pip-style certifi of its own, and
+// requests), on every container runtime.
+func testJVMAndPythonTrustTheCA(t *testing.T) {
+	expectRuntimesTrust(t, slices.DeleteFunc(slices.Clone(runtimeProbes), func(p probe) bool {
+		return !strings.HasPrefix(p.name, "java") && !strings.HasPrefix(p.name, "python")
+	}))
+}
+
+func expectRuntimesTrust(t *testing.T, probes []probe) {
 	track(t)
 	ctx := testContext(t)
 	plain := runtimesSleeper(t, ctx, pod(t, ctx, "runtimes-plain", nil))
 	injected := runtimesSleeper(t, ctx, pod(t, ctx, "runtimes-injected", optIn()))
-	for _, p := range runtimeProbes {
+	for _, p := range probes {
 		t.Run(p.name, func(t *testing.T) {
 			expectProbe(t, ctx, plain, p, p.cmd(bed.server.URL), false)
 			expectProbe(t, ctx, injected, p, p.cmd(bed.server.URL), true)
@@ -150,7 +163,7 @@ func TestLanguageRuntimesTrustTheCA(t *testing.T) {
 // The variables for tools that ignore SSL_CERT_FILE, each proven by its tool
 // with the OS store left alone: the tool trusts the CA with the variable and
 // does not without it.
-func TestEachTrustVariableIsHonoured(t *testing.T) {
+func testEachTrustVariableIsHonoured(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	id := runtimesSleeper(t, ctx, pod(t, ctx, "long-tail", optIn("processors.exclude", "os-debian")))
@@ -183,11 +196,49 @@ func TestEachTrustVariableIsHonoured(t *testing.T) {
 	}
 }
 
+// grpcProbe opens a gRPC channel over TLS with grpcio's default roots, as
+// a client that passes none does, and waits for the handshake; gRPC's core
+// logs why a handshake failed with GRPC_VERBOSITY=debug.
+func grpcProbe(u string) []string {
+	return []string{"env", "GRPC_VERBOSITY=debug", "/usr/bin/python3", "-c", "import grpc, sys, urllib.parse; " +
+		"ch = grpc.secure_channel(urllib.parse.urlparse(sys.argv[1]).netloc, grpc.ssl_channel_credentials()); " +
+		"grpc.channel_ready_future(ch).result(timeout=15)", u}
+}
+
+// gRPC's C core, through Python's grpcio: it reads the file
+// GRPC_DEFAULT_SSL_ROOTS_FILE_PATH names, else the roots.pem grpcio ships,
+// and never the OS store. With the variable it trusts the CA and what the
+// image trusted; without it, its own roots.pem, which the hook merged, so
+// the CA still but not the image's own roots.
+func testGRPCTrustsTheCA(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	grpc := probe{name: "grpcio", cmd: grpcProbe}
+	plain := runtimesSleeper(t, ctx, pod(t, ctx, "grpc-plain", nil))
+	injected := runtimesSleeper(t, ctx, pod(t, ctx, "grpc-injected", optIn()))
+	noVar := func(u string) []string { return without([]string{"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"}, grpcProbe(u)) }
+	for _, tc := range []struct {
+		what string
+		id   string
+		cmd  []string
+		ok   bool
+	}{
+		{"not injected", plain, grpcProbe(bed.server.URL), false},
+		{"injected", injected, grpcProbe(bed.server.URL), true},
+		{"injected, second root", injected, grpcProbe(bed.server2.URL), true},
+		{"injected, a root of the image's store", injected, grpcProbe(bed.publicServer.URL), true},
+		{"injected, without the variable: its roots.pem", injected, noVar(bed.server.URL), true},
+		{"injected, without the variable: not the image's store", injected, noVar(bed.publicServer.URL), false},
+	} {
+		expectProbe(t, ctx, tc.id, grpc, tc.cmd, tc.ok)
+	}
+}
+
 // A JVM store the hook cannot rewrite (here: JAVA_HOME names a JDK whose
 // cacerts is a password-protected PKCS#12) gets the fallback: a JKS of the
 // merged bundle, named by JAVA_TOOL_OPTIONS for the main process. The JVM
 // then trusts that store alone, so its calls succeeding prove the store.
-func TestJavaFallbackTruststore(t *testing.T) {
+func testJavaFallbackTruststore(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	p := pod(t, ctx, "java-fallback", optIn())
@@ -245,7 +296,7 @@ func expectLines(t *testing.T, logs string, want map[string]bool) {
 // A static Go binary in a scratch image (no shell, no os-release, no trust
 // store): cainjekt creates a trust store, and with CAINJEKT_BASE_BUNDLE the
 // image gets public roots too.
-func TestScratchGoImage(t *testing.T) {
+func testScratchGoImage(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	_, logs := runTLSGet(t, ctx, pod(t, ctx, "scratch-plain", nil), bed.scratch, bed.server.URL, bed.publicServer.URL)
@@ -272,7 +323,7 @@ func TestScratchGoImage(t *testing.T) {
 // A distroless-style image (no shell, no package manager, SSL_CERT_FILE in
 // its config): the image's own variable is kept, and the file it names is
 // merged.
-func TestDistrolessImage(t *testing.T) {
+func testDistrolessImage(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	_, logs := runTLSGet(t, ctx, pod(t, ctx, "distroless-plain", nil), bed.distroless, bed.server.URL, bed.publicServer.URL)

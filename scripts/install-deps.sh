@@ -10,7 +10,9 @@
 #   qemu-aarch64 (Debian's qemu-user) runs the arm64 binaries of make image
 #   iptables     kube-proxy's Service routing (make cluster-e2e)
 #   libseccomp-dev  runc for the kubelet is built with seccomp (RuntimeDefault)
-#   skopeo, docker-registry  make cluster-e2e pushes the image as the docs say, to a local registry
+#   skopeo, docker-registry  make cluster-e2e pushes the image as the docs say, to a local registry;
+#                skopeo also puts images into CRI-O's storage (make e2e)
+#   conmon       CRI-O's container monitor (make e2e's CRI-O node)
 #   tar, openssl, ca-certificates, iproute2, util-linux: the test bed's tools
 set -euo pipefail
 
@@ -27,6 +29,7 @@ declare -A want=(
   [ip]=iproute2
   [skopeo]=skopeo
   [docker-registry]=docker-registry
+  [conmon]=conmon
 )
 missing=()
 for tool in "${!want[@]}"; do

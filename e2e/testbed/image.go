@@ -285,7 +285,7 @@ func BuildFilesImage(ctx context.Context, name string, files []File, cfg ImageCo
 // it, cached by the hash of its source and the Go version.
 func GoProgram(ctx context.Context, name string, log func(string, ...any)) ([]byte, error) {
 	log = logger(log)
-	src, err := commandSourceDir(name)
+	src, err := sourceDir(filepath.Join("cmd", name))
 	if err != nil {
 		return nil, err
 	}
@@ -309,20 +309,6 @@ func GoProgram(ctx context.Context, name string, log func(string, ...any)) ([]by
 		return nil, err
 	}
 	return os.ReadFile(filepath.Join(dir, name))
-}
-
-// commandSourceDir finds e2e/cmd/NAME next to this package's source. The test bed only
-// runs from a source checkout, where this file's compile-time path is valid.
-func commandSourceDir(name string) (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate the test bed source")
-	}
-	dir := filepath.Join(filepath.Dir(file), "..", "cmd", name)
-	if !isDir(dir) {
-		return "", fmt.Errorf("source of %s not found at %s (built with -trimpath?)", name, dir)
-	}
-	return dir, nil
 }
 
 // ImageRootfs extracts an image's root filesystem (its one layer) into the cache, once,

@@ -2,11 +2,9 @@ package testbed
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 )
 
@@ -51,7 +49,7 @@ func EnsureKubeBinaries(ctx context.Context, log func(string, ...any)) (KubeBins
 	if err != nil {
 		return KubeBins{}, err
 	}
-	module, err := kubeModuleDir()
+	module, err := sourceDir("kube")
 	if err != nil {
 		return KubeBins{}, err
 	}
@@ -66,13 +64,7 @@ func EnsureKubeBinaries(ctx context.Context, log func(string, ...any)) (KubeBins
 	if err != nil {
 		return KubeBins{}, err
 	}
-	cniDir, err := cached("cni-plugins-"+CNIVersion, func(tmp string) error {
-		log("building the CNI plugins %s", CNIVersion)
-		return goInstall(ctx, tmp, false,
-			cniModule+"/plugins/main/bridge@"+CNIVersion,
-			cniModule+"/plugins/main/loopback@"+CNIVersion,
-			cniModule+"/plugins/ipam/host-local@"+CNIVersion)
-	})
+	cniDir, err := EnsureCNIPlugins(ctx, log)
 	if err != nil {
 		return KubeBins{}, err
 	}
@@ -90,6 +82,18 @@ func EnsureKubeBinaries(ctx context.Context, log func(string, ...any)) (KubeBins
 		}
 	}
 	return k, nil
+}
+
+// EnsureCNIPlugins returns the directory of the CNI plugins bridge,
+// loopback and host-local, building them once.
+func EnsureCNIPlugins(ctx context.Context, log func(string, ...any)) (string, error) {
+	return cached("cni-plugins-"+CNIVersion, func(tmp string) error {
+		logger(log)("building the CNI plugins %s", CNIVersion)
+		return goInstall(ctx, tmp, false,
+			cniModule+"/plugins/main/bridge@"+CNIVersion,
+			cniModule+"/plugins/main/loopback@"+CNIVersion,
+			cniModule+"/plugins/ipam/host-local@"+CNIVersion)
+	})
 }
 
 // buildKube builds every kubeCommands binary into dir in one go build, so
@@ -124,17 +128,4 @@ func buildKube(ctx context.Context, module, dir string) error {
 		}
 	}
 	return nil
-}
-
-// kubeModuleDir finds e2e/kube next to this package's source.
-func kubeModuleDir() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate the test bed source")
-	}
-	dir := filepath.Join(filepath.Dir(file), "..", "kube")
-	if !isDir(dir) {
-		return "", fmt.Errorf("e2e/kube not found at %s (built with -trimpath?)", dir)
-	}
-	return dir, nil
 }

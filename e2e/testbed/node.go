@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,11 +42,13 @@ type NodeOptions struct {
 	NRISocket string
 }
 
-// Node is a running containerd with CRI and NRI whose every file lives under Dir.
+// Node is a running container runtime, containerd or CRI-O, with CRI and
+// NRI, whose every file lives under Dir.
 type Node struct {
 	Dir       string
-	Address   string // containerd's gRPC socket, serving CRI too
-	NRISocket string // where external NRI plugins connect
+	Kind      Runtime // which runtime it runs
+	Address   string  // the runtime's gRPC socket, serving CRI
+	NRISocket string  // where external NRI plugins connect
 	// Runtime and Images stay valid across Restart: the connection redials by itself.
 	Runtime runtimeapi.RuntimeServiceClient
 	Images  runtimeapi.ImageServiceClient
@@ -76,7 +79,7 @@ func (n *Node) ContainerRootfs(id string) string {
 // StartNode writes the node's containerd config, starts containerd, waits until CRI
 // answers and imports the pause image. On failure everything created is torn down.
 func StartNode(ctx context.Context, opts NodeOptions) (*Node, error) {
-	if opts.PauseImage == nil || opts.Bins.Containerd == "" || opts.Bins.Runc == "" {
+	if opts.PauseImage == nil || opts.Bins.Runc == "" || opts.Bins.Containerd == "" && opts.Bins.Crio == "" {
 		return nil, errors.New("node options need Bins and a PauseImage")
 	}
 	reclaimStaleNodes()
@@ -95,9 +98,12 @@ func StartNode(ctx context.Context, opts NodeOptions) (*Node, error) {
 	return n, nil
 }
 
-// boot writes the config, starts containerd and imports the pause image.
+// boot writes the config, starts the runtime and imports the pause image.
 func (n *Node) boot(ctx context.Context) error {
-	if err := n.layout.writeConfig(); err != nil {
+	if err := n.layout.writeConfig(n.bins.Runtime); err != nil {
+		return err
+	}
+	if err := n.layout.podNetwork(ctx); err != nil {
 		return err
 	}
 	if err := n.start(ctx); err != nil {
@@ -166,6 +172,7 @@ func reclaimStaleNodes() {
 			killUntilGone(func() ([]int, error) { return nodeProcs(dir, cg) }, 10*time.Second)
 			removeTree(dir)
 			removeCgroups(cg)
+			removeBridge(podBridge(e.Name()))
 		}
 		f.Close()
 	}
@@ -175,7 +182,7 @@ func reclaimStaleNodes() {
 func cgroupParentOf(dir string) string { return "/cainjekt-e2e-" + contentKey([]byte(dir))[:8] }
 
 func newNode(dir string, opts NodeOptions) (*Node, error) {
-	l := newLayout(dir, opts.Bins.Runc, opts.PauseImage.Ref)
+	l := newLayout(dir, opts.Bins, opts.PauseImage.Ref)
 	if opts.NRISocket != "" {
 		l.NRISocket = opts.NRISocket
 	}
@@ -191,6 +198,7 @@ func newNode(dir string, opts NodeOptions) (*Node, error) {
 	}
 	return &Node{
 		Dir:          dir,
+		Kind:         opts.Bins.Runtime,
 		Address:      l.Address,
 		NRISocket:    l.NRISocket,
 		Runtime:      runtimeapi.NewRuntimeServiceClient(conn),
@@ -204,9 +212,12 @@ func newNode(dir string, opts NodeOptions) (*Node, error) {
 	}, nil
 }
 
-// start launches containerd and waits until its CRI service answers.
+// start launches the runtime and waits until its CRI service answers.
 func (n *Node) start(ctx context.Context) error {
 	cmd := exec.Command(n.bins.Containerd, "--config", n.layout.Config)
+	if n.bins.Runtime.CRIO {
+		cmd = exec.Command(n.bins.Crio, "--config", n.layout.Config, "--config-dir", n.layout.CrioConfD)
+	}
 	// containerd looks its shim up on PATH; runc is configured by absolute path but is
 	// put on PATH too for anything that looks it up by name.
 	cmd.Env = withEnv("PATH=" + n.bins.Dir + ":" + filepath.Dir(n.bins.Runc) + ":" + standardPath)
@@ -241,9 +252,9 @@ func (n *Node) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-n.exited:
-			return fmt.Errorf("containerd exited before serving CRI: %v", n.exitErr)
+			return fmt.Errorf("%s exited before serving CRI: %v", n.Kind.Name, n.exitErr)
 		case <-ctx.Done():
-			return fmt.Errorf("containerd CRI not ready: %w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("%s CRI not ready: %w (last error: %v)", n.Kind.Name, ctx.Err(), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -275,13 +286,19 @@ func (n *Node) Restart(ctx context.Context) error {
 	return n.start(ctx)
 }
 
-// ImportImage imports img's archive into the CRI namespace and waits until CRI sees it.
+// ImportImage imports img's archive into the runtime's image store (the
+// CRI namespace of containerd, containers-storage of CRI-O) and waits until
+// CRI sees it.
 func (n *Node) ImportImage(ctx context.Context, img *Image) error {
 	cmd := command(ctx, n.bins.Ctr, "--address", n.Address, "-n", criNamespace, "images", "import", img.Archive)
+	if n.Kind.CRIO {
+		store := fmt.Sprintf("containers-storage:[overlay@%s+%s]%s", n.layout.Root, n.layout.RunRoot, img.Ref)
+		cmd = command(ctx, n.bins.Skopeo, "copy", "--quiet", "--insecure-policy", "oci-archive:"+img.Archive, store)
+	}
 	if err := run(cmd); err != nil {
 		return fmt.Errorf("import %s: %w", img.Ref, err)
 	}
-	// CRI learns about images from containerd events, asynchronously.
+	// CRI learns about images from the store, asynchronously.
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
@@ -313,7 +330,7 @@ func (n *Node) Close() error {
 	}
 	errs = append(errs, n.stop(), n.conn.Close())
 	errs = append(errs, killUntilGone(func() ([]int, error) { return nodeProcs(n.Dir, n.cgroupParent) }, 10*time.Second))
-	errs = append(errs, removeTree(n.Dir), removeCgroups(n.cgroupParent), n.owner.Close())
+	errs = append(errs, removeTree(n.Dir), removeCgroups(n.cgroupParent), removeBridge(podBridge(filepath.Base(n.Dir))), n.owner.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close node %s: %w", n.Dir, err)
 	}
@@ -348,9 +365,22 @@ func (n *Node) removeAllPods() error {
 	return errors.Join(errs...)
 }
 
-// removePod stops and removes a pod as kubelet does, trying again while
-// containerd still counts one of its containers running.
+// removePod stops and removes a pod as kubelet does, its containers first
+// with no grace period (a test's sleep ignores SIGTERM as PID 1, and CRI-O
+// would wait for it), trying again while the runtime still counts one of
+// them running.
 func (n *Node) removePod(ctx context.Context, id string) error {
+	ctrs, err := n.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: id}})
+	if err != nil {
+		return fmt.Errorf("list the containers of pod %s: %w", id, err)
+	}
+	for _, c := range ctrs.GetContainers() {
+		if c.GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			if _, err := n.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.GetId()}); err != nil {
+				return fmt.Errorf("stop container %s: %w", c.GetId(), err)
+			}
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		if _, err := n.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
 			return fmt.Errorf("stop pod %s: %w", id, err)
@@ -384,4 +414,12 @@ func nodeProcs(dir, cgroupParent string) ([]int, error) {
 		return nil, err
 	}
 	return append(pids, inCgroups...), nil
+}
+
+// removeBridge deletes the network bridge name, if the runtime made it.
+func removeBridge(name string) error {
+	if _, err := net.InterfaceByName(name); err != nil {
+		return nil
+	}
+	return run(command(context.Background(), "ip", "link", "del", name))
 }

@@ -17,14 +17,16 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// PodSpec describes a pod. Pods always use the host network, so they need no CNI plugin
-// and reach servers the test starts on 127.0.0.1.
+// PodSpec describes a pod. Pods use the host network, so they need no CNI plugin
+// and reach servers the test starts on 127.0.0.1; but for a pod with a user namespace.
 type PodSpec struct {
 	Name, Namespace     string // Namespace defaults to "default"
 	Annotations, Labels map[string]string
 	// UsernsHostID, unless 0, runs the pod in a user namespace of its own
 	// (hostUsers: false), its IDs 0-65535 mapped to 65536 host IDs from
-	// this one: a multiple of 65536, as kubelet allocates them.
+	// this one: a multiple of 65536, as kubelet allocates them. Such a pod
+	// has a network namespace of its own, as Kubernetes requires of it,
+	// with loopback only.
 	UsernsHostID uint32
 }
 
@@ -54,6 +56,7 @@ func namespaceOptions(usernsHostID uint32) *runtimeapi.NamespaceOption {
 		Ipc:     runtimeapi.NamespaceMode_POD,
 	}
 	if usernsHostID != 0 {
+		opts.Network = runtimeapi.NamespaceMode_POD
 		ids := []*runtimeapi.IDMapping{{HostId: usernsHostID, ContainerId: 0, Length: 1 << 16}}
 		opts.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}
 	}
@@ -106,13 +109,15 @@ func (p *Pod) Create(ctx context.Context, c ContainerSpec) (string, error) {
 	logPath := filepath.Join(c.Name, "0.log")
 	cfg := &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name},
-		Image:    &runtimeapi.ImageSpec{Image: c.Image},
-		Command:  c.Command,
-		Args:     c.Args,
-		Envs:     envs(c.Env),
-		Labels:   withLabels(p.config.GetLabels(), map[string]string{"io.kubernetes.container.name": c.Name}),
-		LogPath:  logPath,
-		Mounts:   c.Mounts,
+		// As kubelet gives it: CRI-O refuses a container without the image
+		// the user named, whose signature it would verify.
+		Image:   &runtimeapi.ImageSpec{Image: c.Image, UserSpecifiedImage: c.Image},
+		Command: c.Command,
+		Args:    c.Args,
+		Envs:    envs(c.Env),
+		Labels:  withLabels(p.config.GetLabels(), map[string]string{"io.kubernetes.container.name": c.Name}),
+		LogPath: logPath,
+		Mounts:  c.Mounts,
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources: &runtimeapi.LinuxContainerResources{},
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{

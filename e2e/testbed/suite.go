@@ -10,7 +10,8 @@ import (
 
 // RunSuite is a real-node suite's TestMain: it needs root, runs setUp, the
 // tests and the cleanups setUp registered (last first), and prints the
-// summary whose last line is "N passed, N failed". A failed setUp counts
+// summary whose last line is "N passed, N failed" (a skipped test is
+// neither, and named above it). A failed setUp counts
 // as one failure. It returns the exit code.
 func RunSuite(m *testing.M, name string, setUp func(cleanup func(func())) error) int {
 	if os.Geteuid() != 0 {
@@ -39,7 +40,7 @@ var summary results
 
 type results struct {
 	sync.Mutex
-	passed, failed []string
+	passed, failed, skipped []string
 }
 
 // Track records the test's outcome for the summary; onFailure, if set,
@@ -48,6 +49,10 @@ func Track(t *testing.T, onFailure func()) {
 	t.Cleanup(func() {
 		summary.Lock()
 		defer summary.Unlock()
+		if t.Skipped() {
+			summary.skipped = append(summary.skipped, t.Name())
+			return
+		}
 		if !t.Failed() {
 			summary.passed = append(summary.passed, t.Name())
 			return
@@ -63,6 +68,9 @@ func (r *results) print() {
 	r.Lock()
 	defer r.Unlock()
 	sort.Strings(r.failed)
+	for _, name := range r.skipped {
+		fmt.Printf("SKIPPED: %s\n", name)
+	}
 	for _, name := range r.failed {
 		fmt.Printf("FAILED: %s\n", name)
 	}

@@ -45,7 +45,7 @@ func RuntimesTestImage(ctx context.Context, pub *CA, log func(string, ...any)) (
 		Name:  "runtimes",
 		Suite: "bookworm",
 		Packages: []string{"ca-certificates", "curl", "wget", "openssl", "git", "python3", "python3-requests",
-			"python3-pip", "python3-botocore", "nodejs", "openjdk-17-jre-headless", "openjdk-17-jdk-headless",
+			"python3-pip", "python3-botocore", "python3-grpcio", "nodejs", "openjdk-17-jre-headless", "openjdk-17-jdk-headless",
 			"ruby", "php-cli"},
 		Env: []string{"PATH=" + venv + "/bin:" + standardPath},
 		Files: []File{
