@@ -84,7 +84,8 @@ func render(t *testing.T, dir string) []object {
 	return objs
 }
 
-// kustomizations finds every directory under deploy/ a user may apply.
+// kustomizations finds every directory under deploy/ a user may apply: each
+// kustomization.yaml but the Components, which only overlays include.
 func kustomizations(t *testing.T) []string {
 	t.Helper()
 	var dirs []string
@@ -92,7 +93,18 @@ func kustomizations(t *testing.T) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Name() == "kustomization.yaml" && !strings.Contains(p, "/components/") {
+		if d.Name() != "kustomization.yaml" {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k object
+		if err := yaml.Unmarshal(data, &k); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if str(k, "kind") != "Component" {
 			dirs = append(dirs, filepath.Dir(p))
 		}
 		return nil
@@ -122,6 +134,7 @@ func TestEveryKustomizationRenders(t *testing.T) {
 			}
 			checkDaemonSet(t, ds)
 			checkNamespaceAndRBAC(t, objs, str(ds, "metadata", "namespace"))
+			checkObjectNamespaces(t, objs)
 		})
 	}
 }
@@ -287,6 +300,35 @@ func checkNamespaceAndRBAC(t *testing.T, objs []object, ns string) {
 	rules := list(role, "rules")
 	if len(rules) != 1 || !slices.Equal(list(rules[0], "resources"), []any{"namespaces"}) || !slices.Equal(list(rules[0], "verbs"), []any{"get"}) {
 		t.Errorf("ClusterRole rules %v: get on namespaces is all the plugin needs", rules)
+	}
+}
+
+// namespace is where every namespaced object of deploy/ belongs: the RBAC
+// binding, the Kyverno policy and docs/operations.md all name it.
+const namespace = "cainjekt"
+
+// clusterScoped are the kinds that have no namespace. Any other kind is
+// taken as namespaced, so a cluster-scoped kind added to deploy/ fails below
+// until it is listed here, rather than passing with a namespace it must not have.
+var clusterScoped = []string{
+	"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "CustomResourceDefinition",
+	"StorageClass", "RuntimeClass", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterPolicy",
+}
+
+// checkObjectNamespaces checks that everything applied lands in the cainjekt
+// namespace: kubectl puts an object without one in the current context's
+// namespace, where the ServiceMonitor finds no Service and the
+// PrometheusRule may not be loaded.
+func checkObjectNamespaces(t *testing.T, objs []object) {
+	for _, o := range objs {
+		kind, name, ns := str(o, "kind"), str(o, "metadata", "name"), str(o, "metadata", "namespace")
+		switch {
+		case slices.Contains(clusterScoped, kind) && ns != "":
+			t.Errorf("%s %s is cluster-scoped but has namespace %q", kind, name, ns)
+		case !slices.Contains(clusterScoped, kind) && ns != namespace:
+			t.Errorf("%s %s is in namespace %q, not %s", kind, name, ns, namespace)
+		}
 	}
 }
 
