@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -330,6 +331,88 @@ func checkObjectNamespaces(t *testing.T, objs []object) {
 			t.Errorf("%s %s is in namespace %q, not %s", kind, name, ns, namespace)
 		}
 	}
+}
+
+// metricsService is the Service in front of every plugin's /metrics.
+const metricsService = "cainjekt-metrics"
+
+// The ServiceMonitor selects the metrics Service, scrapes a port it has, and
+// labels every target with its node, which the alerts name.
+func TestServiceMonitorScrapesTheMetricsService(t *testing.T) {
+	objs := render(t, filepath.Join(deployDir, "overlays/monitoring"))
+	sm, svc := find(objs, "ServiceMonitor", "cainjekt"), find(objs, "Service", metricsService)
+	if sm == nil || svc == nil {
+		t.Fatalf("the monitoring overlay lacks the ServiceMonitor or the Service %s", metricsService)
+	}
+
+	// Without a namespaceSelector the Prometheus Operator looks for Services
+	// in the ServiceMonitor's own namespace only.
+	if get(sm, "spec", "namespaceSelector") != nil {
+		t.Errorf("namespaceSelector %v: the ServiceMonitor belongs next to its Service", get(sm, "spec", "namespaceSelector"))
+	}
+	if str(sm, "metadata", "namespace") != str(svc, "metadata", "namespace") {
+		t.Errorf("the ServiceMonitor is in namespace %q, the Service in %q", str(sm, "metadata", "namespace"), str(svc, "metadata", "namespace"))
+	}
+	if get(sm, "spec", "selector", "matchExpressions") != nil {
+		t.Error("selector.matchExpressions: not checked here; select by matchLabels")
+	}
+	selector, _ := get(sm, "spec", "selector", "matchLabels").(map[string]any)
+	if len(selector) == 0 {
+		t.Error("the ServiceMonitor selects every Service of the namespace")
+	}
+	for k, v := range selector {
+		if got := str(svc, "metadata", "labels", k); got != v {
+			t.Errorf("the ServiceMonitor selects %s=%v, the Service has %s=%q", k, v, k, got)
+		}
+	}
+
+	servicePorts := map[string]any{}
+	for _, p := range list(svc, "spec", "ports") {
+		servicePorts[str(p, "name")] = p
+	}
+	endpoints := list(sm, "spec", "endpoints")
+	if len(endpoints) == 0 {
+		t.Error("the ServiceMonitor has no endpoints")
+	}
+	for _, e := range endpoints {
+		p, ok := servicePorts[str(e, "port")]
+		if !ok {
+			t.Errorf("endpoint port %q is not a port of the Service (%v)", str(e, "port"), slices.Collect(maps.Keys(servicePorts)))
+			continue
+		}
+		if str(e, "path") != "/metrics" {
+			t.Errorf("endpoint path %q, the plugin serves /metrics", str(e, "path"))
+		}
+		checkTargetPort(t, objs, str(p, "targetPort"))
+
+		var node bool
+		for _, r := range list(e, "relabelings") {
+			if str(r, "targetLabel") == "pod" || str(r, "action") == "labeldrop" || str(r, "action") == "labelkeep" {
+				t.Errorf("relabeling %v: the pod label must stay", r)
+			}
+			if slices.Equal(list(r, "sourceLabels"), []any{"__meta_kubernetes_pod_node_name"}) &&
+				str(r, "targetLabel") == "node" && cmp.Or(str(r, "action"), "replace") == "replace" {
+				node = true
+			}
+		}
+		if !node {
+			t.Errorf("endpoint %q does not copy __meta_kubernetes_pod_node_name to the label node", str(e, "port"))
+		}
+	}
+}
+
+// checkTargetPort checks that the Service's target port is the plugin's
+// named container port.
+func checkTargetPort(t *testing.T, objs []object, targetPort string) {
+	ds := find(objs, "DaemonSet", "cainjekt")
+	for _, c := range list(ds, "spec", "template", "spec", "containers") {
+		for _, p := range list(c, "ports") {
+			if str(p, "name") == targetPort {
+				return
+			}
+		}
+	}
+	t.Errorf("the Service's targetPort %q is no named port of the DaemonSet's containers", targetPort)
 }
 
 // The alerts are valid Prometheus rules and use metrics the plugin exports.
