@@ -2,7 +2,9 @@
 // real kubectl and checks what a cluster would get: the DaemonSet's mounts,
 // probes and privileges, and that the paths the plugin is told match the
 // host paths mounted for them, since the plugin hands those paths to runc on
-// the node. The alerts go through promtool.
+// the node; that every object lands in the cainjekt namespace; that the
+// ServiceMonitor scrapes the metrics Service. The alerts go through promtool,
+// its checks and the tests beside the PrometheusRule.
 package deploytest
 
 import (
@@ -15,6 +17,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -415,44 +418,163 @@ func checkTargetPort(t *testing.T, objs []object, targetPort string) {
 	t.Errorf("the Service's targetPort %q is no named port of the DaemonSet's containers", targetPort)
 }
 
-// The alerts are valid Prometheus rules and use metrics the plugin exports.
-func TestAlertRules(t *testing.T) {
-	promtool := requireTool(t, "promtool")
-	objs := render(t, filepath.Join(deployDir, "overlays/monitoring"))
+// alerts renders the monitoring overlay and returns it with the
+// PrometheusRule's alerting rules, and those rules' groups as a plain
+// Prometheus rules file, rules.yaml in dir, which promtool reads.
+func alerts(t *testing.T, dir string) (objs []object, rules []any, rulesFile string) {
+	t.Helper()
+	objs = render(t, filepath.Join(deployDir, "overlays/monitoring"))
 	rule := find(objs, "PrometheusRule", "cainjekt")
-	if rule == nil || find(objs, "ServiceMonitor", "cainjekt") == nil {
-		t.Fatal("the monitoring overlay lacks the PrometheusRule or the ServiceMonitor")
+	if rule == nil {
+		t.Fatal("the monitoring overlay lacks the PrometheusRule")
 	}
 	groups, err := yaml.Marshal(map[string]any{"groups": get(rule, "spec", "groups")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(file, groups, 0o644); err != nil {
+	rulesFile = filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rulesFile, groups, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(promtool, "check", "rules", file).CombinedOutput(); err != nil {
+	for _, g := range list(rule, "spec", "groups") {
+		rules = append(rules, list(g, "rules")...)
+	}
+	if len(rules) == 0 {
+		t.Fatal("the PrometheusRule has no rules")
+	}
+	return objs, rules, rulesFile
+}
+
+// matchers finds the values an expression's selectors give a label, by
+// equality or regular expression.
+func matchers(expr, label string) []string {
+	var values []string
+	for _, m := range regexp.MustCompile(`\b`+label+`\s*=~?\s*"([^"]*)"`).FindAllStringSubmatch(expr, -1) {
+		values = append(values, m[1])
+	}
+	return values
+}
+
+// The alerts are valid Prometheus rules, use metrics the plugin exports and
+// select the series of this deployment.
+func TestAlertRules(t *testing.T) {
+	promtool := requireTool(t, "promtool")
+	objs, rules, rulesFile := alerts(t, t.TempDir())
+	if out, err := exec.Command(promtool, "check", "rules", rulesFile).CombinedOutput(); err != nil {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
 	}
 	metrics, err := os.ReadFile("../../metrics.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	alerts := 0
-	for _, g := range list(rule, "spec", "groups") {
-		for _, r := range list(g, "rules") {
-			alerts++
-			for _, word := range strings.FieldsFunc(str(r, "expr"), func(c rune) bool {
-				return !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9')
-			}) {
-				if strings.HasPrefix(word, "cainjekt_") && !bytes.Contains(metrics, []byte(`"`+word+`"`)) {
-					t.Errorf("alert %s uses %s, which the plugin does not export", str(r, "alert"), word)
+
+	// The Prometheus Operator sets job to the Service's name, or to the value
+	// of the Service's label that jobLabel names.
+	sm, svc, ds := find(objs, "ServiceMonitor", "cainjekt"), find(objs, "Service", metricsService), find(objs, "DaemonSet", "cainjekt")
+	if sm == nil || svc == nil || ds == nil {
+		t.Fatal("the monitoring overlay lacks the ServiceMonitor, the metrics Service or the DaemonSet")
+	}
+	job := str(svc, "metadata", "name")
+	if l := str(sm, "spec", "jobLabel"); l != "" {
+		job = str(svc, "metadata", "labels", l)
+	}
+	want := map[string]string{"job": job, "namespace": str(ds, "metadata", "namespace"), "daemonset": str(ds, "metadata", "name")}
+
+	for _, r := range rules {
+		name, expr := str(r, "alert"), str(r, "expr")
+		if name == "" {
+			t.Errorf("recording rule %s: only alerts are checked and tested", str(r, "record"))
+			continue
+		}
+		for _, word := range strings.FieldsFunc(expr, func(c rune) bool {
+			return !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9')
+		}) {
+			if strings.HasPrefix(word, "cainjekt_") && !bytes.Contains(metrics, []byte(`"`+word+`"`)) {
+				t.Errorf("alert %s uses %s, which the plugin does not export", name, word)
+			}
+		}
+		for label, value := range want {
+			for _, v := range matchers(expr, label) {
+				if v != value {
+					t.Errorf("alert %s selects %s=%q; this deployment's is %q", name, label, v, value)
+				}
+			}
+		}
+		// A for: keeps an alert from firing on one evaluation's blip.
+		if str(r, "for") == "" {
+			t.Errorf("alert %s has no for", name)
+		}
+		if sev := str(r, "labels", "severity"); !slices.Contains([]string{"critical", "warning", "info"}, sev) {
+			t.Errorf("alert %s has severity %q", name, sev)
+		}
+	}
+}
+
+// clusterWide are the alerts about the cluster rather than a node; every
+// other one names the node it fires for.
+var clusterWide = map[string]string{
+	"CainjektDaemonSetUnavailable":      "kube-state-metrics counts the DaemonSet's unavailable pods; the status names no node",
+	"CainjektCACertificateExpiringSoon": "every node injects the same bundles: one alert per certificate",
+}
+
+// promtool's tests of the alerts pass: each alert fires when it should,
+// with the labels and annotations it should have, and stays quiet when it
+// should not. The tests cover every alert both ways, and each one that names
+// a node is expected to fire with a node label at least once.
+func TestAlertRulesPromtoolTests(t *testing.T) {
+	promtool := requireTool(t, "promtool")
+	dir := t.TempDir()
+	_, rules, _ := alerts(t, dir)
+	testData, err := os.ReadFile(filepath.Join(deployDir, "components/prometheusrule/prometheusrule_test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testFile := filepath.Join(dir, "prometheusrule_test.yaml")
+	if err := os.WriteFile(testFile, testData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(promtool, "test", "rules", filepath.Base(testFile))
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool test rules: %v\n%s", err, out)
+	}
+
+	var tests object
+	if err := yaml.Unmarshal(testData, &tests); err != nil {
+		t.Fatal(err)
+	}
+	fires, quiet := map[string]int{}, map[string]int{}
+	withNode := map[string]bool{}
+	for _, tc := range list(tests, "tests") {
+		for _, at := range list(tc, "alert_rule_test") {
+			name := str(at, "alertname")
+			expected := list(at, "exp_alerts")
+			if len(expected) == 0 {
+				quiet[name]++
+			}
+			for _, a := range expected {
+				fires[name]++
+				if str(a, "exp_labels", "node") != "" {
+					withNode[name] = true
 				}
 			}
 		}
 	}
-	if alerts == 0 {
-		t.Error("the PrometheusRule has no rules")
+	for _, r := range rules {
+		name := str(r, "alert")
+		if fires[name] == 0 || quiet[name] == 0 {
+			t.Errorf("alert %s: promtool tests it firing %d times and quiet %d times; it needs both", name, fires[name], quiet[name])
+		}
+		names := strings.Contains(str(r, "annotations", "summary"), "$labels.node")
+		why, wide := clusterWide[name]
+		switch {
+		case !wide && !names:
+			t.Errorf("alert %s: its summary does not name {{ $labels.node }}", name)
+		case !wide && !withNode[name]:
+			t.Errorf("alert %s is never expected to fire with a node label", name)
+		case wide && names:
+			t.Errorf("alert %s names a node, but is listed as cluster-wide: %s", name, why)
+		}
 	}
 }
 
