@@ -4,7 +4,8 @@
 // host paths mounted for them, since the plugin hands those paths to runc on
 // the node; that every object lands in the cainjekt namespace; that the
 // ServiceMonitor scrapes the metrics Service. The alerts go through promtool,
-// its checks and the tests beside the PrometheusRule.
+// its checks and the tests beside the PrometheusRule, and each has a runbook
+// in docs/operations.md.
 package deploytest
 
 import (
@@ -21,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"sigs.k8s.io/yaml"
 )
@@ -576,6 +578,88 @@ func TestAlertRulesPromtoolTests(t *testing.T) {
 			t.Errorf("alert %s names a node, but is listed as cluster-wide: %s", name, why)
 		}
 	}
+}
+
+// docs/operations.md's overlay for kube-prometheus-stack, as written, gives
+// the ServiceMonitor and the PrometheusRule the label Prometheus selects.
+func TestMonitoringDocOverlay(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "\n## Monitoring\n")
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	block, _, closed := strings.Cut(block, "```")
+	if !ok || !closed {
+		t.Fatal("docs/operations.md's Monitoring section has no yaml block")
+	}
+	// The overlay sits next to a checkout of cainjekt.
+	dir := t.TempDir()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(root, filepath.Join(dir, "cainjekt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs := render(t, dir)
+	checkObjectNamespaces(t, objs)
+	for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
+		if got := str(find(objs, kind, "cainjekt"), "metadata", "labels", "release"); got != "kube-prometheus-stack" {
+			t.Errorf("%s has release=%q", kind, got)
+		}
+	}
+}
+
+// runbookBase is where each alert's runbook_url points: docs/operations.md
+// as GitHub shows it, at a heading "Alert: NAME" of its own.
+const runbookBase = "https://github.com/cainjekt/cainjekt/blob/main/docs/operations.md"
+
+// Every alert's runbook_url leads to its own heading in docs/operations.md.
+func TestAlertRunbooks(t *testing.T) {
+	_, rules, _ := alerts(t, t.TempDir())
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	fenced := false
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(line, "```") {
+			fenced = !fenced
+		}
+		if !fenced && strings.HasPrefix(line, "#") {
+			anchors[githubAnchor(strings.TrimLeft(line, "# "))] = true
+		}
+	}
+	for _, r := range rules {
+		name := str(r, "alert")
+		want := runbookBase + "#" + githubAnchor("Alert: "+name)
+		if got := str(r, "annotations", "runbook_url"); got != want {
+			t.Errorf("alert %s: runbook_url %q, want %q", name, got, want)
+		}
+		if !anchors[githubAnchor("Alert: "+name)] {
+			t.Errorf("alert %s: docs/operations.md has no heading \"Alert: %s\"", name, name)
+		}
+	}
+}
+
+// githubAnchor is the fragment GitHub gives a Markdown heading: lower case,
+// spaces as hyphens, other punctuation dropped.
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case c == ' ':
+			b.WriteRune('-')
+		case c == '-' || c == '_' || unicode.IsLetter(c) || unicode.IsDigit(c):
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
 }
 
 // The Kyverno policy keeps other pods off every host path the DaemonSet
