@@ -2,21 +2,27 @@
 // real kubectl and checks what a cluster would get: the DaemonSet's mounts,
 // probes and privileges, and that the paths the plugin is told match the
 // host paths mounted for them, since the plugin hands those paths to runc on
-// the node. The alerts go through promtool.
+// the node; that every object lands in the cainjekt namespace; that the
+// ServiceMonitor scrapes the metrics Service. The alerts go through promtool,
+// its checks and the tests beside the PrometheusRule, and each has a runbook
+// in docs/operations.md.
 package deploytest
 
 import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"sigs.k8s.io/yaml"
 )
@@ -84,7 +90,8 @@ func render(t *testing.T, dir string) []object {
 	return objs
 }
 
-// kustomizations finds every directory under deploy/ a user may apply.
+// kustomizations finds every directory under deploy/ a user may apply: each
+// kustomization.yaml but the Components, which only overlays include.
 func kustomizations(t *testing.T) []string {
 	t.Helper()
 	var dirs []string
@@ -92,7 +99,18 @@ func kustomizations(t *testing.T) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Name() == "kustomization.yaml" && !strings.Contains(p, "/components/") {
+		if d.Name() != "kustomization.yaml" {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k object
+		if err := yaml.Unmarshal(data, &k); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if str(k, "kind") != "Component" {
 			dirs = append(dirs, filepath.Dir(p))
 		}
 		return nil
@@ -122,6 +140,7 @@ func TestEveryKustomizationRenders(t *testing.T) {
 			}
 			checkDaemonSet(t, ds)
 			checkNamespaceAndRBAC(t, objs, str(ds, "metadata", "namespace"))
+			checkObjectNamespaces(t, objs)
 		})
 	}
 }
@@ -290,45 +309,357 @@ func checkNamespaceAndRBAC(t *testing.T, objs []object, ns string) {
 	}
 }
 
-// The alerts are valid Prometheus rules and use metrics the plugin exports.
-func TestAlertRules(t *testing.T) {
-	promtool := requireTool(t, "promtool")
+// namespace is where every namespaced object of deploy/ belongs: the RBAC
+// binding, the Kyverno policy and docs/operations.md all name it.
+const namespace = "cainjekt"
+
+// clusterScoped are the kinds that have no namespace. Any other kind is
+// taken as namespaced, so a cluster-scoped kind added to deploy/ fails below
+// until it is listed here, rather than passing with a namespace it must not have.
+var clusterScoped = []string{
+	"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "CustomResourceDefinition",
+	"StorageClass", "RuntimeClass", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
+	"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ClusterPolicy",
+}
+
+// checkObjectNamespaces checks that everything applied lands in the cainjekt
+// namespace: kubectl puts an object without one in the current context's
+// namespace, where the ServiceMonitor finds no Service and the
+// PrometheusRule may not be loaded.
+func checkObjectNamespaces(t *testing.T, objs []object) {
+	for _, o := range objs {
+		kind, name, ns := str(o, "kind"), str(o, "metadata", "name"), str(o, "metadata", "namespace")
+		switch {
+		case slices.Contains(clusterScoped, kind) && ns != "":
+			t.Errorf("%s %s is cluster-scoped but has namespace %q", kind, name, ns)
+		case !slices.Contains(clusterScoped, kind) && ns != namespace:
+			t.Errorf("%s %s is in namespace %q, not %s", kind, name, ns, namespace)
+		}
+	}
+}
+
+// metricsService is the Service in front of every plugin's /metrics.
+const metricsService = "cainjekt-metrics"
+
+// The ServiceMonitor selects the metrics Service, scrapes a port it has, and
+// labels every target with its node, which the alerts name.
+func TestServiceMonitorScrapesTheMetricsService(t *testing.T) {
 	objs := render(t, filepath.Join(deployDir, "overlays/monitoring"))
+	sm, svc := find(objs, "ServiceMonitor", "cainjekt"), find(objs, "Service", metricsService)
+	if sm == nil || svc == nil {
+		t.Fatalf("the monitoring overlay lacks the ServiceMonitor or the Service %s", metricsService)
+	}
+
+	// Without a namespaceSelector the Prometheus Operator looks for Services
+	// in the ServiceMonitor's own namespace only.
+	if get(sm, "spec", "namespaceSelector") != nil {
+		t.Errorf("namespaceSelector %v: the ServiceMonitor belongs next to its Service", get(sm, "spec", "namespaceSelector"))
+	}
+	if str(sm, "metadata", "namespace") != str(svc, "metadata", "namespace") {
+		t.Errorf("the ServiceMonitor is in namespace %q, the Service in %q", str(sm, "metadata", "namespace"), str(svc, "metadata", "namespace"))
+	}
+	if get(sm, "spec", "selector", "matchExpressions") != nil {
+		t.Error("selector.matchExpressions: not checked here; select by matchLabels")
+	}
+	selector, _ := get(sm, "spec", "selector", "matchLabels").(map[string]any)
+	if len(selector) == 0 {
+		t.Error("the ServiceMonitor selects every Service of the namespace")
+	}
+	for k, v := range selector {
+		if got := str(svc, "metadata", "labels", k); got != v {
+			t.Errorf("the ServiceMonitor selects %s=%v, the Service has %s=%q", k, v, k, got)
+		}
+	}
+
+	servicePorts := map[string]any{}
+	for _, p := range list(svc, "spec", "ports") {
+		servicePorts[str(p, "name")] = p
+	}
+	endpoints := list(sm, "spec", "endpoints")
+	if len(endpoints) == 0 {
+		t.Error("the ServiceMonitor has no endpoints")
+	}
+	for _, e := range endpoints {
+		p, ok := servicePorts[str(e, "port")]
+		if !ok {
+			t.Errorf("endpoint port %q is not a port of the Service (%v)", str(e, "port"), slices.Collect(maps.Keys(servicePorts)))
+			continue
+		}
+		if str(e, "path") != "/metrics" {
+			t.Errorf("endpoint path %q, the plugin serves /metrics", str(e, "path"))
+		}
+		checkTargetPort(t, objs, str(p, "targetPort"))
+
+		var node bool
+		for _, r := range list(e, "relabelings") {
+			if str(r, "targetLabel") == "pod" || str(r, "action") == "labeldrop" || str(r, "action") == "labelkeep" {
+				t.Errorf("relabeling %v: the pod label must stay", r)
+			}
+			if slices.Equal(list(r, "sourceLabels"), []any{"__meta_kubernetes_pod_node_name"}) &&
+				str(r, "targetLabel") == "node" && cmp.Or(str(r, "action"), "replace") == "replace" {
+				node = true
+			}
+		}
+		if !node {
+			t.Errorf("endpoint %q does not copy __meta_kubernetes_pod_node_name to the label node", str(e, "port"))
+		}
+	}
+}
+
+// checkTargetPort checks that the Service's target port is the plugin's
+// named container port.
+func checkTargetPort(t *testing.T, objs []object, targetPort string) {
+	ds := find(objs, "DaemonSet", "cainjekt")
+	for _, c := range list(ds, "spec", "template", "spec", "containers") {
+		for _, p := range list(c, "ports") {
+			if str(p, "name") == targetPort {
+				return
+			}
+		}
+	}
+	t.Errorf("the Service's targetPort %q is no named port of the DaemonSet's containers", targetPort)
+}
+
+// alerts renders the monitoring overlay and returns it with the
+// PrometheusRule's alerting rules, and those rules' groups as a plain
+// Prometheus rules file, rules.yaml in dir, which promtool reads.
+func alerts(t *testing.T, dir string) (objs []object, rules []any, rulesFile string) {
+	t.Helper()
+	objs = render(t, filepath.Join(deployDir, "overlays/monitoring"))
 	rule := find(objs, "PrometheusRule", "cainjekt")
-	if rule == nil || find(objs, "ServiceMonitor", "cainjekt") == nil {
-		t.Fatal("the monitoring overlay lacks the PrometheusRule or the ServiceMonitor")
+	if rule == nil {
+		t.Fatal("the monitoring overlay lacks the PrometheusRule")
 	}
 	groups, err := yaml.Marshal(map[string]any{"groups": get(rule, "spec", "groups")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(file, groups, 0o644); err != nil {
+	rulesFile = filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(rulesFile, groups, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(promtool, "check", "rules", file).CombinedOutput(); err != nil {
+	for _, g := range list(rule, "spec", "groups") {
+		rules = append(rules, list(g, "rules")...)
+	}
+	if len(rules) == 0 {
+		t.Fatal("the PrometheusRule has no rules")
+	}
+	return objs, rules, rulesFile
+}
+
+// matchers finds the values an expression's selectors give a label, by
+// equality or regular expression.
+func matchers(expr, label string) []string {
+	var values []string
+	for _, m := range regexp.MustCompile(`\b`+label+`\s*=~?\s*"([^"]*)"`).FindAllStringSubmatch(expr, -1) {
+		values = append(values, m[1])
+	}
+	return values
+}
+
+// The alerts are valid Prometheus rules, use metrics the plugin exports and
+// select the series of this deployment.
+func TestAlertRules(t *testing.T) {
+	promtool := requireTool(t, "promtool")
+	objs, rules, rulesFile := alerts(t, t.TempDir())
+	if out, err := exec.Command(promtool, "check", "rules", rulesFile).CombinedOutput(); err != nil {
 		t.Errorf("promtool check rules: %v\n%s", err, out)
 	}
 	metrics, err := os.ReadFile("../../metrics.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	alerts := 0
-	for _, g := range list(rule, "spec", "groups") {
-		for _, r := range list(g, "rules") {
-			alerts++
-			for _, word := range strings.FieldsFunc(str(r, "expr"), func(c rune) bool {
-				return !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9')
-			}) {
-				if strings.HasPrefix(word, "cainjekt_") && !bytes.Contains(metrics, []byte(`"`+word+`"`)) {
-					t.Errorf("alert %s uses %s, which the plugin does not export", str(r, "alert"), word)
+
+	// The Prometheus Operator sets job to the Service's name, or to the value
+	// of the Service's label that jobLabel names.
+	sm, svc, ds := find(objs, "ServiceMonitor", "cainjekt"), find(objs, "Service", metricsService), find(objs, "DaemonSet", "cainjekt")
+	if sm == nil || svc == nil || ds == nil {
+		t.Fatal("the monitoring overlay lacks the ServiceMonitor, the metrics Service or the DaemonSet")
+	}
+	job := str(svc, "metadata", "name")
+	if l := str(sm, "spec", "jobLabel"); l != "" {
+		job = str(svc, "metadata", "labels", l)
+	}
+	want := map[string]string{"job": job, "namespace": str(ds, "metadata", "namespace"), "daemonset": str(ds, "metadata", "name")}
+
+	for _, r := range rules {
+		name, expr := str(r, "alert"), str(r, "expr")
+		if name == "" {
+			t.Errorf("recording rule %s: only alerts are checked and tested", str(r, "record"))
+			continue
+		}
+		for _, word := range strings.FieldsFunc(expr, func(c rune) bool {
+			return !(c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9')
+		}) {
+			if strings.HasPrefix(word, "cainjekt_") && !bytes.Contains(metrics, []byte(`"`+word+`"`)) {
+				t.Errorf("alert %s uses %s, which the plugin does not export", name, word)
+			}
+		}
+		for label, value := range want {
+			for _, v := range matchers(expr, label) {
+				if v != value {
+					t.Errorf("alert %s selects %s=%q; this deployment's is %q", name, label, v, value)
+				}
+			}
+		}
+		// A for: keeps an alert from firing on one evaluation's blip.
+		if str(r, "for") == "" {
+			t.Errorf("alert %s has no for", name)
+		}
+		if sev := str(r, "labels", "severity"); !slices.Contains([]string{"critical", "warning", "info"}, sev) {
+			t.Errorf("alert %s has severity %q", name, sev)
+		}
+	}
+}
+
+// clusterWide are the alerts about the cluster rather than a node; every
+// other one names the node it fires for.
+var clusterWide = map[string]string{
+	"CainjektDaemonSetUnavailable":      "kube-state-metrics counts the DaemonSet's unavailable pods; the status names no node",
+	"CainjektCACertificateExpiringSoon": "every node injects the same bundles: one alert per certificate",
+}
+
+// promtool's tests of the alerts pass: each alert fires when it should,
+// with the labels and annotations it should have, and stays quiet when it
+// should not. The tests cover every alert both ways, and each one that names
+// a node is expected to fire with a node label at least once.
+func TestAlertRulesPromtoolTests(t *testing.T) {
+	promtool := requireTool(t, "promtool")
+	dir := t.TempDir()
+	_, rules, _ := alerts(t, dir)
+	testData, err := os.ReadFile(filepath.Join(deployDir, "components/prometheusrule/prometheusrule_test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testFile := filepath.Join(dir, "prometheusrule_test.yaml")
+	if err := os.WriteFile(testFile, testData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(promtool, "test", "rules", filepath.Base(testFile))
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool test rules: %v\n%s", err, out)
+	}
+
+	var tests object
+	if err := yaml.Unmarshal(testData, &tests); err != nil {
+		t.Fatal(err)
+	}
+	fires, quiet := map[string]int{}, map[string]int{}
+	withNode := map[string]bool{}
+	for _, tc := range list(tests, "tests") {
+		for _, at := range list(tc, "alert_rule_test") {
+			name := str(at, "alertname")
+			expected := list(at, "exp_alerts")
+			if len(expected) == 0 {
+				quiet[name]++
+			}
+			for _, a := range expected {
+				fires[name]++
+				if str(a, "exp_labels", "node") != "" {
+					withNode[name] = true
 				}
 			}
 		}
 	}
-	if alerts == 0 {
-		t.Error("the PrometheusRule has no rules")
+	for _, r := range rules {
+		name := str(r, "alert")
+		if fires[name] == 0 || quiet[name] == 0 {
+			t.Errorf("alert %s: promtool tests it firing %d times and quiet %d times; it needs both", name, fires[name], quiet[name])
+		}
+		names := strings.Contains(str(r, "annotations", "summary"), "$labels.node")
+		why, wide := clusterWide[name]
+		switch {
+		case !wide && !names:
+			t.Errorf("alert %s: its summary does not name {{ $labels.node }}", name)
+		case !wide && !withNode[name]:
+			t.Errorf("alert %s is never expected to fire with a node label", name)
+		case wide && names:
+			t.Errorf("alert %s names a node, but is listed as cluster-wide: %s", name, why)
+		}
 	}
+}
+
+// docs/operations.md's overlay for kube-prometheus-stack, as written, gives
+// the ServiceMonitor and the PrometheusRule the label Prometheus selects.
+func TestMonitoringDocOverlay(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "\n## Monitoring\n")
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	block, _, closed := strings.Cut(block, "```")
+	if !ok || !closed {
+		t.Fatal("docs/operations.md's Monitoring section has no yaml block")
+	}
+	// The overlay sits next to a checkout of cainjekt.
+	dir := t.TempDir()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(root, filepath.Join(dir, "cainjekt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	objs := render(t, dir)
+	checkObjectNamespaces(t, objs)
+	for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
+		if got := str(find(objs, kind, "cainjekt"), "metadata", "labels", "release"); got != "kube-prometheus-stack" {
+			t.Errorf("%s has release=%q", kind, got)
+		}
+	}
+}
+
+// runbookBase is where each alert's runbook_url points: docs/operations.md
+// as GitHub shows it, at a heading "Alert: NAME" of its own.
+const runbookBase = "https://github.com/cainjekt/cainjekt/blob/main/docs/operations.md"
+
+// Every alert's runbook_url leads to its own heading in docs/operations.md.
+func TestAlertRunbooks(t *testing.T) {
+	_, rules, _ := alerts(t, t.TempDir())
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	fenced := false
+	for _, line := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(line, "```") {
+			fenced = !fenced
+		}
+		if !fenced && strings.HasPrefix(line, "#") {
+			anchors[githubAnchor(strings.TrimLeft(line, "# "))] = true
+		}
+	}
+	for _, r := range rules {
+		name := str(r, "alert")
+		want := runbookBase + "#" + githubAnchor("Alert: "+name)
+		if got := str(r, "annotations", "runbook_url"); got != want {
+			t.Errorf("alert %s: runbook_url %q, want %q", name, got, want)
+		}
+		if !anchors[githubAnchor("Alert: "+name)] {
+			t.Errorf("alert %s: docs/operations.md has no heading \"Alert: %s\"", name, name)
+		}
+	}
+}
+
+// githubAnchor is the fragment GitHub gives a Markdown heading: lower case,
+// spaces as hyphens, other punctuation dropped.
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case c == ' ':
+			b.WriteRune('-')
+		case c == '-' || c == '_' || unicode.IsLetter(c) || unicode.IsDigit(c):
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
 }
 
 // The Kyverno policy keeps other pods off every host path the DaemonSet
