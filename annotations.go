@@ -5,6 +5,7 @@ package main
 // Pod annotations: whether a container is injected, and with which processors.
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -71,6 +72,7 @@ type injectionPolicy struct {
 	prefix            string
 	optOut            bool     // inject every pod that does not say no
 	excludeNamespaces []string // never injected in opt-out mode
+	excludeContainers []string // container names never injected
 	// namespace looks a namespace up; nil when lookups are off.
 	namespace func(name string) (*namespaceInfo, error)
 }
@@ -85,7 +87,8 @@ func (pol injectionPolicy) decide(pod *api.PodSandbox, ctr *api.Container) decis
 	if d.skipReason = v.optIn(); d.skipReason != "" {
 		return d
 	}
-	if excluded, _ := v.annotation(annExcludeContainers); slices.Contains(splitList(excluded), ctr.GetName()) {
+	excluded, _ := v.annotation(annExcludeContainers)
+	if slices.Contains(splitList(excluded), ctr.GetName()) || slices.Contains(pol.excludeContainers, ctr.GetName()) {
 		d.skipReason = skipContainerExcluded
 		return d
 	}
@@ -177,7 +180,7 @@ func (v *podView) bundle() string {
 func (v *podView) processors() []string {
 	includeValue, _ := v.annotation(annProcessorsInclude)
 	excludeValue, _ := v.annotation(annProcessorsExclude)
-	include, exclude := splitList(strings.ToLower(includeValue)), splitList(strings.ToLower(excludeValue))
+	include, exclude := processorList(includeValue), processorList(excludeValue)
 	for _, name := range append(slices.Clone(include), exclude...) {
 		if !slices.Contains(processorNames, name) {
 			v.d.warn(warnUnknownProcessor, "unknown processor %q in %s annotations (known: %s)", printable(name, 64), v.pol.prefix, strings.Join(processorNames, ", "))
@@ -190,6 +193,18 @@ func (v *podView) processors() []string {
 		}
 	}
 	return enabled
+}
+
+// processorAliases are natrontech/cainjekt's names of our processors.
+var processorAliases = map[string]string{"os-opensuse": "os-suse"}
+
+// processorList splits an include or exclude list, names folded to ours.
+func processorList(value string) []string {
+	names := splitList(strings.ToLower(value))
+	for i, name := range names {
+		names[i] = cmp.Or(processorAliases[name], name)
+	}
+	return names
 }
 
 // annotationNames are the names cainjekt reads after its prefix.
@@ -230,11 +245,16 @@ func closestName(name string) string {
 }
 
 // withinEdits reports whether a and b are at most max single-character
-// insertions, deletions or substitutions apart (Levenshtein distance).
+// insertions, deletions or substitutions apart.
 func withinEdits(a, b string, max int) bool {
 	if d := len(a) - len(b); d > max || -d > max {
 		return false
 	}
+	return editDistance(a, b) <= max
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -251,7 +271,7 @@ func withinEdits(a, b string, max int) bool {
 		}
 		prev, cur = cur, prev
 	}
-	return prev[len(b)] <= max
+	return prev[len(b)]
 }
 
 // processorNames lists every processor name.

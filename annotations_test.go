@@ -27,20 +27,24 @@ func TestDecide(t *testing.T) {
 		processors []string
 		warn       string
 	}{
-		"no annotation":    {ann: nil, reason: skipNotEnabled},
-		"false":            {ann: map[string]string{testPrefix + "/enabled": "false"}, reason: skipNotEnabled},
-		"true":             {ann: map[string]string{testPrefix + "/enabled": "true"}, inject: true, processors: all},
-		"TRUE with blanks": {ann: map[string]string{testPrefix + "/enabled": " TRUE "}, inject: true, processors: all},
-		"yes is not true":  {ann: map[string]string{testPrefix + "/enabled": "yes"}, reason: skipInvalidAnnotation, warn: `"yes"`},
-		"other prefix":     {ann: map[string]string{"other.io/enabled": "true"}, reason: skipNotEnabled},
-		"excluded":         {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/exclude-containers": " istio-proxy , app "}, container: "app", reason: skipContainerExcluded},
-		"not excluded":     {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/exclude-containers": "istio-proxy"}, container: "app", inject: true, processors: all},
-		"include":          {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "OS-Debian, lang-python,,"}, inject: true, processors: []string{"os-debian", "lang-python"}},
-		"exclude":          {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.exclude": "os-fallback"}, inject: true, processors: slices.DeleteFunc(slices.Clone(all), func(p string) bool { return p == "os-fallback" })},
-		"include unknown":  {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "lang-cobol"}, reason: skipNoProcessors, warn: `unknown processor "lang-cobol"`},
-		"include, exclude": {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "lang-go", testPrefix + "/processors.exclude": "lang-go"}, reason: skipNoProcessors},
+		"no annotation":               {ann: nil, reason: skipNotEnabled},
+		"false":                       {ann: map[string]string{testPrefix + "/enabled": "false"}, reason: skipNotEnabled},
+		"true":                        {ann: map[string]string{testPrefix + "/enabled": "true"}, inject: true, processors: all},
+		"TRUE with blanks":            {ann: map[string]string{testPrefix + "/enabled": " TRUE "}, inject: true, processors: all},
+		"yes is not true":             {ann: map[string]string{testPrefix + "/enabled": "yes"}, reason: skipInvalidAnnotation, warn: `"yes"`},
+		"other prefix":                {ann: map[string]string{"other.io/enabled": "true"}, reason: skipNotEnabled},
+		"excluded":                    {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/exclude-containers": " istio-proxy , app "}, container: "app", reason: skipContainerExcluded},
+		"not excluded":                {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/exclude-containers": "istio-proxy"}, container: "app", inject: true, processors: all},
+		"include":                     {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "OS-Debian, lang-python,,"}, inject: true, processors: []string{"os-debian", "lang-python"}},
+		"exclude":                     {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.exclude": "os-fallback"}, inject: true, processors: slices.DeleteFunc(slices.Clone(all), func(p string) bool { return p == "os-fallback" })},
+		"include unknown":             {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "lang-cobol"}, reason: skipNoProcessors, warn: `unknown processor "lang-cobol"`},
+		"natrontech's name":           {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "os-opensuse,lang-java"}, inject: true, processors: []string{"os-suse", "lang-java"}},
+		"natrontech's name, excluded": {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.exclude": "OS-openSUSE"}, inject: true, processors: slices.DeleteFunc(slices.Clone(all), func(p string) bool { return p == "os-suse" })},
+		"excluded everywhere":         {ann: map[string]string{testPrefix + "/enabled": "true"}, container: "istio-proxy", reason: skipContainerExcluded},
+		"include, exclude":            {ann: map[string]string{testPrefix + "/enabled": "true", testPrefix + "/processors.include": "lang-go", testPrefix + "/processors.exclude": "lang-go"}, reason: skipNoProcessors},
 	} {
-		d := injectionPolicy{prefix: testPrefix}.decide(podWith(tc.ann), &api.Container{Name: tc.container})
+		pol := injectionPolicy{prefix: testPrefix, excludeContainers: []string{"istio-proxy", "linkerd-proxy"}}
+		d := pol.decide(podWith(tc.ann), &api.Container{Name: tc.container})
 		if d.inject != tc.inject || d.skipReason != tc.reason {
 			t.Errorf("%s: inject=%v reason=%q, want %v %q", name, d.inject, d.skipReason, tc.inject, tc.reason)
 		}

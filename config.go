@@ -8,6 +8,7 @@ package main
 // that names the setting, never a silent default.
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,6 +51,7 @@ type config struct {
 
 	injectionPolicy   string
 	excludeNamespaces []string
+	excludeContainers []string
 	bundlesDir        string
 	kubeAPI           string // "" when namespace lookups are off
 	kubeCAFile        string
@@ -77,11 +79,16 @@ var settings = []setting{
 	{"host-binary", "CAINJEKT_HOST_BINARY", "", "host path of the binary run as the hook and mounted as the wrapper (default: cainjekt-hook beside this executable, else this executable)"},
 	{"injection-policy", "CAINJEKT_INJECTION_POLICY", policyOptIn, "opt-in: inject pods (or namespaces) that ask; opt-out: inject every pod that does not say no"},
 	{"exclude-namespaces", "CAINJEKT_EXCLUDE_NAMESPACES", "kube-system", "namespaces not injected in opt-out mode unless a pod or the namespace opts in, comma-separated"},
+	{"exclude-containers", "CAINJEKT_EXCLUDE_CONTAINERS", "", "container names never injected, in any pod (e.g. istio-proxy), comma-separated"},
 	{"bundles-dir", "CAINJEKT_BUNDLES_DIR", "", "directory of named CA bundles (NAME, NAME.pem or NAME.crt) that pods pick with <prefix>/bundle"},
 	{"kube-api", "CAINJEKT_KUBE_API", "", "API server for namespace labels (default: the in-cluster address; \"off\" disables lookups)"},
 	{"kube-ca-file", "CAINJEKT_KUBE_CA_FILE", serviceAccountDir + "/ca.crt", "CA of the API server"},
 	{"kube-token-file", "CAINJEKT_KUBE_TOKEN_FILE", serviceAccountDir + "/token", "service account token, re-read for every request"},
 }
+
+// aliases are the names natrontech/cainjekt gives settings, by flag: read
+// when the setting's own variable is unset, so its manifests keep working.
+var aliases = map[string]string{"host-binary": "CAINJEKT_PLUGIN_BINARY_PATH"}
 
 // loadConfig parses args and the environment into a validated config.
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -93,7 +100,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 	c := &config{
 		caFile:           get("ca-file", absPath),
 		baseBundle:       get("base-bundle", optional(absPath)),
-		annotationPrefix: get("annotation-prefix", annotationPrefix),
+		annotationPrefix: strings.TrimSuffix(get("annotation-prefix", annotationPrefix), "/"),
 		failPolicy:       get("fail-policy", oneOf(failOpen, failClosed)),
 		logFormat:        get("log-format", oneOf("json", "text")),
 		dynamicCARoot:    get("dynamic-ca-root", absPath),
@@ -108,7 +115,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 		kubeCAFile:       get("kube-ca-file", absPath),
 		kubeTokenFile:    get("kube-token-file", absPath),
 	}
-	c.excludeNamespaces = splitList(get("exclude-namespaces", namespaceList))
+	c.excludeNamespaces = splitList(get("exclude-namespaces", nameList("namespace")))
+	c.excludeContainers = splitList(get("exclude-containers", nameList("container")))
 	switch c.kubeAPI {
 	case kubeAPIOff:
 		c.kubeAPI = ""
@@ -138,7 +146,7 @@ func parseSettings(args []string, getenv func(string) string, stderr io.Writer) 
 	r := &rawSettings{values: map[string]*string{}, fromFlag: map[string]bool{}}
 	for _, s := range settings {
 		def := s.def
-		if v := getenv(s.env); v != "" {
+		if v := cmp.Or(getenv(s.env), getenv(aliases[s.flag])); v != "" {
 			def = v
 		}
 		r.values[s.flag] = fs.String(s.flag, def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
@@ -165,13 +173,102 @@ func (r *rawSettings) get(name string, check func(string) error) string {
 func sourceOf(name string, fromFlag bool) string {
 	for _, s := range settings {
 		if s.flag == name {
-			if fromFlag {
+			switch {
+			case fromFlag:
 				return "--" + name
+			case aliases[name] != "":
+				return s.env + " or " + aliases[name] + " (--" + name + ")"
 			}
 			return s.env + " (--" + name + ")"
 		}
 	}
 	return name
+}
+
+// effective lists every setting as the plugin runs with it, defaults
+// resolved, for the start log line: what is in force, not what was typed.
+func (c *config) effective() []slog.Attr {
+	return []slog.Attr{
+		slog.String("ca_file", c.caFile),
+		slog.String("base_bundle", c.baseBundle),
+		slog.String("bundles_dir", c.bundlesDir),
+		slog.String("annotation_prefix", c.annotationPrefix),
+		slog.String("fail_policy", c.failPolicy),
+		slog.String("injection_policy", c.injectionPolicy),
+		slog.String("exclude_namespaces", strings.Join(c.excludeNamespaces, ",")),
+		slog.String("exclude_containers", strings.Join(c.excludeContainers, ",")),
+		slog.String("hook_timeout", c.hookTimeout.String()),
+		slog.String("log_level", c.logLevel.String()),
+		slog.String("log_format", c.logFormat),
+		slog.String("dynamic_ca_root", c.dynamicCARoot),
+		slog.String("socket", c.socket),
+		slog.String("name", c.name),
+		slog.String("idx", c.idx),
+		slog.String("http_addr", c.httpAddr),
+		slog.String("host_binary", c.hostBinary),
+		slog.String("kube_api", cmp.Or(c.kubeAPI, kubeAPIOff)),
+		slog.String("kube_ca_file", c.kubeCAFile),
+		slog.String("kube_token_file", c.kubeTokenFile),
+	}
+}
+
+// unknownVariable is a CAINJEKT_* variable that is no setting, and the
+// setting it most likely meant ("" if none is close).
+type unknownVariable struct{ name, closest string }
+
+// unknownVariables finds the CAINJEKT_* variables of environ that no setting
+// reads: a misspelt one (CAINJEKT_FAILPOLICY) would leave its default in
+// force without a word. The variables Kubernetes makes of a Service named
+// cainjekt-… in the pod's namespace are no mistake, and not reported.
+func unknownVariables(environ []string) []unknownVariable {
+	names := map[string]bool{}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		names[name] = true
+	}
+	var known []string
+	for _, s := range settings {
+		known = append(known, s.env)
+	}
+	for _, alias := range aliases {
+		known = append(known, alias)
+	}
+	var out []unknownVariable
+	for name := range names {
+		if !strings.HasPrefix(strings.ToUpper(name), "CAINJEKT_") || slices.Contains(known, name) || serviceLink(name, names) {
+			continue
+		}
+		out = append(out, unknownVariable{name, closestOf(strings.ToUpper(name), known)})
+	}
+	slices.SortFunc(out, func(a, b unknownVariable) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// serviceLink reports whether name is one of the variables the kubelet
+// sets for a Service: SVC_SERVICE_HOST, SVC_SERVICE_PORT[_NAME] and
+// SVC_PORT[_…], always with SVC_SERVICE_HOST beside them.
+func serviceLink(name string, environ map[string]bool) bool {
+	for i := range len(name) {
+		if name[i] != '_' || !environ[name[:i]+"_SERVICE_HOST"] {
+			continue
+		}
+		if rest := name[i:]; strings.HasPrefix(rest, "_SERVICE_") || strings.HasPrefix(rest, "_PORT") {
+			return true
+		}
+	}
+	return false
+}
+
+// closestOf is the candidate fewest edits from name, if it is close enough
+// to be a typo of it: a few edits, fewer the shorter the name.
+func closestOf(name string, candidates []string) string {
+	best, bestDistance := "", max(2, len(name)/5)+1
+	for _, c := range candidates {
+		if d := editDistance(name, c); d < bestDistance {
+			best, bestDistance = c, d
+		}
+	}
+	return best
 }
 
 func absPath(v string) error {
@@ -219,8 +316,10 @@ func atoiOrZero(v string) int {
 	return n
 }
 
-// annotationPrefix checks a Kubernetes annotation prefix: a DNS subdomain.
+// annotationPrefix checks a Kubernetes annotation prefix: a DNS subdomain,
+// with or without the '/' that joins it to the name.
 func annotationPrefix(v string) error {
+	v = strings.TrimSuffix(v, "/")
 	if v == "" || len(v) > 253 {
 		return errors.New("must be a DNS subdomain of 1 to 253 characters")
 	}
@@ -267,13 +366,17 @@ func kubeAPIURL(v string) error {
 	return errors.New(`must be an https:// URL or "off"`)
 }
 
-func namespaceList(v string) error {
-	for _, ns := range splitList(v) {
-		if !dnsLabel(ns) {
-			return fmt.Errorf("%q is not a namespace name", ns)
+// nameList checks a comma-separated list of Kubernetes names of a kind
+// that are DNS labels: namespaces, containers.
+func nameList(kind string) func(string) error {
+	return func(v string) error {
+		for _, name := range splitList(v) {
+			if !dnsLabel(name) {
+				return fmt.Errorf("%q is not a %s name", name, kind)
+			}
 		}
+		return nil
 	}
-	return nil
 }
 
 func listenAddr(v string) error {

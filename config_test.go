@@ -25,7 +25,7 @@ func TestConfigDefaults(t *testing.T) {
 		logLevel: slog.LevelInfo, logFormat: "json", hookTimeout: 5 * time.Second,
 		dynamicCARoot: "/run/cainjekt/containers", socket: "/var/run/nri/nri.sock",
 		name: "cainjekt", idx: "10", httpAddr: ":9443",
-		injectionPolicy: policyOptIn, excludeNamespaces: []string{"kube-system"},
+		injectionPolicy: policyOptIn, excludeNamespaces: []string{"kube-system"}, excludeContainers: []string{},
 		kubeCAFile: serviceAccountDir + "/ca.crt", kubeTokenFile: serviceAccountDir + "/token",
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -96,5 +96,89 @@ func TestConfigFindsTheAPIServerInACluster(t *testing.T) {
 	}
 	if got := inClusterAPI(envOf(map[string]string{"KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"})); got != "https://[fd00::1]:443" {
 		t.Errorf("IPv6: %q", got)
+	}
+}
+
+// natrontech/cainjekt's manifests keep working: its name for the host
+// binary, its prefix written with the '/', its cluster-wide container list.
+func TestConfigAcceptsNatrontechNames(t *testing.T) {
+	env := envOf(map[string]string{
+		"CAINJEKT_PLUGIN_BINARY_PATH": "/opt/cainjekt/bin/cainjekt",
+		"CAINJEKT_ANNOTATION_PREFIX":  "cainjekt.natron.io/",
+		"CAINJEKT_EXCLUDE_CONTAINERS": "istio-proxy, linkerd-proxy",
+	})
+	c, err := loadConfig(nil, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.hostBinary != "/opt/cainjekt/bin/cainjekt" || c.annotationPrefix != "cainjekt.natron.io" ||
+		!reflect.DeepEqual(c.excludeContainers, []string{"istio-proxy", "linkerd-proxy"}) {
+		t.Errorf("got host binary %q, prefix %q, excluded containers %q", c.hostBinary, c.annotationPrefix, c.excludeContainers)
+	}
+	// Our own name wins over the alias, and a bad alias value names both.
+	env = envOf(map[string]string{"CAINJEKT_PLUGIN_BINARY_PATH": "/a", "CAINJEKT_HOST_BINARY": "/b"})
+	if c, err := loadConfig(nil, env, io.Discard); err != nil || c.hostBinary != "/b" {
+		t.Errorf("both set: host binary %q, %v", c.hostBinary, err)
+	}
+	_, err = loadConfig(nil, envOf(map[string]string{"CAINJEKT_PLUGIN_BINARY_PATH": "cainjekt"}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "CAINJEKT_HOST_BINARY or CAINJEKT_PLUGIN_BINARY_PATH") {
+		t.Errorf("relative alias: %v", err)
+	}
+	_, err = loadConfig(nil, envOf(map[string]string{"CAINJEKT_EXCLUDE_CONTAINERS": "Bad_Name"}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `"Bad_Name" is not a container name`) {
+		t.Errorf("bad container name: %v", err)
+	}
+}
+
+func TestUnknownVariablesAreNamedWithTheClosestSetting(t *testing.T) {
+	environ := []string{
+		"CAINJEKT_FAILPOLICY=fail-closed",        // the issue's own example
+		"CAINJEKT_HOOK_TIMEOUT=20",               // the _SEC forgotten
+		"cainjekt_log_level=debug",               // lower case is not read either
+		"CAINJEKT_ENABLE_EVERYTHING=true",        // nothing close
+		"CAINJEKT_FAIL_POLICY=fail-open",         // known
+		"CAINJEKT_PLUGIN_BINARY_PATH=/x",         // natrontech's, known
+		"PATH=/usr/bin",                          // not ours
+		"CAINJEKT_METRICS_SERVICE_HOST=10.0.0.9", // the kubelet's, for Service cainjekt-metrics
+		"CAINJEKT_METRICS_SERVICE_PORT=9443",
+		"CAINJEKT_METRICS_SERVICE_PORT_METRICS=9443",
+		"CAINJEKT_METRICS_PORT=tcp://10.0.0.9:9443",
+		"CAINJEKT_METRICS_PORT_9443_TCP_ADDR=10.0.0.9",
+		"CAINJEKT_SERVICE_HOST=10.0.0.8", // for a Service named cainjekt
+		"CAINJEKT_PORT_9443_TCP=tcp://10.0.0.8:9443",
+		"CAINJEKT_HTTP_PORT=9443", // looks like a link, but no CAINJEKT_HTTP_SERVICE_HOST
+	}
+	got := unknownVariables(environ)
+	want := []unknownVariable{
+		{"CAINJEKT_ENABLE_EVERYTHING", ""},
+		{"CAINJEKT_FAILPOLICY", "CAINJEKT_FAIL_POLICY"},
+		{"CAINJEKT_HOOK_TIMEOUT", "CAINJEKT_HOOK_TIMEOUT_SEC"},
+		{"CAINJEKT_HTTP_PORT", ""},
+		{"cainjekt_log_level", "CAINJEKT_LOG_LEVEL"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("unknown variables\n got %q\nwant %q", got, want)
+	}
+}
+
+// The start log line holds every setting, as in force.
+func TestStartLogNamesEverySetting(t *testing.T) {
+	c, err := loadConfig([]string{"--hook-timeout=7", "--bundles-dir=/etc/cainjekt/bundles"}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, a := range c.effective() {
+		got[a.Key] = a.Value.String()
+	}
+	for _, s := range settings {
+		if _, ok := got[strings.ReplaceAll(s.flag, "-", "_")]; !ok {
+			t.Errorf("setting %s is not in the start log", s.flag)
+		}
+	}
+	for key, want := range map[string]string{"hook_timeout": "7s", "bundles_dir": "/etc/cainjekt/bundles", "http_addr": ":9443", "log_level": "INFO", "kube_api": "off"} {
+		if got[key] != want {
+			t.Errorf("%s = %q, want %q", key, got[key], want)
+		}
 	}
 }

@@ -102,6 +102,17 @@ func runPlugin(args []string) int {
 	return 0
 }
 
+// warnUnknownVariables logs each CAINJEKT_* variable no setting reads.
+func warnUnknownVariables(log *slog.Logger, environ []string) {
+	for _, v := range unknownVariables(environ) {
+		if v.closest != "" {
+			log.Warn("unknown variable ignored: did you mean "+v.closest+"?", "variable", v.name, "did_you_mean", v.closest)
+		} else {
+			log.Warn("unknown variable ignored; cainjekt plugin -h lists the settings", "variable", v.name)
+		}
+	}
+}
+
 // pluginGCPercent is the plugin's GOGC unless the environment sets one.
 // Its live heap is a few MiB; Go's default of 100 lets the heap double
 // before each collection, and on every node that doubling is resident.
@@ -141,9 +152,8 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log.Info("starting", "version", version, "socket", cfg.socket, "ca_file", cfg.caFile,
-		"fail_policy", cfg.failPolicy, "injection_policy", cfg.injectionPolicy, "annotation_prefix", cfg.annotationPrefix,
-		"dynamic_ca_root", cfg.dynamicCARoot, "host_binary", cfg.hostBinary)
+	log.Info("starting", "version", version, slog.Any("settings", slog.GroupValue(cfg.effective()...)))
+	warnUnknownVariables(log, os.Environ())
 	p.bundles.refresh() // load, and report a broken bundle, before the first container needs it
 
 	go p.worker(ctx)

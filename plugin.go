@@ -111,6 +111,7 @@ func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
 		prefix:            cfg.annotationPrefix,
 		optOut:            cfg.injectionPolicy == policyOptOut,
 		excludeNamespaces: cfg.excludeNamespaces,
+		excludeContainers: cfg.excludeContainers,
 	}
 	return p
 }
