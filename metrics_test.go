@@ -5,9 +5,12 @@ package main
 import (
 	"bytes"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -69,19 +72,48 @@ func TestMetricsValues(t *testing.T) {
 		`cainjekt_ca_bundle_findings{bundle="default",kind="private_key"} 0`,
 		`cainjekt_ca_bundle_reloads_total{bundle="default",result="ok"} 1`,
 		`cainjekt_ca_bundle_last_success_timestamp_seconds{bundle="default"} 1700000000`,
-		`cainjekt_ca_certificate_expiry_timestamp_seconds{bundle="default",subject="CN=Example Corp Root CA,O=Example Corp",sha256="effa93284e6c5a4e"} 4949051013`,
+		`cainjekt_ca_certificate_expiry_timestamp_seconds{bundle="default",subject="CN=Example Corp Root CA,O=Example Corp",sha256="effa93284e6c5a4ec349faf71e63dc39d3e70bc651ffa70760e8a029844d7ea8"} 4949051013`, // openssl x509 -outform DER | sha256sum
 		`cainjekt_hook_duration_seconds_bucket{le="0.005"} 1`,
 		`cainjekt_hook_duration_seconds_bucket{le="0.5"} 2`,
 		`cainjekt_hook_duration_seconds_bucket{le="+Inf"} 2`,
 		"cainjekt_hook_duration_seconds_count 2",
 		`cainjekt_namespace_lookups_total{result="cached"} 1`,
 		"# TYPE process_resident_memory_bytes gauge",
+		"# TYPE process_virtual_memory_bytes gauge",
 		"# TYPE process_open_fds gauge",
+		"# TYPE process_max_fds gauge",
+		"# TYPE process_cpu_seconds_total counter",
+		"# TYPE process_start_time_seconds gauge",
 		"# TYPE go_goroutines gauge",
 	} {
 		if !strings.Contains(buf.String(), line+"\n") {
 			t.Errorf("missing %q in\n%s", line, buf.String())
 		}
+	}
+}
+
+// process_start_time_seconds is when this process started, as the kernel
+// has it: /proc/self/stat's start time, in clock ticks (100 a second on
+// Linux) after boot, plus /proc/stat's boot time.
+func TestProcessStartTimeIsThisProcesss(t *testing.T) {
+	var buf bytes.Buffer
+	busyMetrics(t).write(&buf)
+	_, after, _ := strings.Cut(buf.String(), "\nprocess_start_time_seconds ")
+	reported, err := strconv.ParseFloat(strings.Fields(after)[0], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fields, _ := strings.Cut(string(stat), ") ")
+	ticks, _ := strconv.ParseFloat(strings.Fields(fields)[19], 64) // field 22 of stat, the 20th after the command
+	procStat, _ := os.ReadFile("/proc/stat")
+	_, btimeLine, _ := strings.Cut(string(procStat), "\nbtime ")
+	boot, _ := strconv.ParseFloat(strings.Fields(btimeLine)[0], 64)
+	if kernel := boot + ticks/100; math.Abs(reported-kernel) > 2 {
+		t.Errorf("process_start_time_seconds %f, the kernel says %f", reported, kernel)
 	}
 }
 
