@@ -82,6 +82,20 @@ func (s *caSource) get() (*trustSet, error) {
 	return s.good, nil
 }
 
+// usable says whether a version of the bundle has loaded, and if none has,
+// why, without reading the file: the periodic refresh does.
+func (s *caSource) usable() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.good != nil:
+		return true, ""
+	case s.lastErr == nil:
+		return false, fmt.Sprintf("CA bundle %s not loaded yet", s.caPath)
+	}
+	return false, fmt.Sprintf("no usable CA bundle %q: %v", s.name, s.lastErr)
+}
+
 // currentSHA names the version being injected, "" if none ever loaded.
 func (s *caSource) currentSHA() string {
 	s.mu.Lock()

@@ -141,8 +141,20 @@ func (p *plugin) outdatedLocked() int {
 	return n
 }
 
-// ready implements readiness: ready while registered with the runtime.
+// ready implements readiness: registered with the runtime, and the default
+// CA bundle loaded. Without the bundle, every opted-in container is left
+// to the fail policy: a rollout must stop at this node, not go on to the
+// next.
 func (p *plugin) ready() (bool, string) {
+	if ok, why := p.registered(); !ok {
+		return false, why
+	}
+	return p.bundles.def.usable()
+}
+
+// registered says whether the plugin is registered with the runtime, and
+// why not.
+func (p *plugin) registered() (bool, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.connected {

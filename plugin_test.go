@@ -207,8 +207,38 @@ func TestSynchronizeSweepsOrphansAndAdoptsLive(t *testing.T) {
 	if !slices.Equal(ids, []string{idN(0)}) || p.activeCount() != 1 || p.metrics.cleanups.get(cleanupOrphan) != 1 {
 		t.Errorf("after sync: %v active %d", ids, p.activeCount())
 	}
-	if ok, _ := p.ready(); !ok {
-		t.Error("not ready after Synchronize")
+	if ok, why := p.registered(); !ok {
+		t.Errorf("not registered after Synchronize: %s", why)
+	}
+}
+
+// Ready means registered AND the default bundle loaded: a forgotten CA
+// ConfigMap (the volume is optional) must hold a rollout, not let opted-in
+// pods start without the CA. A bundle that breaks later keeps its last
+// good version, and the plugin stays ready.
+func TestReadyNeedsTheDefaultBundle(t *testing.T) {
+	p, caFile := newTestPlugin(t, failOpen, nil)
+	if _, err := p.Synchronize(context.Background(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.bundles.refresh()
+	ok, why := p.ready()
+	if ok || !strings.Contains(why, caFile) || !strings.Contains(why, "no such file") {
+		t.Errorf("without a CA file: ready %v: %s", ok, why)
+	}
+	if err := os.WriteFile(caFile, readTestdata(t, "certs/corp-root.pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.bundles.refresh()
+	if ok, why := p.ready(); !ok {
+		t.Errorf("with the CA file: not ready: %s", why)
+	}
+	if err := os.WriteFile(caFile, []byte("not PEM"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.bundles.refresh()
+	if ok, why := p.ready(); !ok {
+		t.Errorf("the last good bundle kept, yet not ready: %s", why)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,8 +223,20 @@ func startServers() error {
 }
 
 // startPlugin starts a plugin against the node with extra flags, replacing
-// the one running.
+// the one running, and waits until it is ready.
 func startPlugin(ctx context.Context, caFile string, args ...string) (*testbed.Plugin, error) {
+	p, err := launchPlugin(caFile, args...)
+	if err != nil {
+		return nil, err
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return p, p.WaitReady(readyCtx)
+}
+
+// launchPlugin starts a plugin against the node with extra flags,
+// replacing the one running.
+func launchPlugin(caFile string, args ...string) (*testbed.Plugin, error) {
 	bed.mu.Lock()
 	defer bed.mu.Unlock()
 	if bed.plugin != nil {
@@ -243,9 +256,26 @@ func startPlugin(ctx context.Context, caFile string, args ...string) (*testbed.P
 		return nil, err
 	}
 	bed.plugin = p
-	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	return p, nil
+}
+
+// startUnreadyPlugin starts a plugin whose default CA bundle cannot load:
+// it registers, and /readyz says it is not ready, and why.
+func startUnreadyPlugin(t *testing.T, ctx context.Context, caFile string, args ...string) {
+	t.Helper()
+	p, err := launchPlugin(caFile, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return p, p.WaitReady(readyCtx)
+	if err := p.WaitRegistered(waitCtx); err != nil {
+		t.Fatal(err)
+	}
+	code, body, err := p.Get("/readyz")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "no usable CA bundle") || !strings.Contains(body, caFile) {
+		t.Errorf("/readyz without a CA bundle: %d %q %v, want 503 naming %s", code, body, err, caFile)
+	}
 }
 
 func startMainPlugin(ctx context.Context) error {
@@ -643,26 +673,22 @@ func testRotatedCAFileReachesTheNextPod(t *testing.T) {
 	}
 }
 
-// 7. No usable CA file: fail-closed keeps the container from starting,
-// fail-open starts it without injection.
+// 7. No usable CA file: the plugin is not ready, and says why; fail-closed
+// keeps the container from starting, fail-open starts it without injection.
 func testFailPolicyWithoutCAFile(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
 	missing := filepath.Join(bed.dir, "no-such-ca.pem")
 	restoreMainPlugin(t)
 
-	if _, err := startPlugin(ctx, missing, "--fail-policy", "fail-closed"); err != nil {
-		t.Fatal(err)
-	}
+	startUnreadyPlugin(t, ctx, missing, "--fail-policy", "fail-closed")
 	p := pod(t, ctx, "fail-closed", optIn())
 	_, err := p.Create(ctx, sleepIn(bed.image))
 	if err == nil || !strings.Contains(err.Error(), "CA injection failed (fail-closed)") {
 		t.Errorf("fail-closed: want the plugin's refusal, got %v", err)
 	}
 
-	if _, err := startPlugin(ctx, missing, "--fail-policy", "fail-open"); err != nil {
-		t.Fatal(err)
-	}
+	startUnreadyPlugin(t, ctx, missing, "--fail-policy", "fail-open")
 	q := pod(t, ctx, "fail-open", optIn())
 	expectUntouched(t, ctx, sleeper(t, ctx, q, "app", false))
 	if n, err := currentPlugin().Metric(`cainjekt_skips_total{reason="injection_failed"}`); err != nil || n != 1 {

@@ -127,7 +127,8 @@ func (p *Plugin) Get(path string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-// WaitReady waits until /readyz answers 200: the plugin is registered.
+// WaitReady waits until /readyz answers 200: the plugin is registered and
+// its default CA bundle loaded.
 func (p *Plugin) WaitReady(ctx context.Context) error {
 	for {
 		code, body, err := p.Get("/readyz")
@@ -140,6 +141,25 @@ func (p *Plugin) WaitReady(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("plugin not ready (%d %q, %v): %w", code, body, err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// WaitRegistered waits until the plugin is registered with the runtime,
+// ready or not: cainjekt_nri_connected is 1.
+func (p *Plugin) WaitRegistered(ctx context.Context) error {
+	for {
+		n, err := p.Metric("cainjekt_nri_connected")
+		if err == nil && n == 1 {
+			return nil
+		}
+		if done, exitErr := p.Exited(); done {
+			return fmt.Errorf("plugin exited (%v) before it registered:\n%s", exitErr, p.Logs())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("plugin not registered (%v %v): %w", n, err, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
