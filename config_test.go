@@ -5,6 +5,7 @@ package main
 import (
 	"io"
 	"log/slog"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -180,5 +181,37 @@ func TestStartLogNamesEverySetting(t *testing.T) {
 		if got[key] != want {
 			t.Errorf("%s = %q, want %q", key, got[key], want)
 		}
+	}
+}
+
+// The README's settings table has every setting, with its flag and its
+// default as written in the code.
+func TestReadmeListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		cells := strings.Split(line, " | ")
+		if len(cells) >= 3 && strings.HasPrefix(line, "| `CAINJEKT_") {
+			rows[strings.Trim(strings.TrimPrefix(cells[0], "| "), "`")] = cells
+		}
+	}
+	for _, s := range settings {
+		cells, ok := rows[s.env]
+		if !ok {
+			t.Errorf("README has no row for %s", s.env)
+			continue
+		}
+		if cells[1] != "`--"+s.flag+"`" {
+			t.Errorf("README: %s's flag is %s, want --%s", s.env, cells[1], s.flag)
+		}
+		if s.def != "" && cells[2] != "`"+s.def+"`" {
+			t.Errorf("README: %s's default is %s, want %q", s.env, cells[2], s.def)
+		}
+	}
+	if len(rows) != len(settings) {
+		t.Errorf("README lists %d settings, the code has %d", len(rows), len(settings))
 	}
 }

@@ -220,3 +220,40 @@ func (c *counterVec) get(value string) uint64 {
 	}
 	return 0
 }
+
+// docs/operations.md lists every metric family /metrics has, and no other.
+func TestOperationsListsEveryMetric(t *testing.T) {
+	doc, err := os.ReadFile("docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "\n### Metrics\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	documented := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if first, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " |"); ok && strings.HasPrefix(line, "| `") {
+			for _, name := range strings.Split(first, ", ") {
+				name, _, _ = strings.Cut(strings.Trim(name, "`"), "{")
+				documented[name] = true
+			}
+		}
+	}
+	var buf bytes.Buffer
+	busyMetrics(t).write(&buf)
+	exported := map[string]bool{}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			exported[strings.Fields(rest)[0]] = true
+		}
+	}
+	for name := range exported {
+		if !documented[name] {
+			t.Errorf("%s is not in docs/operations.md's Metrics table", name)
+		}
+	}
+	for name := range documented {
+		if !exported[name] {
+			t.Errorf("docs/operations.md lists %s, which /metrics does not have", name)
+		}
+	}
+}
