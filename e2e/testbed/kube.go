@@ -41,7 +41,7 @@ type KubeBins struct {
 func (k KubeBins) Path(name string) string { return filepath.Join(k.Dir, name) }
 
 // EnsureKubeBinaries returns the cluster's binaries, building each set once
-// from the Go module proxy: Kubernetes (the long one: half an hour cold on
+// from the Go module proxy: Kubernetes (the long one: 6 to 15 minutes cold on
 // two cores), the CNI plugins, and runc built with seccomp.
 func EnsureKubeBinaries(ctx context.Context, log func(string, ...any)) (KubeBins, error) {
 	log = logger(log)
@@ -58,7 +58,7 @@ func EnsureKubeBinaries(ctx context.Context, log func(string, ...any)) (KubeBins
 		return KubeBins{}, err
 	}
 	kubeDir, err := cached("kubernetes-"+KubeVersion+"-"+modHash[:12], func(tmp string) error {
-		log("building Kubernetes %s from the Go module proxy (about half an hour on a cold cache)", KubeVersion)
+		log("building Kubernetes %s from the Go module proxy (6 to 15 minutes on a cold cache)", KubeVersion)
 		return buildKube(ctx, module, tmp)
 	})
 	if err != nil {
