@@ -18,6 +18,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -363,6 +364,14 @@ func (b *bundleSet) noteIgnored(ignored map[string]bool) {
 		}
 	}
 	b.ignored = ignored
+}
+
+// ignoredFiles lists the files of the bundles directory that name no
+// bundle, as of the last refresh.
+func (b *bundleSet) ignoredFiles() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Sorted(maps.Keys(b.ignored))
 }
 
 // snapshots reports every bundle for /metrics.

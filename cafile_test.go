@@ -57,7 +57,7 @@ func TestParseCABundleRejectsUnusableBundles(t *testing.T) {
 }
 
 // A file of the bundles directory whose name is no bundle's is reported
-// once, not at every poll.
+// once, not at every poll, and doctor names it.
 func TestMisnamedBundleFiles(t *testing.T) {
 	dir := t.TempDir()
 	corp := string(readTestdata(t, "certs/corp-second.pem"))
@@ -88,5 +88,11 @@ func TestMisnamedBundleFiles(t *testing.T) {
 	}
 	if strings.Contains(log.String(), "..data") || !strings.Contains(log.String(), "lower-case letters, digits or '-'") {
 		t.Errorf("log:\n%s", &log)
+	}
+	stdout, _, _ := runBinary(t, nil, nil, "doctor", "--ca-file", caFile, "--bundles-dir", dir,
+		"--dynamic-ca-root", filepath.Join(dir, "absent"), "--socket", filepath.Join(dir, "nri.sock"))
+	if !strings.Contains(stdout, "ok   CA bundles directory "+dir+": warning: Team_C.pem is ignored: a bundle's file is NAME") ||
+		!strings.Contains(stdout, "default.pem is ignored") || !strings.Contains(stdout, "ok   CA bundle tenant-a") {
+		t.Errorf("doctor:\n%s", stdout)
 	}
 }
