@@ -18,6 +18,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -253,6 +254,7 @@ type bundleSet struct {
 	log           *slog.Logger
 	mu            sync.Mutex
 	named         map[string]*caSource
+	ignored       map[string]bool // files of dir that name no bundle, as of the last refresh
 }
 
 func newBundleSet(cfg *config, log *slog.Logger) *bundleSet {
@@ -312,11 +314,15 @@ func (b *bundleSet) source(name string) (*caSource, error) {
 	return nil, fmt.Errorf("no CA bundle named %q in %s", printable(name, 64), b.dir)
 }
 
+// bundleNameRule is what bundleName accepts, for the operator.
+const bundleNameRule = `a bundle's file is NAME, NAME.pem or NAME.crt, where NAME is 1 to 63 lower-case letters, digits or '-', ` +
+	`neither starting nor ending with '-', and not "default" (CAINJEKT_CA_FILE)`
+
 // bundleName is the name of a file of the bundles directory: NAME, NAME.pem
-// or NAME.crt, a DNS label; "" for anything else (the ConfigMap's ..data).
+// or NAME.crt, a DNS label other than "default"; "" for anything else.
 func bundleName(file string) string {
 	name := strings.TrimSuffix(strings.TrimSuffix(file, ".pem"), ".crt")
-	if !dnsLabel(name) {
+	if !dnsLabel(name) || name == defaultBundle {
 		return ""
 	}
 	return name
@@ -340,20 +346,46 @@ func (b *bundleSet) sources() []*caSource {
 }
 
 // refresh loads every bundle: the default and each file of the bundles
-// directory, so a broken one is reported before a container needs it.
+// directory, so a broken one is reported before a container needs it. A
+// file whose name is no bundle's is reported once, not at every refresh.
 func (b *bundleSet) refresh() {
 	if b.dir != "" {
 		if entries, err := os.ReadDir(b.dir); err == nil {
+			ignored := map[string]bool{}
 			for _, e := range entries {
-				if name := bundleName(e.Name()); name != "" {
+				switch name := bundleName(e.Name()); {
+				case name != "":
 					b.source(name)
+				case !strings.HasPrefix(e.Name(), ".."): // kubelet's, in a ConfigMap volume
+					ignored[e.Name()] = true
 				}
 			}
+			b.noteIgnored(ignored)
 		}
 	}
 	for _, src := range b.sources() {
 		src.get()
 	}
+}
+
+// noteIgnored keeps the files that name no bundle, and warns of new ones.
+func (b *bundleSet) noteIgnored(ignored map[string]bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for file := range ignored {
+		if !b.ignored[file] {
+			b.log.Warn("CA bundles directory: ignoring a file whose name is no bundle's", "file", b.dir+"/"+file, "rule", bundleNameRule)
+		}
+	}
+	b.ignored = ignored
+}
+
+// ignoredFiles lists the files of the bundles directory that name no
+// bundle, as of the last refresh.
+func (b *bundleSet) ignoredFiles() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Sorted(maps.Keys(b.ignored))
 }
 
 // snapshots reports every bundle for /metrics.

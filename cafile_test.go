@@ -4,6 +4,9 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -50,5 +53,46 @@ func TestParseCABundleRejectsUnusableBundles(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to say %q", name, err, tc.want)
 		}
+	}
+}
+
+// A file of the bundles directory whose name is no bundle's is reported
+// once, not at every poll, and doctor names it.
+func TestMisnamedBundleFiles(t *testing.T) {
+	dir := t.TempDir()
+	corp := string(readTestdata(t, "certs/corp-second.pem"))
+	// A ConfigMap volume: each key a symlink into ..data.
+	writeTree(t, dir, map[string]string{
+		"..2026_11_23/tenant-a.pem": corp,
+		"..2026_11_23/Team_C.pem":   corp,
+		"..2026_11_23/default.pem":  corp,
+		"..data":                    "->..2026_11_23",
+		"tenant-a.pem":              "->..data/tenant-a.pem",
+		"Team_C.pem":                "->..data/Team_C.pem",
+		"default.pem":               "->..data/default.pem",
+	})
+	caFile, _ := filepath.Abs("testdata/certs/corp-root.pem")
+	cfg, err := loadConfig([]string{"--ca-file", caFile, "--bundles-dir", dir}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	b := newBundleSet(cfg, newLogger(&log, "text", slog.LevelInfo))
+	for range 3 {
+		b.refresh()
+	}
+	for _, file := range []string{"Team_C.pem", "default.pem"} {
+		if n := strings.Count(log.String(), "file="+filepath.Join(dir, file)); n != 1 {
+			t.Errorf("%s reported %d times, want once:\n%s", file, n, &log)
+		}
+	}
+	if strings.Contains(log.String(), "..data") || !strings.Contains(log.String(), "lower-case letters, digits or '-'") {
+		t.Errorf("log:\n%s", &log)
+	}
+	stdout, _, _ := runBinary(t, nil, nil, "doctor", "--ca-file", caFile, "--bundles-dir", dir,
+		"--dynamic-ca-root", filepath.Join(dir, "absent"), "--socket", filepath.Join(dir, "nri.sock"))
+	if !strings.Contains(stdout, "ok   CA bundles directory "+dir+": warning: Team_C.pem is ignored: a bundle's file is NAME") ||
+		!strings.Contains(stdout, "default.pem is ignored") || !strings.Contains(stdout, "ok   CA bundle tenant-a") {
+		t.Errorf("doctor:\n%s", stdout)
 	}
 }

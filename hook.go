@@ -57,9 +57,19 @@ type hookOptions struct {
 	logLevel                  slog.Level
 }
 
-func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
+const hookUsage = `usage: cainjekt hook [FLAGS] < OCI-STATE
+
+The OCI createRuntime hook: the container runtime runs it on the host with
+the container's OCI state on stdin, and the flags the plugin wrote into the
+container's spec.
+
+flags:`
+
+// parseHookArgs reads the hook's flags; -h prints them on stdout and is
+// flag.ErrHelp.
+func parseHookArgs(args []string, stdout io.Writer) (hookOptions, error) {
 	fs := flag.NewFlagSet("cainjekt hook", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // runHook reports a bad flag, once
 	root := fs.String("dynamic-ca-root", "", "host directory of per-container staging")
 	policy := fs.String("fail-policy", failOpen, "fail-open or fail-closed")
 	processors := fs.String("processors", "", "comma-separated enabled processors")
@@ -71,6 +81,11 @@ func parseHookArgs(args []string, stderr io.Writer) (hookOptions, error) {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.String("image", "", "ignored: plugins of the versions with an image cache pass it")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, hookUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+		}
 		// A flag of a newer plugin stops parsing; the fail policy, which
 		// hookArgs writes first, is known by then.
 		return hookOptions{failPolicy: *policy}, err
@@ -115,10 +130,13 @@ func lazyGC() {
 }
 
 // runHook is `cainjekt hook`. It returns the process exit code.
-func runHook(args []string, stdin io.Reader, stderr io.Writer) int {
+func runHook(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	start := time.Now()
 	lazyGC()
-	opts, err := parseHookArgs(args, stderr)
+	opts, err := parseHookArgs(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	if err != nil {
 		// Only a plugin of another version writes arguments we cannot read.
 		fmt.Fprintf(stderr, "cainjekt hook: %v\n", err)

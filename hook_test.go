@@ -169,7 +169,7 @@ func (b *hookBed) read(t testing.TB, p string) []byte {
 func TestHookInjectsDebian(t *testing.T) {
 	b := newHookBed(t, "debian")
 	imageBundle := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt"))
-	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	st, ctx := b.status(t)
@@ -198,7 +198,7 @@ func TestHookInjectsDebian(t *testing.T) {
 func TestHookLeavesExcludedOSStoreAlone(t *testing.T) {
 	b := newHookBed(t, "alpine")
 	before := snapshot(t, b.rootfs)
-	if code := runHook(b.args(failClosed, "lang-python"), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(b.args(failClosed, "lang-python"), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	if changed := changedPaths(before, snapshot(t, b.rootfs)); len(changed) > 0 {
@@ -221,7 +221,7 @@ func TestHookFailurePolicy(t *testing.T) {
 			if err := os.Mkdir(p, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			code := runHook(b.args(policy), strings.NewReader(string(b.state())), io.Discard)
+			code := runHook(b.args(policy), strings.NewReader(string(b.state())), io.Discard, io.Discard)
 			if want := map[string]int{failOpen: 0, failClosed: 1}[policy]; code != want {
 				t.Errorf("exit %d, want %d", code, want)
 			}
@@ -247,7 +247,7 @@ func TestHookPanicFollowsTheFailPolicy(t *testing.T) {
 	b := newHookBed(t, "debian")
 	for policy, want := range map[string]int{failOpen: 0, failClosed: 1} {
 		var log strings.Builder
-		if code := runHook(b.args(policy), panicReader{}, &log); code != want {
+		if code := runHook(b.args(policy), panicReader{}, io.Discard, &log); code != want {
 			t.Errorf("%s: exit %d after a panic, want %d", policy, code, want)
 		}
 		if !strings.Contains(log.String(), "hook panicked") || !strings.Contains(log.String(), "internal error: a bug") {
@@ -261,10 +261,10 @@ func TestHookWithoutStaging(t *testing.T) {
 	if err := os.RemoveAll(b.staging); err != nil {
 		t.Fatal(err)
 	}
-	if code := runHook(b.args(failOpen), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(b.args(failOpen), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		t.Errorf("fail-open exit %d", code)
 	}
-	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 1 {
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 1 {
 		t.Errorf("fail-closed exit %d", code)
 	}
 }
@@ -275,7 +275,7 @@ func TestHookKeepsTheFailPolicyWithAnUnknownFlag(t *testing.T) {
 	b := newHookBed(t, "debian")
 	for policy, want := range map[string]int{failOpen: 0, failClosed: 1} {
 		args := append(b.args(policy), "--from-the-future", "x")
-		if code := runHook(args, strings.NewReader(string(b.state())), io.Discard); code != want {
+		if code := runHook(args, strings.NewReader(string(b.state())), io.Discard, io.Discard); code != want {
 			t.Errorf("%s with an unknown flag: exit %d, want %d", policy, code, want)
 		}
 	}
@@ -303,10 +303,10 @@ func TestHookRejectsBadState(t *testing.T) {
 		"empty":         "",
 		"missing paths": `{"id":"` + testID + `","bundle":"/nonexistent/bundle"}`,
 	} {
-		if code := runHook(b.args(failClosed), strings.NewReader(state), io.Discard); code != 1 {
+		if code := runHook(b.args(failClosed), strings.NewReader(state), io.Discard, io.Discard); code != 1 {
 			t.Errorf("%s: fail-closed exit %d", name, code)
 		}
-		if code := runHook(b.args(failOpen), strings.NewReader(state), io.Discard); code != 0 {
+		if code := runHook(b.args(failOpen), strings.NewReader(state), io.Discard, io.Discard); code != 0 {
 			t.Errorf("%s: fail-open exit %d", name, code)
 		}
 	}
@@ -355,7 +355,7 @@ func TestStagedFilesNeverWidenTheImagesMode(t *testing.T) {
 	if err := os.Chmod(image, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	for _, name := range []string{stagedBundle, stagedJavaStore} {
@@ -499,7 +499,7 @@ func TestPodMountedBundleIsTheContainersTrust(t *testing.T) {
 			mount(b)
 			hidden := filepath.Join(b.rootfs, "etc/ssl/certs/ca-certificates.crt")
 			imageBundle := b.read(t, hidden)
-			if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+			if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 				st, _ := b.status(t)
 				t.Fatalf("exit %d: %v", code, st.Errors)
 			}
@@ -537,7 +537,7 @@ func TestPodVolumeIsReadConfined(t *testing.T) {
 	}
 	b := newHookBed(t, "debian")
 	b.mount(t, "/etc/ssl/certs/ca-certificates.crt", link)
-	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 1 {
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 1 {
 		t.Errorf("exit %d for a volume whose file is a symlink, want 1", code)
 	}
 	dir := t.TempDir()
@@ -546,7 +546,7 @@ func TestPodVolumeIsReadConfined(t *testing.T) {
 	}
 	b = newHookBed(t, "debian")
 	b.mount(t, "/etc/ssl/certs", dir)
-	runHook(b.args(failOpen), strings.NewReader(string(b.state())), io.Discard)
+	runHook(b.args(failOpen), strings.NewReader(string(b.state())), io.Discard, io.Discard)
 	if staged := b.read(t, filepath.Join(b.staging, stagedBundle)); strings.Contains(string(staged), string(hostOnly)) {
 		t.Error("a symlink in the volume reached a file on the host")
 	}
@@ -564,7 +564,7 @@ func TestUserNamespacedContainersOwnWhatTheHookMakes(t *testing.T) {
 		}
 		base := uint32(i+2) << 16
 		b.inUserNS(t, base)
-		if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+		if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 			t.Fatalf("container %d: exit %d", i, code)
 		}
 		for _, p := range []string{

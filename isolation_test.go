@@ -51,7 +51,7 @@ func nthID(n int) string { return strings.Repeat(string("0123456789abcdef"[n]), 
 // runInjected runs the hook on b, which must inject it.
 func runInjected(t *testing.T, b *hookBed, env ...string) {
 	t.Helper()
-	if code := runHook(append(b.args(failClosed), olderImageArg...), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(append(b.args(failClosed), olderImageArg...), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		st, _ := b.status(t)
 		t.Fatalf("container %s: exit %d: %v", b.id[:8], code, st.Errors)
 	}
@@ -95,7 +95,7 @@ func TestNoContainerDependsOnAnother(t *testing.T) {
 	}
 	hostile.mount(t, "/usr/local/share/ca-certificates/cainjekt.crt/x", t.TempDir())
 
-	runHook(append(hostile.args(failOpen), olderImageArg...), strings.NewReader(string(hostile.state())), io.Discard)
+	runHook(append(hostile.args(failOpen), olderImageArg...), strings.NewReader(string(hostile.state())), io.Discard, io.Discard)
 	runInjected(t, victims[0])
 	// Whatever is shared, half removed, as the hostile pod's next container
 	// dropping it at the same time would leave it: the data of the anchor

@@ -75,7 +75,7 @@ func TestFindRuntimeTrustFiles(t *testing.T) {
 func TestHookMergesLanguageRuntimes(t *testing.T) {
 	b := newHookBed(t, "debian", runtimesPATH)
 	addRuntimes(t, b.rootfs, "cacerts.jks")
-	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		st, _ := b.status(t)
 		t.Fatalf("exit %d: %v", code, st.Errors)
 	}
@@ -100,7 +100,7 @@ func TestHookGivesAnUnreadableJVMStoreAFallback(t *testing.T) {
 	b := newHookBed(t, "debian", runtimesPATH)
 	addRuntimes(t, b.rootfs, "cacerts-changeit.p12")
 	before := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/java/cacerts"))
-	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	if after := b.read(t, filepath.Join(b.rootfs, "etc/ssl/certs/java/cacerts")); string(after) != string(before) {
@@ -139,7 +139,7 @@ func TestHookMergesTheBundleThePodNames(t *testing.T) {
 	b := newHookBed(t, "debian", "PATH=/usr/bin:/bin", "SSL_CERT_FILE=/app/certs/bundle.pem",
 		"REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt", "NODE_EXTRA_CA_CERTS=/mounted/by/a/volume.pem")
 	writeTree(t, b.rootfs, map[string]string{"/app/certs/bundle.pem": string(readTestdata(t, "certs/public-a.pem"))})
-	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard); code != 0 {
+	if code := runHook(b.args(failClosed), strings.NewReader(string(b.state())), io.Discard, io.Discard); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 	if n := countCerts(b.read(t, filepath.Join(b.rootfs, "app/certs/bundle.pem"))); n != 3 {

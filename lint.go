@@ -46,6 +46,25 @@ type finding struct {
 	detail  string
 }
 
+// Severities of findings: an error makes `cainjekt lint` fail, a warning
+// only with --strict.
+const (
+	severityError   = "error"
+	severityWarning = "warning"
+)
+
+// severity is error for what must never be in a CA bundle: a private key,
+// whose holder could impersonate anyone the CA vouches for (the plugin
+// drops it, but it was handed around with the bundle), and a certificate
+// that is not a CA, which every container would trust as a server itself.
+// Everything else the plugin copes with.
+func (f finding) severity() string {
+	if f.kind == findPrivateKey || f.kind == findNotCA {
+		return severityError
+	}
+	return severityWarning
+}
+
 func (f finding) String() string {
 	s := fmt.Sprintf("block %d", f.block)
 	if f.subject != "" {

@@ -76,28 +76,45 @@ func TestTrustedCertificateBlocksAreConverted(t *testing.T) {
 	}
 }
 
+// cainjekt lint's exit codes: 0 usable, 1 errors, 2 usage or unreadable,
+// 3 warnings with --strict.
 func TestLintCommand(t *testing.T) {
 	dir := t.TempDir()
-	huge := filepath.Join(dir, "huge.pem")
-	if err := os.WriteFile(huge, []byte(strings.Repeat(string(readTestdata(t, "certs/corp-root.pem")), 20<<20/700)), 0o644); err != nil {
-		t.Fatal(err)
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
+	huge := write("huge.pem", []byte(strings.Repeat(string(readTestdata(t, "certs/corp-root.pem")), 20<<20/700)))
+	now, year := time.Now(), 365*24*time.Hour
+	leaf := write("leaf.pem", slices.Concat(readTestdata(t, "certs/corp-root.pem"),
+		issue(t, certSpec{cn: "a server", notBefore: now.Add(-time.Hour), notAfter: now.Add(year), keyUsage: x509.KeyUsageDigitalSignature}).pem))
+	lax := write("lax.pem", issue(t, certSpec{cn: "lax", notBefore: now.Add(-time.Hour), notAfter: now.Add(year), bcNotCritical: true, keyUsage: x509.KeyUsageCertSign}).pem)
 	for _, tc := range []struct {
 		args []string
 		code int
 		out  string
 	}{
 		{[]string{"lint", "testdata/certs/corp-root.pem"}, 0, "certificate CN=Example Corp Root CA,O=Example Corp, expires 2126"},
-		{[]string{"lint", "--strict", "testdata/bundles/with-private-key.pem"}, 3, "private_key: block 2"},
+		{[]string{"lint", "--strict", "testdata/certs/corp-root.pem"}, 0, "certificate CN=Example Corp Root CA"},
+		{[]string{"lint", lax}, 0, "warning: python_strict: block 1"},
+		{[]string{"lint", "--strict", lax}, 3, "warning: python_strict: block 1"},
+		{[]string{"lint", "testdata/bundles/with-private-key.pem"}, 1, "error: private_key: block 2"},
+		{[]string{"lint", "--strict", "testdata/bundles/with-private-key.pem"}, 1, "error: private_key: block 2"},
+		{[]string{"lint", leaf}, 1, "error: not_ca: block 2 (CN=a server)"},
 		{[]string{"lint", "testdata/bundles/only-private-key.pem"}, 1, "unusable (no_certificate)"},
 		{[]string{"lint", "testdata/bundles/corp-root.der"}, 1, "unusable (not_pem)"},
 		{[]string{"lint", huge}, 1, "unusable (too_large)"},
-		{[]string{"lint", dir}, 1, "unusable (unreadable)"},
-		{[]string{"lint"}, 2, ""},
+		{[]string{"lint", dir}, 2, "not a regular file"},
+		{[]string{"lint", filepath.Join(dir, "missing.pem")}, 2, "no such file"},
+		{[]string{"lint"}, 2, "usage: cainjekt lint"},
+		{[]string{"lint", "--stric", lax}, 2, "flag provided but not defined: -stric"},
 	} {
-		stdout, _, code := runBinary(t, nil, nil, tc.args...)
-		if code != tc.code || !strings.Contains(stdout, tc.out) {
-			t.Errorf("%v: exit %d, stdout:\n%s", tc.args, code, stdout)
+		stdout, stderr, code := runBinary(t, nil, nil, tc.args...)
+		if code != tc.code || !strings.Contains(stdout+stderr, tc.out) {
+			t.Errorf("%v: exit %d, want %d and %q:\n%s%s", tc.args, code, tc.code, tc.out, stdout, stderr)
 		}
 	}
 }

@@ -16,13 +16,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -48,9 +54,9 @@ func run(args []string) int {
 	case "plugin":
 		return runPlugin(args[1:])
 	case "hook":
-		return runHook(args[1:], os.Stdin, os.Stderr)
+		return runHook(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	case "wrap":
-		return runWrapper(args[1:], os.Stderr)
+		return runWrapper(args[1:], os.Stdout, os.Stderr)
 	case "lint":
 		return runLint(args[1:], os.Stdout, os.Stderr)
 	case "install":
@@ -66,33 +72,134 @@ func run(args []string) int {
 		usage(os.Stdout)
 		return 0
 	}
+	if isPluginFlag(args[0]) {
+		// natrontech/cainjekt's image runs its plugin on flags alone.
+		fmt.Fprintf(os.Stderr, "cainjekt: %s is a flag of cainjekt plugin, and the command comes first:\n  cainjekt plugin %s\n"+
+			"(in a pod spec: args: [%s])\n", args[0], shellJoin(args), podArgs(append([]string{"plugin"}, args...)))
+		return 2
+	}
 	fmt.Fprintf(os.Stderr, "cainjekt: unknown command %q\n", args[0])
 	usage(os.Stderr)
 	return 2
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: cainjekt COMMAND [FLAGS]
+	fmt.Fprint(w, `usage: cainjekt COMMAND [FLAGS] [ARGS]
 
 commands:
-  plugin    run the NRI plugin (flags: cainjekt plugin -h)
+  plugin    run the NRI plugin
   hook      the OCI hook, run by the container runtime
   wrap      the entrypoint wrapper, run inside the container
   lint      check a CA bundle as the plugin would load it: cainjekt lint [--strict] FILE
   install   copy the hook binary to the node: cainjekt install [--src F] --dest /opt/cainjekt/bin/cainjekt-hook
-            (default --src: cainjekt-hook beside this executable, else this executable)
-  doctor    check this node's set-up with the plugin's configuration (flags: as plugin)
-  inspect   dry-run the hook on a directory: cainjekt inspect [--ca-file F] [--env K=V] ROOTFS
+  doctor    check this node's set-up with the plugin's configuration, read-only
+  inspect   dry-run the hook on a directory: cainjekt inspect [--ca-file F] [--env K=V]... ROOTFS
   version   print the version
+
+cainjekt COMMAND -h prints a command's usage and flags. Flags may also follow
+a command's arguments (not wrap's: what follows wrap is the container's).
 `)
 }
 
+// parseFlags parses a command's flags and returns its arguments. Flags may
+// follow the arguments too, although Go's flag package stops at the first
+// argument; "--" ends them. -h or --help prints the usage and the flags on
+// stdout and returns flag.ErrHelp; a bad flag is reported on stderr.
+func parseFlags(fs *flag.FlagSet, usage string, args []string, stdout, stderr io.Writer) ([]string, error) {
+	fs.SetOutput(io.Discard) // the flag package would print its usage on every error
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, usage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		if err != nil {
+			synopsis, _, _ := strings.Cut(usage, "\n")
+			fmt.Fprintf(stderr, "%s: %v\n%s\n", fs.Name(), err, synopsis)
+			return nil, err
+		}
+		rest := fs.Args()
+		if parsed := len(args) - len(rest); len(rest) == 0 || parsed > 0 && args[parsed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional, args = append(positional, rest[0]), rest[1:]
+	}
+}
+
+// flagsExit is the exit code of a command whose flags did not parse: 0
+// when it was asked for help.
+func flagsExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
+// pluginConfig is loadConfig for the commands that take the plugin's
+// flags: -h prints the command's usage and those flags on stdout.
+func pluginConfig(command, usage string, args []string, getenv func(string) string, stdout, stderr io.Writer) (*config, error) {
+	var out bytes.Buffer // the flag package's output: its usage, on -h
+	cfg, err := loadConfig(args, getenv, &out)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, usage)
+		for _, s := range settings {
+			def := ""
+			if s.def != "" {
+				def = fmt.Sprintf(", default %q", s.def)
+			}
+			fmt.Fprintf(stdout, "  --%s (env %s%s)\n    \t%s\n", s.flag, s.env, def, s.usage)
+		}
+		return nil, err
+	}
+	stderr.Write(out.Bytes())
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", command, err)
+	}
+	return cfg, err
+}
+
+// isPluginFlag says whether arg is one of cainjekt plugin's flags.
+func isPluginFlag(arg string) bool {
+	name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-"), "=")
+	return strings.HasPrefix(arg, "-") && slices.ContainsFunc(settings, func(s setting) bool { return s.flag == name })
+}
+
+// shellJoin writes args as a shell reads them back.
+func shellJoin(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = a
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(quoted, " ")
+}
+
+// podArgs writes args as a pod spec's args list.
+func podArgs(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = strconv.Quote(a)
+	}
+	return strings.Join(quoted, ", ")
+}
+
+const pluginUsage = `usage: cainjekt plugin [FLAGS]
+
+Runs the NRI plugin until SIGTERM. Each flag has an environment variable; a
+flag wins over its variable, the variable over the default.
+
+flags:`
+
 // runPlugin is `cainjekt plugin`.
 func runPlugin(args []string) int {
-	cfg, err := loadConfig(args, os.Getenv, os.Stderr)
+	cfg, err := pluginConfig("cainjekt plugin", pluginUsage, args, os.Getenv, os.Stdout, os.Stderr)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "cainjekt plugin: %v\n", err)
-		return 2
+		return flagsExit(err)
 	}
 	log := newLogger(os.Stderr, cfg.logFormat, cfg.logLevel)
 	if err := startPlugin(cfg, log); err != nil {

@@ -9,18 +9,30 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	"golang.org/x/sys/unix"
 )
+
+const installUsage = `usage: cainjekt install [--src FILE] --dest PATH
+
+Copies the hook binary to PATH, in a directory of the node that the pod mounts
+(deploy/base/daemonset.yaml: the init container, with the hostPath volume
+host-bin at /opt/cainjekt/bin). runc runs the hook from there, on the host,
+and mounts it into injected containers as their wrapper, so FILE must be an
+executable for this machine.
+
+flags:`
 
 // runInstall is `cainjekt install --dest PATH`: it copies the hook binary
 // (cainjekt-hook beside this executable, else this executable; --src to
@@ -30,19 +42,25 @@ import (
 // a destination already identical is left alone.
 func runInstall(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cainjekt install", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dest := fs.String("dest", "", "host path of the installed binary, e.g. /opt/cainjekt/bin/cainjekt-hook")
 	src := fs.String("src", "", "binary to install (default: cainjekt-hook beside this executable, else this executable)")
-	if err := fs.Parse(args); err != nil {
+	args, err := parseFlags(fs, installUsage, args, stdout, stderr)
+	if err != nil {
+		return flagsExit(err)
+	}
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "cainjekt install: unexpected arguments %q: the source is --src FILE\n", args)
 		return 2
 	}
 	if err := absPath(*dest); err != nil {
 		fmt.Fprintf(stderr, "cainjekt install: --dest: %v\n", err)
 		return 2
 	}
-	var err error
 	if *src == "" {
 		*src, err = defaultHookBinary()
+	}
+	if err == nil {
+		err = errors.Join(checkExecutable(*src), checkInstallDir(filepath.Dir(*dest)))
 	}
 	if err == nil {
 		var changed bool
@@ -57,6 +75,82 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "cainjekt install: %v\n", err)
 	return 1
+}
+
+// checkExecutable makes sure p is an executable that this machine runs:
+// an ELF executable of this executable's class, byte order and machine.
+// A script or another architecture's binary would install fine and then
+// fail every injected container.
+func checkExecutable(p string) error {
+	want, err := elfHeader("/proc/self/exe")
+	if err != nil {
+		return fmt.Errorf("read this executable: %w", err)
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file (mode %v)", p, st.Mode())
+	}
+	got, err := elfHeader(p)
+	if err != nil {
+		return err
+	}
+	// e_ident's class (32 or 64 bits) and byte order, then e_type and
+	// e_machine in that byte order.
+	if got[4] != want[4] || got[5] != want[5] || got.machine() != want.machine() {
+		return fmt.Errorf("%s is an executable for another machine (ELF class %d, byte order %d, machine %d), not for this %s one (%d, %d, %d)",
+			p, got[4], got[5], got.machine(), runtime.GOARCH, want[4], want[5], want.machine())
+	}
+	if t := got.order().Uint16(got[16:]); t != elfExec && t != elfDyn {
+		return fmt.Errorf("%s is an ELF file, but not an executable (type %d)", p, t)
+	}
+	return nil
+}
+
+// ELF types of executables: fixed address, and position-independent.
+const elfExec, elfDyn = 2, 3
+
+// elfIdent is the start of an ELF file's header.
+type elfIdent [20]byte
+
+func (h elfIdent) order() binary.ByteOrder {
+	if h[5] == 2 { // ELFDATA2MSB
+		return binary.BigEndian
+	}
+	return binary.LittleEndian
+}
+
+func (h elfIdent) machine() uint16 { return h.order().Uint16(h[18:]) }
+
+func elfHeader(p string) (elfIdent, error) {
+	var h elfIdent
+	f, err := os.Open(p)
+	if err != nil {
+		return h, err
+	}
+	defer f.Close()
+	if _, err := io.ReadFull(f, h[:]); err != nil || string(h[:4]) != "\x7fELF" {
+		return h, fmt.Errorf("%s is not an ELF executable (a script, or a file of another kind?)", p)
+	}
+	return h, nil
+}
+
+// checkInstallDir says what to do when the destination's directory is not
+// there: in the pod, it is the node's directory, mounted by the DaemonSet.
+func checkInstallDir(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("directory %s does not exist: it must be the node's directory, mounted into this container "+
+			"(deploy/base/daemonset.yaml mounts the hostPath volume host-bin there, type DirectoryOrCreate)", dir)
+	case err != nil:
+		return err
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
 }
 
 // installFile copies src to dest atomically, unless dest has its content.
@@ -100,34 +194,47 @@ type check struct {
 	detail string
 }
 
+const doctorUsage = `usage: cainjekt doctor [FLAGS]
+
+Checks, with the plugin's configuration (run it in the plugin's pod), what
+this node needs for injection: each CA bundle, the dynamic CA root and the
+node's lock, the host binary, and the runtime over NRI. It changes nothing
+on the node; to read the runtime's version and containers, it registers
+with it over NRI for a moment, under a name of its own. Exit 0 if every
+check passes, 1 otherwise, 2 on a usage error.
+
+flags, as cainjekt plugin's:`
+
+// doctorIdx is the NRI index the doctor registers at.
+const doctorIdx = "99"
+
 // runDoctor is `cainjekt doctor [plugin flags]`: with the plugin's own
 // configuration, it checks what a node needs for injection to work. It
 // exits 0 if every check passes, 1 otherwise.
 func runDoctor(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, err := loadConfig(args, getenv, stderr)
+	cfg, err := pluginConfig("cainjekt doctor", doctorUsage, args, getenv, stdout, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "cainjekt doctor: %v\n", err)
-		return 2
+		return flagsExit(err)
 	}
 	healthy := true
-	for _, c := range doctorChecks(cfg) {
-		mark := "ok  "
-		if !c.ok {
-			mark, healthy = "FAIL", false
+	report := func(checks ...check) {
+		for _, c := range checks {
+			mark := "ok  "
+			if !c.ok {
+				mark, healthy = "FAIL", false
+			}
+			fmt.Fprintf(stdout, "%s %s: %s\n", mark, c.name, c.detail)
 		}
-		fmt.Fprintf(stdout, "%s %s: %s\n", mark, c.name, c.detail)
 	}
+	report(checkBundles(cfg)...)
+	report(checkStaging(cfg), checkHostBinary(cfg))
+	fmt.Fprintf(stdout, "registering with the runtime over NRI for a moment, as plugin %q at index %s, to read its version and containers\n",
+		doctorName(cfg), doctorIdx)
+	report(checkNRI(cfg))
 	if !healthy {
 		return 1
 	}
 	return 0
-}
-
-func doctorChecks(cfg *config) []check {
-	var checks []check
-	checks = append(checks, checkBundles(cfg)...)
-	checks = append(checks, checkStaging(cfg), checkHostBinary(cfg), checkNRI(cfg))
-	return checks
 }
 
 // checkBundles loads every CA bundle as the plugin would.
@@ -135,6 +242,10 @@ func checkBundles(cfg *config) []check {
 	b := newBundleSet(cfg, newLogger(io.Discard, "text", 0))
 	b.refresh()
 	var checks []check
+	for _, file := range b.ignoredFiles() {
+		checks = append(checks, check{"CA bundles directory " + cfg.bundlesDir, true,
+			fmt.Sprintf("warning: %s is ignored: %s", file, bundleNameRule)})
+	}
 	for _, src := range b.sources() {
 		name := "CA bundle " + src.name
 		set, err := src.get()
@@ -148,27 +259,33 @@ func checkBundles(cfg *config) []check {
 				fmt.Sprintf("%s, expires %s", subject, notAfter.UTC().Format(time.RFC3339))})
 		}
 		for _, f := range src.lastFindings() {
-			checks = append(checks, check{name, true, "warning: " + f.String()})
+			checks = append(checks, check{name, f.severity() != severityError, f.severity() + ": " + f.String()})
 		}
 	}
 	return checks
 }
 
-// checkStaging makes sure the dynamic CA root can be written, and says
-// whether a plugin holds the node's lock.
+// checkStaging says whether the dynamic CA root is there for the plugin
+// and whether a plugin holds the node's lock. It only looks: a missing
+// directory is a finding, not something to create.
 func checkStaging(cfg *config) check {
 	name := "dynamic CA root " + cfg.dynamicCARoot
-	st, err := openStager(cfg.dynamicCARoot)
-	if err != nil {
+	var st unix.Stat_t
+	err := unix.Lstat(cfg.dynamicCARoot, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return check{name, false, "missing: the plugin creates it when it starts, so none has run on this node with this setting since the node booted"}
+	case err != nil:
 		return check{name, false, err.Error()}
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return check{name, false, "not a directory"}
+	case int(st.Uid) != os.Geteuid():
+		return check{name, false, fmt.Sprintf("belongs to uid %d, not to this one (%d): the plugin refuses it", st.Uid, os.Geteuid())}
 	}
-	defer st.Close()
-	probe := fmt.Sprintf(".doctor-%d", os.Getpid())
-	if _, err := st.dir.writeFile(probe, []byte("probe\n"), 0o600); err != nil {
+	if err := unix.Faccessat(unix.AT_FDCWD, cfg.dynamicCARoot, unix.W_OK, unix.AT_EACCESS); err != nil {
 		return check{name, false, "not writable: " + err.Error()}
 	}
-	unix.Unlinkat(st.dir.fd, probe, 0)
-	held, err := st.lockHeld()
+	held, err := lockHeld(cfg.dynamicCARoot)
 	switch {
 	case err != nil:
 		return check{name, false, err.Error()}
@@ -228,12 +345,16 @@ func (d *doctorPlugin) RemoveContainer(context.Context, *api.PodSandbox, *api.Co
 	return nil
 }
 
+// doctorName is the doctor's NRI plugin name: two plugins with one name
+// would conflict.
+func doctorName(cfg *config) string { return cfg.name + "-doctor" }
+
 // checkNRI registers briefly under another name (two plugins with one
 // name would conflict) and reports the runtime.
 func checkNRI(cfg *config) check {
 	name := "NRI socket " + cfg.socket
 	d := &doctorPlugin{runtime: make(chan runtimeInfo, 1), containers: make(chan []*api.Container, 1)}
-	s, err := stub.New(d, stub.WithPluginName(cfg.name+"-doctor"), stub.WithPluginIdx("99"),
+	s, err := stub.New(d, stub.WithPluginName(doctorName(cfg)), stub.WithPluginIdx(doctorIdx),
 		stub.WithSocketPath(cfg.socket), stub.WithLogger(nriLogger{newLogger(io.Discard, "text", 0)}))
 	if err != nil {
 		return check{name, false, err.Error()}
@@ -261,16 +382,28 @@ func checkNRI(cfg *config) check {
 	}
 }
 
+const inspectUsage = `usage: cainjekt inspect [--ca-file FILE] [--env KEY=VALUE]... ROOTFS
+
+Runs the hook on the directory ROOTFS, an image's files, without writing
+anything: it prints the distribution, the trust stores and runtimes found,
+and, with --ca-file, what the hook would change. Exit 0, or 1 if the hook
+would fail or ROOTFS cannot be read, 2 on a usage error.
+
+flags:`
+
 // runInspect is `cainjekt inspect [--ca-file F] [--env K=V]... ROOTFS`: the
 // hook's work on a directory, without writing anything: the distribution,
 // the trust files found, and what the hook would change.
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cainjekt inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	caFile := fs.String("ca-file", "", "CA bundle whose injection to simulate (default: none, only detection)")
 	var env envFlag
 	fs.Var(&env, "env", "the container's environment, KEY=VALUE, repeatable (default: a standard PATH)")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+	args, err := parseFlags(fs, inspectUsage, args, stdout, stderr)
+	if err != nil {
+		return flagsExit(err)
+	}
+	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: cainjekt inspect [--ca-file FILE] [--env KEY=VALUE]... ROOTFS")
 		return 2
 	}
@@ -279,13 +412,12 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	var set *trustSet
 	if *caFile != "" {
-		var err error
 		if set, _, err = loadTrustSet(*caFile, "", time.Now()); err != nil {
 			fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
 			return 1
 		}
 	}
-	root, err := openImageRoot(unix.AT_FDCWD, filepath.Clean(fs.Arg(0)))
+	root, err := openImageRoot(unix.AT_FDCWD, filepath.Clean(args[0]))
 	if err != nil {
 		fmt.Fprintf(stderr, "cainjekt inspect: %v\n", err)
 		return 1
@@ -389,40 +521,68 @@ func (e *envFlag) Set(v string) error {
 	return nil
 }
 
+const lintUsage = `usage: cainjekt lint [--strict] FILE
+
+Loads the CA bundle FILE as the plugin would and prints each certificate and
+what it finds: errors, and warnings about what some runtime will not use as
+expected.
+
+exit codes:
+  0  the bundle is usable: nothing found, or warnings only
+  1  errors: the plugin cannot use the bundle (empty, not PEM, no usable
+     certificate, too large), or it holds what must not be in a CA bundle
+     (a private key, a certificate that is not a CA)
+  2  a usage error, or FILE cannot be read
+  3  warnings and no error, with --strict
+
+flags:`
+
 // runLint is `cainjekt lint FILE`: it loads the bundle as the plugin would
-// and prints what it finds. The exit code is 1 if the bundle is unusable, 0
-// otherwise; --strict makes any finding an error (exit 3).
+// and prints what it finds, with lintUsage's exit codes.
 func runLint(args []string, stdout, stderr io.Writer) int {
-	strict := len(args) > 0 && args[0] == "--strict"
-	if strict {
-		args = args[1:]
+	fs := flag.NewFlagSet("cainjekt lint", flag.ContinueOnError)
+	strict := fs.Bool("strict", false, "exit 3 on warnings too")
+	args, err := parseFlags(fs, lintUsage, args, stdout, stderr)
+	if err != nil {
+		return flagsExit(err)
 	}
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: cainjekt lint [--strict] FILE")
 		return 2
 	}
-	data, err := readHostFile(args[0])
+	file := args[0]
+	data, err := readHostFile(file)
+	if err != nil && reasonOf(err) == reasonUnreadable {
+		fmt.Fprintf(stderr, "cainjekt lint: %v\n", err)
+		return 2
+	}
 	var b *caBundle
 	var findings []finding
 	if err == nil {
 		b, findings, err = parseCABundle(data)
 	}
+	if err == nil {
+		findings = append(findings, lintCertificates(b, time.Now())...)
+	}
+	errs := 0
 	for _, f := range findings {
-		fmt.Fprintf(stdout, "%s: %s: %s\n", args[0], f.kind, f)
+		fmt.Fprintf(stdout, "%s: %s: %s: %s\n", file, f.severity(), f.kind, f)
+		if f.severity() == severityError {
+			errs++
+		}
 	}
 	if err != nil {
-		fmt.Fprintf(stdout, "%s: unusable (%s): %v\n", args[0], reasonOf(err), err)
+		fmt.Fprintf(stdout, "%s: unusable (%s): %v\n", file, reasonOf(err), err)
 		return 1
-	}
-	lint := lintCertificates(b, time.Now())
-	for _, f := range lint {
-		fmt.Fprintf(stdout, "%s: %s: %s\n", args[0], f.kind, f)
 	}
 	for _, c := range b.certs {
 		subject, notAfter := about(c)
-		fmt.Fprintf(stdout, "%s: certificate %s, expires %s\n", args[0], subject, notAfter.UTC().Format(time.RFC3339))
+		fmt.Fprintf(stdout, "%s: certificate %s, expires %s\n", file, subject, notAfter.UTC().Format(time.RFC3339))
 	}
-	if strict && len(findings)+len(lint) > 0 {
+	switch {
+	case errs > 0:
+		return 1
+	case *strict && len(findings) > 0:
 		return 3
 	}
 	return 0

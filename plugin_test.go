@@ -513,7 +513,7 @@ func TestRotationKeepsTheContainersTrustWithoutItsStatus(t *testing.T) {
 	}
 	bed.writeSpec(t)
 	imageBundle := bed.read(t, filepath.Join(bed.rootfs, "etc/ssl/certs/ca-certificates.crt"))
-	if code := runHook(adj.GetHooks().GetCreateRuntime()[0].Args[2:], bytes.NewReader(bed.state()), io.Discard); code != 0 {
+	if code := runHook(adj.GetHooks().GetCreateRuntime()[0].Args[2:], bytes.NewReader(bed.state()), io.Discard, io.Discard); code != 0 {
 		t.Fatalf("hook exit %d", code)
 	}
 	staging := filepath.Join(p.cfg.dynamicCARoot, testID)

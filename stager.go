@@ -67,38 +67,47 @@ func restrictDir(fd int, name string) error {
 func (s *stager) Close() error { return s.dir.Close() }
 
 // lock takes the node-wide single-instance lock in the dynamic CA root and
-// holds it until the process exits. Two plugins with one name would both be
-// accepted by containerd and then make every CreateContainer fail.
+// holds it until the process exits (its descriptor stays open). Two plugins
+// with one name would both be accepted by containerd and then make every
+// CreateContainer fail.
 func (s *stager) lock() error {
-	held, err := s.tryLock(true)
-	if err == nil && held {
-		err = fmt.Errorf("another cainjekt plugin holds %s: refusing to run twice on one node", path.Join(s.path, lockName))
-	}
-	return err
-}
-
-// lockHeld reports whether a plugin holds the node's lock, without keeping
-// it.
-func (s *stager) lockHeld() (bool, error) { return s.tryLock(false) }
-
-// tryLock takes the lock, and keeps it if keep (its descriptor stays open
-// for the process's life), or says that another process holds it.
-func (s *stager) tryLock(keep bool) (held bool, err error) {
+	name := path.Join(s.path, lockName)
 	fd, err := unix.Openat(s.dir.fd, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return false, fmt.Errorf("open lock %s: %w", path.Join(s.path, lockName), err)
+		return fmt.Errorf("open lock %s: %w", name, err)
 	}
 	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-	if err != nil || !keep {
-		unix.Close(fd) // closing the descriptor releases the lock
+	if err == nil {
+		return nil
 	}
-	switch err {
+	unix.Close(fd)
+	if err == unix.EWOULDBLOCK {
+		return fmt.Errorf("another cainjekt plugin holds %s: refusing to run twice on one node", name)
+	}
+	return fmt.Errorf("lock %s: %w", name, err)
+}
+
+// lockHeld says whether a plugin holds the lock in the dynamic CA root,
+// for cainjekt doctor: it creates no lock file, and takes the lock, shared,
+// only for as long as it asks.
+func lockHeld(root string) (bool, error) {
+	name := path.Join(root, lockName)
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open lock %s: %w", name, err)
+	}
+	defer unix.Close(fd)
+	switch err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); err {
 	case nil:
 		return false, nil
 	case unix.EWOULDBLOCK:
 		return true, nil
+	default:
+		return false, fmt.Errorf("lock %s: %w", name, err)
 	}
-	return false, fmt.Errorf("lock %s: %w", path.Join(s.path, lockName), err)
 }
 
 // stage writes a container's staging directory and returns its host path.

@@ -27,8 +27,13 @@ import (
 
 // runWrapper is `cainjekt wrap -- CMD [ARGS...]`. It returns only if the
 // command cannot be executed, with the shell's exit codes for that.
-func runWrapper(args []string, stderr io.Writer) int {
+// Everything after "--" is the container's; the plugin always writes it.
+func runWrapper(args []string, stdout, stderr io.Writer) int {
 	lazyGC()
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintln(stdout, wrapUsage)
+		return 0
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
@@ -50,6 +55,12 @@ func runWrapper(args []string, stderr io.Writer) int {
 	}
 	return 126
 }
+
+const wrapUsage = `usage: cainjekt wrap -- COMMAND [ARGS]...
+
+The entrypoint wrapper: the plugin makes it the container's first process.
+It applies the variables the hook left in /etc/cainjekt/status.json, then
+execs COMMAND with ARGS, which are the container's and never read as flags.`
 
 // wrapperEnv returns the environment for the command, and lines for its
 // stderr: the hook's message when injection failed, or why the context could
