@@ -150,7 +150,11 @@ func pluginConfig(command, usage string, args []string, getenv func(string) stri
 			if s.def != "" {
 				def = fmt.Sprintf(", default %q", s.def)
 			}
-			fmt.Fprintf(stdout, "  --%s (env %s%s)\n    \t%s\n", s.flag, s.env, def, s.usage)
+			env := s.env
+			if alias := aliases[s.flag]; alias != "" {
+				env += " or " + alias
+			}
+			fmt.Fprintf(stdout, "  --%s (env %s%s)\n    \t%s\n", s.flag, env, def, s.usage)
 		}
 		return nil, err
 	}

@@ -226,6 +226,7 @@ func runDoctor(args []string, getenv func(string) string, stdout, stderr io.Writ
 			fmt.Fprintf(stdout, "%s %s: %s\n", mark, c.name, c.detail)
 		}
 	}
+	report(checkVariables(os.Environ())...)
 	report(checkBundles(cfg)...)
 	report(checkStaging(cfg), checkHostBinary(cfg))
 	fmt.Fprintf(stdout, "registering with the runtime over NRI for a moment, as plugin %q at index %s, to read its version and containers\n",
@@ -235,6 +236,20 @@ func runDoctor(args []string, getenv func(string) string, stdout, stderr io.Writ
 		return 1
 	}
 	return 0
+}
+
+// checkVariables warns of each CAINJEKT_* variable no setting reads, as
+// the plugin's log does.
+func checkVariables(environ []string) []check {
+	var checks []check
+	for _, v := range unknownVariables(environ) {
+		detail := "warning: no setting reads it; cainjekt plugin -h lists them"
+		if v.closest != "" {
+			detail = "warning: no setting reads it; did you mean " + v.closest + "?"
+		}
+		checks = append(checks, check{"variable " + v.name, true, detail})
+	}
+	return checks
 }
 
 // checkBundles loads every CA bundle as the plugin would.

@@ -69,7 +69,7 @@ func TestInspectChangesNothing(t *testing.T) {
 func TestDoctorReportsWhatIsMissing(t *testing.T) {
 	dir := t.TempDir()
 	exe, _ := os.Executable()
-	stdout, _, code := runBinary(t, nil, nil, "doctor", "--ca-file", filepath.Join(dir, "missing.pem"),
+	stdout, _, code := runBinary(t, nil, []string{"CAINJEKT_FAILPOLICY=fail-closed"}, "doctor", "--ca-file", filepath.Join(dir, "missing.pem"),
 		"--dynamic-ca-root", filepath.Join(dir, "containers"), "--socket", filepath.Join(dir, "nri.sock"), "--host-binary", exe)
 	if code != 1 {
 		t.Errorf("exit %d", code)
@@ -79,6 +79,7 @@ func TestDoctorReportsWhatIsMissing(t *testing.T) {
 		"FAIL dynamic CA root " + filepath.Join(dir, "containers") + ": missing",
 		"ok   host binary: " + exe + " is " + exe,
 		"FAIL NRI socket " + filepath.Join(dir, "nri.sock") + ": cannot register",
+		"ok   variable CAINJEKT_FAILPOLICY: warning: no setting reads it; did you mean CAINJEKT_FAIL_POLICY?",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, stdout)
