@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -140,6 +141,7 @@ func TestEveryKustomizationRenders(t *testing.T) {
 			}
 			checkDaemonSet(t, ds)
 			checkNamespaceAndRBAC(t, objs, str(ds, "metadata", "namespace"))
+			checkPriorityClassQuota(t, objs, ds)
 			checkObjectNamespaces(t, objs)
 		})
 	}
@@ -307,6 +309,37 @@ func checkNamespaceAndRBAC(t *testing.T, objs []object, ns string) {
 	if len(rules) != 1 || !slices.Equal(list(rules[0], "resources"), []any{"namespaces"}) || !slices.Equal(list(rules[0], "verbs"), []any{"get"}) {
 		t.Errorf("ClusterRole rules %v: get on namespaces is all the plugin needs", rules)
 	}
+}
+
+// maxNodes is the most nodes a cluster has: GKE's limit, 65,000
+// (Kubernetes supports 5,000). One plugin pod runs per node.
+const maxNodes = 65000
+
+// checkPriorityClassQuota checks that a ResourceQuota admits the
+// DaemonSet's pods where their priority class is limited (GKE limits
+// system-node-critical to namespaces with a quota scoped to it): in the
+// DaemonSet's namespace, scoped to its class and nothing narrower, limiting
+// the count of pods only, to no fewer than one per node of the largest
+// clusters.
+func checkPriorityClassQuota(t *testing.T, objs []object, ds object) {
+	class := str(ds, "spec", "template", "spec", "priorityClassName")
+	for _, q := range objs {
+		if str(q, "kind") != "ResourceQuota" || str(q, "metadata", "namespace") != str(ds, "metadata", "namespace") {
+			continue
+		}
+		exprs := list(q, "spec", "scopeSelector", "matchExpressions")
+		if len(exprs) != 1 || str(exprs[0], "scopeName") != "PriorityClass" || str(exprs[0], "operator") != "In" ||
+			!slices.Contains(list(exprs[0], "values"), any(class)) || get(q, "spec", "scopes") != nil {
+			continue
+		}
+		hard, _ := get(q, "spec", "hard").(map[string]any)
+		pods, err := strconv.Atoi(fmt.Sprint(hard["pods"]))
+		if len(hard) != 1 || err != nil || pods < maxNodes {
+			t.Errorf("ResourceQuota %s limits %v: it must limit pods alone, to at least %d", str(q, "metadata", "name"), hard, maxNodes)
+		}
+		return
+	}
+	t.Errorf("no ResourceQuota in namespace %s is scoped to the priority class %s: clusters that limit it (GKE) refuse the DaemonSet's pods", str(ds, "metadata", "namespace"), class)
 }
 
 // namespace is where every namespaced object of deploy/ belongs: the RBAC
