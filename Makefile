@@ -79,13 +79,14 @@ unit: deps
 	CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 -tags $(PLUGIN_TAGS) ./...
 	cd e2e && CAINJEKT_REQUIRE_TOOLS=1 $(GO) test -count=1 ./deploytest ./release
 
-# Air-gapped builds vendor the module: prove that works, in a scratch copy.
+# docs/operations.md's Air-gapped builds, end to end, in a scratch copy of
+# the tree (e2e/release's TestAirGappedBuild): go mod vendor; then offline
+# (GOPROXY=off, GOFLAGS=-mod=vendor, no module cache) with Go 1.26.0, the
+# oldest Go the docs promise, nothing else on PATH but make, as a user who
+# is not root: make build, make image, make push to a local registry.
+# Fetches Go 1.26.0 from the Go module proxy on its first run.
 vendor-check:
-	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
-	git ls-files -z | xargs -0 cp -P --parents -t $$tmp && \
-	cd $$tmp && $(GO) mod vendor && CGO_ENABLED=0 $(GO) build -mod=vendor -tags $(PLUGIN_TAGS) -o /dev/null . && \
-	CGO_ENABLED=0 $(GO) build -mod=vendor -tags hookonly -o /dev/null . && \
-	echo "vendor-check: go mod vendor && go build -mod=vendor: ok"
+	cd e2e && CAINJEKT_AIRGAP=1 $(GO) test -count=1 -timeout 25m -run '^TestAirGappedBuild$$' -v ./release
 
 # The real-node tests: a private node of each runtime (containerd 2.4, 2.2
 # and 1.7, CRI-O, with runc), pods driven over CRI; every test on containerd
