@@ -616,17 +616,61 @@ func TestAlertRulesPromtoolTests(t *testing.T) {
 // docs/operations.md's overlay for kube-prometheus-stack, as written, gives
 // the ServiceMonitor and the PrometheusRule the label Prometheus selects.
 func TestMonitoringDocOverlay(t *testing.T) {
+	objs, _ := renderDocOverlay(t, "Monitoring")
+	for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
+		if got := str(find(objs, kind, "cainjekt"), "metadata", "labels", "release"); got != "kube-prometheus-stack" {
+			t.Errorf("%s has release=%q", kind, got)
+		}
+	}
+}
+
+// docs/operations.md's overlay for clusters with nodes without NRI, as
+// written, keeps the DaemonSet to the nodes its `kubectl label` command
+// labels, and changes nothing else the DaemonSet needs.
+func TestNodesWithoutNRIDocOverlay(t *testing.T) {
+	objs, section := renderDocOverlay(t, "Nodes without NRI")
+	ds := find(objs, "DaemonSet", "cainjekt")
+	if ds == nil {
+		t.Fatal("no DaemonSet")
+	}
+	checkDaemonSet(t, ds)
+	m := regexp.MustCompile(`kubectl label node NODE (\S+)=(\S+)`).FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("the section labels no node")
+	}
+	terms := list(ds, "spec", "template", "spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+	var exprs []any
+	for _, term := range terms {
+		exprs = append(exprs, list(term, "matchExpressions")...)
+	}
+	if len(terms) != 1 || len(exprs) != 1 || str(exprs[0], "key") != m[1] || str(exprs[0], "operator") != "In" ||
+		!slices.Equal(list(exprs[0], "values"), []any{m[2]}) {
+		t.Errorf("the DaemonSet's required node affinity is %v, want the label %s=%s", terms, m[1], m[2])
+	}
+	if str(ds, "spec", "template", "spec", "nodeSelector", "kubernetes.io/os") != "linux" {
+		t.Error("the overlay lost the DaemonSet's nodeSelector")
+	}
+}
+
+// renderDocOverlay renders the first yaml block of a section of
+// docs/operations.md as a kustomization next to a checkout of cainjekt, as
+// the docs place it, and returns the objects and the section. Everything it
+// renders must land in the cainjekt namespace.
+func renderDocOverlay(t *testing.T, heading string) ([]object, string) {
+	t.Helper()
 	doc, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, _ := strings.Cut(string(doc), "\n## Monitoring\n")
+	_, section, found := strings.Cut(string(doc), "\n## "+heading+"\n")
+	if !found {
+		_, section, found = strings.Cut(string(doc), "\n### "+heading+"\n")
+	}
 	_, block, ok := strings.Cut(section, "```yaml\n")
 	block, _, closed := strings.Cut(block, "```")
-	if !ok || !closed {
-		t.Fatal("docs/operations.md's Monitoring section has no yaml block")
+	if !found || !ok || !closed {
+		t.Fatalf("docs/operations.md has no section %q with a yaml block", heading)
 	}
-	// The overlay sits next to a checkout of cainjekt.
 	dir := t.TempDir()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -640,11 +684,7 @@ func TestMonitoringDocOverlay(t *testing.T) {
 	}
 	objs := render(t, dir)
 	checkObjectNamespaces(t, objs)
-	for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
-		if got := str(find(objs, kind, "cainjekt"), "metadata", "labels", "release"); got != "kube-prometheus-stack" {
-			t.Errorf("%s has release=%q", kind, got)
-		}
-	}
+	return objs, section
 }
 
 // runbookBase is where each alert's runbook_url points: docs/operations.md
