@@ -102,7 +102,8 @@ e2e: deps build
 # The install path on a real single-node Kubernetes: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kube-proxy and a kubelet of one
 # release on the test bed's containerd and runc, pods on the CNI bridge
-# plugin; make image's image imported, deploy/ applied as the docs say.
+# plugin; make image's image pushed with make push to a local registry and
+# pulled from it, deploy/ applied as the docs say.
 # Needs root. Builds and caches Kubernetes on first run (about half an hour).
 cluster-e2e: deps build image
 	@[ "$$(id -u)" -eq 0 ] || { echo "make cluster-e2e needs root (it runs a kubelet)"; exit 1; }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -51,6 +52,9 @@ type reference struct {
 	loopback bool
 }
 
+// validTag is the OCI distribution spec's tag.
+var validTag = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+
 func parseRef(ref string) (reference, error) {
 	host, rest, ok := strings.Cut(ref, "/")
 	colon := strings.LastIndex(rest, ":")
@@ -58,8 +62,8 @@ func parseRef(ref string) (reference, error) {
 		return reference{}, fmt.Errorf("image %q is not HOST/REPOSITORY:TAG", ref)
 	}
 	r := reference{host: host, repo: rest[:colon], tag: rest[colon+1:]}
-	if r.repo == "" || r.tag == "" || r.repo != strings.ToLower(r.repo) {
-		return reference{}, fmt.Errorf("image %q: the repository must be lower case, and the tag not empty", ref)
+	if r.repo == "" || r.repo != strings.ToLower(r.repo) || !validTag.MatchString(r.tag) {
+		return reference{}, fmt.Errorf("image %q: the repository must be lower case, the tag letters, digits and ._- (128 at most)", ref)
 	}
 	name := host
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -70,11 +74,8 @@ func parseRef(ref string) (reference, error) {
 	switch {
 	case r.loopback:
 		r.api = "http://" + host
-	case host == "docker.io": // Docker Hub's API is elsewhere, its images one level down
+	case host == "docker.io": // Docker Hub's API is elsewhere
 		r.api = "https://registry-1.docker.io"
-		if !strings.Contains(r.repo, "/") {
-			r.repo = "library/" + r.repo
-		}
 	default:
 		r.api = "https://" + host
 	}

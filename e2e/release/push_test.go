@@ -241,3 +241,30 @@ func tokenAuth(t *testing.T, dir string) (string, string) {
 	pull := sign([]map[string]any{{"type": "repository", "name": "team/cainjekt", "actions": []string{"pull"}}})
 	return auth, "Bearer " + pull
 }
+
+// parseRef finds the registry API of a reference: plain HTTP on the
+// loopback only, Docker Hub's API host for docker.io.
+func TestParseRef(t *testing.T) {
+	for ref, want := range map[string]string{
+		"registry.example.com/team/cainjekt:v0.1.0":     "https://registry.example.com team/cainjekt v0.1.0",
+		"registry.example.com:5000/cainjekt:1a2b-dirty": "https://registry.example.com:5000 cainjekt 1a2b-dirty",
+		"127.0.0.1:5000/team/cainjekt:v1":               "http://127.0.0.1:5000 team/cainjekt v1",
+		"[::1]:5000/cainjekt:v1":                        "http://[::1]:5000 cainjekt v1",
+		"localhost:5000/cainjekt:v1":                    "http://localhost:5000 cainjekt v1",
+		"docker.io/team/cainjekt:v1":                    "https://registry-1.docker.io team/cainjekt v1",
+		"team/cainjekt:v1":                              "",
+		"registry.example.com/cainjekt":                 "",
+		"registry.example.com/Team/cainjekt:v1":         "",
+		"registry.example.com/cainjekt:v1+build":        "",
+		"registry.example.com:5000/cainjekt":            "",
+	} {
+		r, err := parseRef(ref)
+		got := ""
+		if err == nil {
+			got = r.api + " " + r.repo + " " + r.tag
+		}
+		if got != want {
+			t.Errorf("parseRef(%q) = %q (%v), want %q", ref, got, err, want)
+		}
+	}
+}
