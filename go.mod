@@ -1,6 +1,6 @@
 module github.com/cainjekt/cainjekt
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/containerd/nri v0.12.5

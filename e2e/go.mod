@@ -1,8 +1,9 @@
 module github.com/cainjekt/cainjekt/e2e
 
-go 1.26.8
+go 1.26.0
 
 require (
+	golang.org/x/crypto v0.57.0
 	golang.org/x/sys v0.49.0
 	google.golang.org/grpc v1.85.0
 	k8s.io/cri-api v0.37.0

@@ -40,42 +40,44 @@ func TestImageIsReproducible(t *testing.T) {
 	t.Logf("index %s, manifests %v", img.Index, img.Manifests)
 }
 
-// TestImagePushesToARegistry pushes make image's archive as
-// docs/operations.md does, with skopeo, to Debian's registry (distribution)
-// on the loopback: the registry holds the same index, both platforms.
-func TestImagePushesToARegistry(t *testing.T) {
+// TestMakePush runs docs/operations.md's `make push`, in a checkout, to the
+// user's registry (Debian's docker-registry on the loopback): the registry
+// serves the index of make image's archive, both platforms, and the
+// checkout's deploy/ names the image by tag and digest. skopeo, the docs'
+// other way, pushes the same index.
+func TestMakePush(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
-	addr, err := testbed.FreeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
+	registry := bed.registry.Addr + "/team"
+	tag := imageTag(bed.image)
+	// As the user types it, in a shell that is not inside make.
+	out := mustShell(t, ctx, bed.repo, "env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make push REGISTRY="+registry+" TAG="+tag+
+		" VERSION="+bed.version+" IMAGE_ARCHIVE="+filepath.Join(bed.dir, "pushed.tar")+" DEPLOY="+bed.deploy)
+	want := archiveIndexDigest(t, bed.archive)
+	ref := registry + "/cainjekt:" + tag
+	checkRegistryImage(t, ctx, ref, want)
+	bed.pushed = ref + "@" + want
+	if !strings.Contains(out, "pushed\t"+bed.pushed) {
+		t.Errorf("make push does not say it pushed %s:\n%s", bed.pushed, out)
 	}
-	dir := t.TempDir()
-	config := fmt.Sprintf("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", dir, addr)
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(config), 0o644); err != nil {
-		t.Fatal(err)
+	rendered := mustShell(t, ctx, bed.dir, "kubectl kustomize deploy/")
+	if n := strings.Count(rendered, "image: "+bed.pushed+"\n"); n != 2 {
+		t.Errorf("deploy/ names %s in %d containers, want the init container and the plugin:\n%s", bed.pushed, n, rendered)
 	}
-	registry := exec.Command("docker-registry", "serve", filepath.Join(dir, "config.yml"))
-	if err := registry.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { registry.Process.Kill(); registry.Wait() })
-	ref := "docker://" + addr + "/cainjekt:" + imageTag(bed.image)
+
 	// The registry serves plain HTTP on the loopback: the one flag the docs' command lacks.
-	var out string
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		out, _, err = shell(ctx, bed.dir, "skopeo copy --all --dest-tls-verify=false oci-archive:"+bed.archive+" "+ref)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond) // the registry may still be starting
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := mustShell(t, ctx, bed.dir, "skopeo inspect --raw --tls-verify=false "+ref)
-	if got, want := oci.DataBlob(oci.MediaTypeIndex, []byte(raw)).Digest, archiveIndexDigest(t, bed.archive); got != want {
-		t.Errorf("the registry serves index %s, the archive holds %s:\n%s", got, want, out)
+	skopeoRef := registry + "/cainjekt:" + tag + "-skopeo"
+	mustShell(t, ctx, bed.dir, "skopeo copy --all --dest-tls-verify=false oci-archive:"+bed.archive+" docker://"+skopeoRef)
+	checkRegistryImage(t, ctx, skopeoRef, want)
+}
+
+// checkRegistryImage reads an image's index and manifests from the registry
+// with skopeo: the index must be want, with a manifest per platform.
+func checkRegistryImage(t *testing.T, ctx context.Context, ref, want string) {
+	t.Helper()
+	raw := mustShell(t, ctx, bed.dir, "skopeo inspect --raw --tls-verify=false docker://"+ref)
+	if got := oci.DataBlob(oci.MediaTypeIndex, []byte(raw)).Digest; got != want {
+		t.Errorf("the registry serves index %s for %s, the archive holds %s", got, ref, want)
 	}
 	var index struct{ Manifests []oci.Descriptor }
 	if err := json.Unmarshal([]byte(raw), &index); err != nil {
@@ -84,8 +86,9 @@ func TestImagePushesToARegistry(t *testing.T) {
 	if len(index.Manifests) != len(release.Platforms) {
 		t.Fatalf("the registry's index lists %d manifests:\n%s", len(index.Manifests), raw)
 	}
+	repo := ref[:strings.LastIndex(ref, ":")]
 	for _, m := range index.Manifests {
-		manifest := mustShell(t, ctx, bed.dir, "skopeo inspect --raw --tls-verify=false docker://"+addr+"/cainjekt@"+m.Digest)
+		manifest := mustShell(t, ctx, bed.dir, "skopeo inspect --raw --tls-verify=false docker://"+repo+"@"+m.Digest)
 		if got := oci.DataBlob(oci.MediaTypeManifest, []byte(manifest)).Digest; got != m.Digest {
 			t.Errorf("the registry serves %s for the %s manifest %s", got, m.Platform.Architecture, m.Digest)
 		}
@@ -106,17 +109,18 @@ func archiveIndexDigest(t *testing.T, archive string) string {
 	return index.Manifests[0].Digest
 }
 
-// TestInstall is docs/operations.md's Install section, command by command:
-// import the image on the node, lint and create the CA bundle, name the
-// image with kustomize, apply, wait for the rollout.
+// TestInstall is docs/operations.md's Install section, command by command,
+// after make push: lint and create the CA bundle, apply, wait for the
+// rollout. The node pulls the image make push pushed, from the registry.
 func TestInstall(t *testing.T) {
 	track(t)
 	ctx := testContext(t)
-	importImage(t, ctx, bed.archive)
+	if bed.pushed == "" {
+		t.Fatal("make push did not point deploy/ at a pushed image")
+	}
 	mustShell(t, ctx, bed.dir, "cainjekt lint --strict ca-bundle.pem")
 	mustShell(t, ctx, bed.dir, "kubectl apply -f deploy/base/namespace.yaml")
 	mustShell(t, ctx, bed.dir, "kubectl -n cainjekt create configmap cainjekt-ca-bundle --from-file=ca-bundle.pem=ca-bundle.pem")
-	mustShell(t, ctx, bed.dir, "cd deploy/base && kustomize edit set image cainjekt="+bed.image)
 	_, stderr, err := shell(ctx, bed.dir, "kubectl apply -k deploy/")
 	if err != nil {
 		t.Fatal(err)
@@ -126,8 +130,13 @@ func TestInstall(t *testing.T) {
 	}
 	rollout(t, ctx)
 	image := kubectl(t, ctx, "-n", "cainjekt", "get", "pods", "-l", "app.kubernetes.io/name=cainjekt", "-o", "jsonpath={.items[*].spec.containers[0].image}")
-	if image != bed.image {
-		t.Errorf("the DaemonSet runs %q, want %q", image, bed.image)
+	if image != bed.pushed {
+		t.Errorf("the DaemonSet runs %q, want %q", image, bed.pushed)
+	}
+	// Pulled from the registry: nothing imported it into the node.
+	imageID := kubectl(t, ctx, "-n", "cainjekt", "get", "pods", "-l", "app.kubernetes.io/name=cainjekt", "-o", "jsonpath={.items[*].status.containerStatuses[0].imageID}")
+	if digest := bed.pushed[strings.LastIndex(bed.pushed, "@")+1:]; !strings.HasSuffix(imageID, "@"+digest) {
+		t.Errorf("the plugin's image ID is %q, want the pushed index %s", imageID, digest)
 	}
 }
 

@@ -1,6 +1,7 @@
 // The install path on a real Kubernetes node: the release image from
-// `make image`, imported into the node's containerd; `kubectl apply -k
-// deploy/` on a real kube-apiserver; the DaemonSet run by a real kubelet on
+// `make push`, pulled by the node's containerd from a registry; `kubectl
+// apply -k deploy/` on a real kube-apiserver that limits the critical
+// priority classes as GKE's does; the DaemonSet run by a real kubelet on
 // the test bed's containerd and runc; pods networked by CNI; the plugin's
 // namespace lookups through the kubernetes Service (kube-proxy) with the
 // projected service account token and the shipped RBAC.
@@ -41,6 +42,8 @@ var bed struct {
 	image, nextImage string // the release image's reference, and the upgrade's
 	archive          string // make image's archive
 	version          string
+	registry         *testbed.Registry // the user's registry, where make push pushes
+	pushed           string            // what make push pointed deploy/ at: REF:TAG@DIGEST
 
 	ca, rotated       *testbed.CA
 	server, rotServer *testbed.Server // signed by ca, by rotated
@@ -99,6 +102,16 @@ func setUp(cleanup func(func())) error {
 	if err := os.CopyFS(bed.deploy, os.DirFS(filepath.Join(repo, "deploy"))); err != nil {
 		return fmt.Errorf("copy deploy/: %w", err)
 	}
+
+	// The user's registry, on the loopback: containerd, as Docker and
+	// registry clients, speaks plain HTTP to a loopback registry.
+	if err := os.Mkdir(filepath.Join(bed.dir, "registry"), 0o755); err != nil {
+		return err
+	}
+	if bed.registry, err = testbed.StartRegistry(ctx, filepath.Join(bed.dir, "registry"), ""); err != nil {
+		return err
+	}
+	cleanup(bed.registry.Close)
 
 	// Valid for a year: the docs lint the bundle with --strict first.
 	if bed.ca, err = testbed.NewCAValidFor("cainjekt cluster-e2e CA", 365*24*time.Hour); err != nil {

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -140,6 +141,7 @@ func TestEveryKustomizationRenders(t *testing.T) {
 			}
 			checkDaemonSet(t, ds)
 			checkNamespaceAndRBAC(t, objs, str(ds, "metadata", "namespace"))
+			checkPriorityClassQuota(t, objs, ds)
 			checkObjectNamespaces(t, objs)
 		})
 	}
@@ -307,6 +309,37 @@ func checkNamespaceAndRBAC(t *testing.T, objs []object, ns string) {
 	if len(rules) != 1 || !slices.Equal(list(rules[0], "resources"), []any{"namespaces"}) || !slices.Equal(list(rules[0], "verbs"), []any{"get"}) {
 		t.Errorf("ClusterRole rules %v: get on namespaces is all the plugin needs", rules)
 	}
+}
+
+// maxNodes is the most nodes a cluster has: GKE's limit, 65,000
+// (Kubernetes supports 5,000). One plugin pod runs per node.
+const maxNodes = 65000
+
+// checkPriorityClassQuota checks that a ResourceQuota admits the
+// DaemonSet's pods where their priority class is limited (GKE limits
+// system-node-critical to namespaces with a quota scoped to it): in the
+// DaemonSet's namespace, scoped to its class and nothing narrower, limiting
+// the count of pods only, to no fewer than one per node of the largest
+// clusters.
+func checkPriorityClassQuota(t *testing.T, objs []object, ds object) {
+	class := str(ds, "spec", "template", "spec", "priorityClassName")
+	for _, q := range objs {
+		if str(q, "kind") != "ResourceQuota" || str(q, "metadata", "namespace") != str(ds, "metadata", "namespace") {
+			continue
+		}
+		exprs := list(q, "spec", "scopeSelector", "matchExpressions")
+		if len(exprs) != 1 || str(exprs[0], "scopeName") != "PriorityClass" || str(exprs[0], "operator") != "In" ||
+			!slices.Contains(list(exprs[0], "values"), any(class)) || get(q, "spec", "scopes") != nil {
+			continue
+		}
+		hard, _ := get(q, "spec", "hard").(map[string]any)
+		pods, err := strconv.Atoi(fmt.Sprint(hard["pods"]))
+		if len(hard) != 1 || err != nil || pods < maxNodes {
+			t.Errorf("ResourceQuota %s limits %v: it must limit pods alone, to at least %d", str(q, "metadata", "name"), hard, maxNodes)
+		}
+		return
+	}
+	t.Errorf("no ResourceQuota in namespace %s is scoped to the priority class %s: clusters that limit it (GKE) refuse the DaemonSet's pods", str(ds, "metadata", "namespace"), class)
 }
 
 // namespace is where every namespaced object of deploy/ belongs: the RBAC
@@ -583,17 +616,61 @@ func TestAlertRulesPromtoolTests(t *testing.T) {
 // docs/operations.md's overlay for kube-prometheus-stack, as written, gives
 // the ServiceMonitor and the PrometheusRule the label Prometheus selects.
 func TestMonitoringDocOverlay(t *testing.T) {
+	objs, _ := renderDocOverlay(t, "Monitoring")
+	for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
+		if got := str(find(objs, kind, "cainjekt"), "metadata", "labels", "release"); got != "kube-prometheus-stack" {
+			t.Errorf("%s has release=%q", kind, got)
+		}
+	}
+}
+
+// docs/operations.md's overlay for clusters with nodes without NRI, as
+// written, keeps the DaemonSet to the nodes its `kubectl label` command
+// labels, and changes nothing else the DaemonSet needs.
+func TestNodesWithoutNRIDocOverlay(t *testing.T) {
+	objs, section := renderDocOverlay(t, "Nodes without NRI")
+	ds := find(objs, "DaemonSet", "cainjekt")
+	if ds == nil {
+		t.Fatal("no DaemonSet")
+	}
+	checkDaemonSet(t, ds)
+	m := regexp.MustCompile(`kubectl label node NODE (\S+)=(\S+)`).FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal("the section labels no node")
+	}
+	terms := list(ds, "spec", "template", "spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+	var exprs []any
+	for _, term := range terms {
+		exprs = append(exprs, list(term, "matchExpressions")...)
+	}
+	if len(terms) != 1 || len(exprs) != 1 || str(exprs[0], "key") != m[1] || str(exprs[0], "operator") != "In" ||
+		!slices.Equal(list(exprs[0], "values"), []any{m[2]}) {
+		t.Errorf("the DaemonSet's required node affinity is %v, want the label %s=%s", terms, m[1], m[2])
+	}
+	if str(ds, "spec", "template", "spec", "nodeSelector", "kubernetes.io/os") != "linux" {
+		t.Error("the overlay lost the DaemonSet's nodeSelector")
+	}
+}
+
+// renderDocOverlay renders the first yaml block of a section of
+// docs/operations.md as a kustomization next to a checkout of cainjekt, as
+// the docs place it, and returns the objects and the section. Everything it
+// renders must land in the cainjekt namespace.
+func renderDocOverlay(t *testing.T, heading string) ([]object, string) {
+	t.Helper()
 	doc, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, _ := strings.Cut(string(doc), "\n## Monitoring\n")
+	_, section, found := strings.Cut(string(doc), "\n## "+heading+"\n")
+	if !found {
+		_, section, found = strings.Cut(string(doc), "\n### "+heading+"\n")
+	}
 	_, block, ok := strings.Cut(section, "```yaml\n")
 	block, _, closed := strings.Cut(block, "```")
-	if !ok || !closed {
-		t.Fatal("docs/operations.md's Monitoring section has no yaml block")
+	if !found || !ok || !closed {
+		t.Fatalf("docs/operations.md has no section %q with a yaml block", heading)
 	}
-	// The overlay sits next to a checkout of cainjekt.
 	dir := t.TempDir()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -607,11 +684,7 @@ func TestMonitoringDocOverlay(t *testing.T) {
 	}
 	objs := render(t, dir)
 	checkObjectNamespaces(t, objs)
-	for _, kind := range []string{"ServiceMonitor", "PrometheusRule"} {
-		if got := str(find(objs, kind, "cainjekt"), "metadata", "labels", "release"); got != "kube-prometheus-stack" {
-			t.Errorf("%s has release=%q", kind, got)
-		}
-	}
+	return objs, section
 }
 
 // runbookBase is where each alert's runbook_url points: docs/operations.md

@@ -172,3 +172,105 @@ func addBlob(tw *tar.Writer, b Blob) error {
 	}
 	return nil
 }
+
+// maxArchive bounds what ReadArchive holds in memory: the release image's
+// archive is about 20 MiB.
+const maxArchive = 1 << 30
+
+// Layout is an OCI image layout read back from its archive.
+type Layout struct {
+	// Image is the image the layout's index.json names: it must name one.
+	Image Descriptor
+	blobs map[string][]byte
+}
+
+// ReadArchive reads an archive WriteArchive wrote, or any OCI image layout
+// archive of one image, and checks every blob against its digest.
+func ReadArchive(path string) (*Layout, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open image archive: %w", err)
+	}
+	defer f.Close()
+	layout := &Layout{blobs: map[string][]byte{}}
+	var index []byte
+	tr := tar.NewReader(io.LimitReader(f, maxArchive+1))
+	read := int64(0)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read image archive %s: %w", path, err)
+		}
+		name := strings.TrimPrefix(hdr.Name, "./")
+		encoded, isBlob := strings.CutPrefix(name, "blobs/sha256/")
+		if hdr.Typeflag != tar.TypeReg || !isBlob && name != "index.json" {
+			continue
+		}
+		if read += hdr.Size; read > maxArchive {
+			return nil, fmt.Errorf("image archive %s holds more than %d bytes", path, maxArchive)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("read %s of %s: %w", name, path, err)
+		}
+		if !isBlob {
+			index = data
+			continue
+		}
+		if sum := sha256.Sum256(data); Digest(sum[:]) != "sha256:"+encoded {
+			return nil, fmt.Errorf("image archive %s: blob %s does not match its digest", path, encoded)
+		}
+		layout.blobs["sha256:"+encoded] = data
+	}
+	var top struct{ Manifests []Descriptor }
+	if err := json.Unmarshal(index, &top); err != nil {
+		return nil, fmt.Errorf("index.json of %s: %w", path, err)
+	}
+	if len(top.Manifests) != 1 {
+		return nil, fmt.Errorf("index.json of %s names %d images, not one", path, len(top.Manifests))
+	}
+	layout.Image = top.Manifests[0]
+	if _, err := layout.Blob(layout.Image); err != nil {
+		return nil, err
+	}
+	return layout, nil
+}
+
+// Blob is the content d points at.
+func (l *Layout) Blob(d Descriptor) ([]byte, error) {
+	data, ok := l.blobs[d.Digest]
+	if !ok || int64(len(data)) != d.Size {
+		return nil, fmt.Errorf("the image layout lacks %s %s of %d bytes", d.MediaType, d.Digest, d.Size)
+	}
+	return data, nil
+}
+
+// Children are the descriptors an index or a manifest points at: an
+// index's manifests; a manifest's config, then its layers.
+func (l *Layout) Children(d Descriptor) ([]Descriptor, error) {
+	if d.MediaType != MediaTypeIndex && d.MediaType != MediaTypeManifest {
+		return nil, nil
+	}
+	data, err := l.Blob(d)
+	if err != nil {
+		return nil, err
+	}
+	var v struct {
+		Manifests []Descriptor
+		Config    *Descriptor
+		Layers    []Descriptor
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", d.MediaType, d.Digest, err)
+	}
+	if d.MediaType == MediaTypeIndex {
+		return v.Manifests, nil
+	}
+	if v.Config == nil {
+		return nil, fmt.Errorf("manifest %s has no config", d.Digest)
+	}
+	return append([]Descriptor{*v.Config}, v.Layers...), nil
+}

@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -92,4 +93,72 @@ func TestCheckELF(t *testing.T) {
 	if err := checkELF("/bin/sh", machine); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
 		t.Errorf("checkELF(/bin/sh) = %v, want dynamically linked", err)
 	}
+}
+
+// The Dockerfile's build stage gets the module's sources and, where `go
+// mod vendor` made it, vendor/, so that an air-gapped build fetches
+// nothing; nothing else of the checkout is sent. .dockerignore is read as
+// Docker reads it: patterns in order, the last that matches a path or a
+// directory above it decides, `!` lets in.
+func TestDockerBuildContext(t *testing.T) {
+	data, err := os.ReadFile("../../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patterns []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			if strings.Contains(line, "**") {
+				t.Fatalf(".dockerignore pattern %q: ** is not read by this test", line)
+			}
+			patterns = append(patterns, line)
+		}
+	}
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources []string // what the build stages COPY from the context
+	for _, line := range strings.Split(string(dockerfile), "\n") {
+		if rest, ok := strings.CutPrefix(line, "COPY "); ok && !strings.HasPrefix(rest, "--from=") {
+			f := strings.Fields(rest)
+			sources = append(sources, f[:len(f)-1]...)
+		}
+	}
+	for path, want := range map[string]bool{
+		"go.mod": true, "go.sum": true, "main.go": true, "hook.go": true,
+		"vendor/modules.txt": true, "vendor/github.com/containerd/nri/pkg/api/api.pb.go": true,
+		"main_test.go": false, "testdata/certs/ca.pem": false, "e2e/go.mod": false, "deploy/base/daemonset.yaml": false,
+		"bin/cainjekt": false, "vendor.txt": false, ".git/config": false, "README.md": false,
+	} {
+		if in := inContext(patterns, path) && slices.ContainsFunc(sources, func(src string) bool { return matchesOrParent(src, path) }); in != want {
+			t.Errorf("%s reaches the build stage: %v, want %v", path, in, want)
+		}
+	}
+}
+
+// inContext says whether .dockerignore's patterns leave path in the context.
+func inContext(patterns []string, path string) bool {
+	in := true
+	for _, p := range patterns {
+		exclude, pattern := true, p
+		if rest, ok := strings.CutPrefix(p, "!"); ok {
+			exclude, pattern = false, rest
+		}
+		if matchesOrParent(pattern, path) {
+			in = !exclude
+		}
+	}
+	return in
+}
+
+// matchesOrParent says whether pattern matches path or a directory above it.
+func matchesOrParent(pattern, path string) bool {
+	pattern = filepath.Clean(pattern)
+	for p := path; p != "."; p = filepath.Dir(p) {
+		if ok, _ := filepath.Match(pattern, p); ok || pattern == "." {
+			return true
+		}
+	}
+	return false
 }

@@ -374,6 +374,27 @@ func writeKubeconfig(path, ca, cert, key string) error {
 	return nil
 }
 
+// admissionConfig limits the critical priority classes as GKE does (and
+// Kubernetes' documentation shows, "Limit Priority Class consumption by
+// default"): a pod of one is admitted only in a namespace with a
+// ResourceQuota whose scope selects its class. deploy/base ships one for
+// the DaemonSet's system-node-critical; without it the DaemonSet gets no
+// pod ("insufficient quota to match these scopes").
+const admissionConfig = `apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: ResourceQuota
+    configuration:
+      apiVersion: apiserver.config.k8s.io/v1
+      kind: ResourceQuotaConfiguration
+      limitedResources:
+        - resource: pods
+          matchScopes:
+            - scopeName: PriorityClass
+              operator: In
+              values: [system-node-critical, system-cluster-critical]
+`
+
 // startControlPlane starts etcd, the API server, the controller manager and
 // the scheduler, and waits until the API server is ready.
 func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
@@ -391,6 +412,10 @@ func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
 		"--initial-cluster=e2e=http://"+etcdPeer, "--log-level=warn"); err != nil {
 		return err
 	}
+	admission := filepath.Join(c.dir, "admission.yaml")
+	if err := os.WriteFile(admission, []byte(admissionConfig), 0o644); err != nil {
+		return fmt.Errorf("write admission config: %w", err)
+	}
 	if err := c.start("kube-apiserver",
 		"--etcd-servers=http://"+etcdClient,
 		"--bind-address="+HostIP, "--advertise-address="+HostIP, "--secure-port="+apiPort,
@@ -400,6 +425,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, p *pki) error {
 		"--service-account-key-file="+p.saPub, "--service-account-signing-key-file="+p.saKey,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+		"--admission-control-config-file="+admission,
 		// kubectl exec and logs: the API server calls the kubelet.
 		"--kubelet-client-certificate="+p.adminCert, "--kubelet-client-key="+p.adminKey,
 		"--kubelet-preferred-address-types=InternalIP",
