@@ -57,13 +57,7 @@ type hookOptions struct {
 	logLevel                  slog.Level
 }
 
-const hookUsage = `usage: cainjekt hook [FLAGS] < OCI-STATE
-
-The OCI createRuntime hook: the container runtime runs it on the host with
-the container's OCI state on stdin, and the flags the plugin wrote into the
-container's spec.
-
-flags:`
+const hookUsage = "usage: cainjekt hook [FLAGS] < OCI-STATE: the OCI createRuntime hook, run by the container runtime on the host\n\nflags:"
 
 // parseHookArgs reads the hook's flags; -h prints them on stdout and is
 // flag.ErrHelp.

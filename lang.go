@@ -33,21 +33,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Processors of the language runtimes and tools. A distribution family's
-// processor is "os-" and its name (detect.go).
-const (
-	procDeno   = "lang-deno"
-	procGo     = "lang-go"
-	procGRPC   = "lang-grpc"
-	procJava   = "lang-java"
-	procNode   = "lang-nodejs"
-	procPython = "lang-python"
-	procRuby   = "lang-ruby"
-	procAWS    = "tool-aws"
-	procCurl   = "tool-curl"
-	procGit    = "tool-git"
-)
-
 // trustVar is a variable that points a runtime at a file inside the
 // container: containerBundle (replaces) or containerCA (adds).
 type trustVar struct{ name, value string }
@@ -59,7 +44,7 @@ var (
 
 // langRuntime is a language runtime or tool that cainjekt serves.
 type langRuntime struct {
-	processor string
+	processor string // lang-NAME or tool-NAME; a distribution's is os-NAME (detect.go)
 	vars      []trustVar
 	// find lists the trust files the runtime keeps in the image, merged in
 	// format; nil: it keeps none of its own.
@@ -70,27 +55,27 @@ type langRuntime struct {
 }
 
 var runtimes = []langRuntime{
-	{processor: procGo, vars: []trustVar{sslCertFile}},
+	{processor: "lang-go", vars: []trustVar{sslCertFile}},
 	// requests reads certifi's bundle, not OpenSSL's default; pip its vendored
 	// certifi. A pip-installed certifi is merged in place for code that
 	// verifies with certifi.where() itself (httpx's default).
-	{processor: procPython, vars: []trustVar{sslCertFile, {"REQUESTS_CA_BUNDLE", containerBundle}, {"PIP_CERT", containerBundle}},
+	{processor: "lang-python", vars: []trustVar{sslCertFile, {"REQUESTS_CA_BUNDLE", containerBundle}, {"PIP_CERT", containerBundle}},
 		find: certifiBundles, format: pemFormat},
-	{processor: procRuby, vars: []trustVar{sslCertFile}},
+	{processor: "lang-ruby", vars: []trustVar{sslCertFile}},
 	// gRPC's C core (Python's grpcio, Ruby's grpc, C++) reads its own
 	// variable first, else the roots its binding hands it: grpcio's
 	// roots.pem, merged in place.
-	{processor: procGRPC, vars: []trustVar{{"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", containerBundle}},
+	{processor: "lang-grpc", vars: []trustVar{{"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", containerBundle}},
 		find: grpcRoots, format: pemFormat},
 	// Node.js and Deno use their compiled-in roots plus these files.
-	{processor: procNode, vars: []trustVar{{"NODE_EXTRA_CA_CERTS", containerCA}}},
-	{processor: procDeno, vars: []trustVar{{"DENO_CERT", containerCA}}},
+	{processor: "lang-nodejs", vars: []trustVar{{"NODE_EXTRA_CA_CERTS", containerCA}}},
+	{processor: "lang-deno", vars: []trustVar{{"DENO_CERT", containerCA}}},
 	// A JVM reads no variable: its cacerts is merged in its own format (java.go).
-	{processor: procJava, find: javaStores, format: javaFormat, finish: javaFallback},
+	{processor: "lang-java", find: javaStores, format: javaFormat, finish: javaFallback},
 	// The long tail: tools that ignore SSL_CERT_FILE, or read their own variable first.
-	{processor: procCurl, vars: []trustVar{{"CURL_CA_BUNDLE", containerBundle}}},
-	{processor: procGit, vars: []trustVar{{"GIT_SSL_CAINFO", containerBundle}}},
-	{processor: procAWS, vars: []trustVar{{"AWS_CA_BUNDLE", containerBundle}}},
+	{processor: "tool-curl", vars: []trustVar{{"CURL_CA_BUNDLE", containerBundle}}},
+	{processor: "tool-git", vars: []trustVar{{"GIT_SSL_CAINFO", containerBundle}}},
+	{processor: "tool-aws", vars: []trustVar{{"AWS_CA_BUNDLE", containerBundle}}},
 }
 
 // trustVars lists the variables of the enabled runtimes, each once, in the

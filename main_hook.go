@@ -18,33 +18,24 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 // run is the binary's command line; it returns the exit code.
 func run(args []string) int {
-	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, hookBinaryUsage)
-		return 2
+	command := ""
+	if len(args) > 0 {
+		command, args = args[0], args[1:]
 	}
-	switch args[0] {
+	switch command {
 	case "hook":
-		return runHook(args[1:], os.Stdin, os.Stdout, os.Stderr)
+		return runHook(args, os.Stdin, os.Stdout, os.Stderr)
 	case "wrap":
-		return runWrapper(args[1:], os.Stdout, os.Stderr)
+		return runWrapper(args, os.Stdout, os.Stderr)
 	case "version", "--version":
 		fmt.Println("cainjekt-hook", version)
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprint(os.Stdout, hookBinaryUsage)
+		fmt.Print(hookBinaryUsage)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "cainjekt-hook: unknown command %q\n", args[0])
-	fmt.Fprint(os.Stderr, hookBinaryUsage)
+	fmt.Fprintf(os.Stderr, "cainjekt-hook: unknown command %q\n%s", command, hookBinaryUsage)
 	return 2
 }
 
-const hookBinaryUsage = `usage: cainjekt-hook COMMAND [FLAGS]
-
-The container runtime runs this binary; the plugin is cainjekt.
-
-commands:
-  hook      the OCI hook, run by the container runtime (cainjekt-hook hook -h)
-  wrap      the entrypoint wrapper, run inside the container (cainjekt-hook wrap -h)
-  version   print the version
-`
+const hookBinaryUsage = "usage: cainjekt-hook hook|wrap|version [-h]: the OCI hook and the wrapper, which the container runtime runs\n"

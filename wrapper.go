@@ -56,11 +56,7 @@ func runWrapper(args []string, stdout, stderr io.Writer) int {
 	return 126
 }
 
-const wrapUsage = `usage: cainjekt wrap -- COMMAND [ARGS]...
-
-The entrypoint wrapper: the plugin makes it the container's first process.
-It applies the variables the hook left in /etc/cainjekt/status.json, then
-execs COMMAND with ARGS, which are the container's and never read as flags.`
+const wrapUsage = "usage: cainjekt wrap -- COMMAND [ARGS]...: applies the hook's variables, then execs COMMAND; ARGS are never read as flags"
 
 // wrapperEnv returns the environment for the command, and lines for its
 // stderr: the hook's message when injection failed, or why the context could
