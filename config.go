@@ -51,9 +51,10 @@ type config struct {
 	injectionPolicy   string
 	excludeNamespaces []string
 	bundlesDir        string
-	kubeAPI           string // "" when namespace lookups are off
+	kubeAPI           string // "" when namespace lookups and pod events are off
 	kubeCAFile        string
 	kubeTokenFile     string
+	nodeName          string // the source host of pod events, "" if unknown
 }
 
 // setting describes one configuration value.
@@ -78,9 +79,10 @@ var settings = []setting{
 	{"injection-policy", "CAINJEKT_INJECTION_POLICY", policyOptIn, "opt-in: inject pods (or namespaces) that ask; opt-out: inject every pod that does not say no"},
 	{"exclude-namespaces", "CAINJEKT_EXCLUDE_NAMESPACES", "kube-system", "namespaces not injected in opt-out mode unless a pod or the namespace opts in, comma-separated"},
 	{"bundles-dir", "CAINJEKT_BUNDLES_DIR", "", "directory of named CA bundles (NAME, NAME.pem or NAME.crt) that pods pick with <prefix>/bundle"},
-	{"kube-api", "CAINJEKT_KUBE_API", "", "API server for namespace labels (default: the in-cluster address; \"off\" disables lookups)"},
+	{"kube-api", "CAINJEKT_KUBE_API", "", "API server for namespace labels and pod events (default: the in-cluster address; \"off\" disables both)"},
 	{"kube-ca-file", "CAINJEKT_KUBE_CA_FILE", serviceAccountDir + "/ca.crt", "CA of the API server"},
 	{"kube-token-file", "CAINJEKT_KUBE_TOKEN_FILE", serviceAccountDir + "/token", "service account token, re-read for every request"},
+	{"node-name", "CAINJEKT_NODE_NAME", "", "the node's name, which the pod events name as their source (the DaemonSet sets it from spec.nodeName)"},
 }
 
 // loadConfig parses args and the environment into a validated config.
@@ -93,7 +95,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 	c := &config{
 		caFile:           get("ca-file", absPath),
 		baseBundle:       get("base-bundle", optional(absPath)),
-		annotationPrefix: get("annotation-prefix", annotationPrefix),
+		annotationPrefix: get("annotation-prefix", dnsSubdomain),
 		failPolicy:       get("fail-policy", oneOf(failOpen, failClosed)),
 		logFormat:        get("log-format", oneOf("json", "text")),
 		dynamicCARoot:    get("dynamic-ca-root", absPath),
@@ -107,6 +109,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 		kubeAPI:          get("kube-api", optional(kubeAPIURL)),
 		kubeCAFile:       get("kube-ca-file", absPath),
 		kubeTokenFile:    get("kube-token-file", absPath),
+		nodeName:         get("node-name", optional(dnsSubdomain)),
 	}
 	c.excludeNamespaces = splitList(get("exclude-namespaces", namespaceList))
 	switch c.kubeAPI {
@@ -219,8 +222,8 @@ func atoiOrZero(v string) int {
 	return n
 }
 
-// annotationPrefix checks a Kubernetes annotation prefix: a DNS subdomain.
-func annotationPrefix(v string) error {
+// dnsSubdomain checks a Kubernetes annotation prefix or a node name.
+func dnsSubdomain(v string) error {
 	if v == "" || len(v) > 253 {
 		return errors.New("must be a DNS subdomain of 1 to 253 characters")
 	}
