@@ -328,14 +328,15 @@ type event struct {
 	InvolvedObject        struct{ Kind, Name, UID string }
 }
 
-// podEvent waits up to a minute for the one event of a reason about a
-// pod: the plugin posts in the background.
+// podEvent waits up to a minute for the one event of a reason about a pod
+// from cainjekt, selected as docs/operations.md does: the plugin posts in
+// the background.
 func podEvent(t *testing.T, ctx context.Context, ns, pod, reason string) event {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
 		out := kubectl(t, ctx, "-n", ns, "get", "events", "-o", "json",
-			"--field-selector", "involvedObject.kind=Pod,involvedObject.name="+pod+",reason="+reason)
+			"--field-selector", "source=cainjekt,involvedObject.kind=Pod,involvedObject.name="+pod+",reason="+reason)
 		var list struct{ Items []event }
 		if err := json.Unmarshal([]byte(out), &list); err != nil {
 			t.Fatal(err)
