@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -298,7 +299,7 @@ func (b *bundleSet) source(name string) (*caSource, error) {
 		return src, nil
 	}
 	if b.dir == "" {
-		return nil, fmt.Errorf("CA bundle %q asked for, but no bundles directory is configured (CAINJEKT_BUNDLES_DIR)", printable(name, 64))
+		return nil, fmt.Errorf("%w %q: no bundles directory is configured (CAINJEKT_BUNDLES_DIR)", errNoBundleNamed, printable(name, 64))
 	}
 	entries, err := os.ReadDir(b.dir)
 	if err != nil {
@@ -311,12 +312,16 @@ func (b *bundleSet) source(name string) (*caSource, error) {
 			return src, nil
 		}
 	}
-	return nil, fmt.Errorf("no CA bundle named %q in %s", printable(name, 64), b.dir)
+	return nil, fmt.Errorf("%w %q in %s", errNoBundleNamed, printable(name, 64), b.dir)
 }
 
 // bundleNameRule is what bundleName accepts, for the operator.
 const bundleNameRule = `a bundle's file is NAME, NAME.pem or NAME.crt, where NAME is 1 to 63 lower-case letters, digits or '-', ` +
 	`neither starting nor ending with '-', and not "default" (CAINJEKT_CA_FILE)`
+
+// errNoBundleNamed is a pod's or namespace's bundle name that names none:
+// theirs to fix, not the operator's.
+var errNoBundleNamed = errors.New("no CA bundle named")
 
 // bundleName is the name of a file of the bundles directory: NAME, NAME.pem
 // or NAME.crt, a DNS label other than "default"; "" for anything else.

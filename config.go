@@ -53,9 +53,10 @@ type config struct {
 	excludeNamespaces []string
 	excludeContainers []string
 	bundlesDir        string
-	kubeAPI           string // "" when namespace lookups are off
+	kubeAPI           string // "" when namespace lookups and pod events are off
 	kubeCAFile        string
 	kubeTokenFile     string
+	nodeName          string // the source host of pod events, "" if unknown
 }
 
 // setting describes one configuration value.
@@ -81,9 +82,10 @@ var settings = []setting{
 	{"exclude-namespaces", "CAINJEKT_EXCLUDE_NAMESPACES", "kube-system", "namespaces not injected in opt-out mode unless a pod or the namespace opts in, comma-separated"},
 	{"exclude-containers", "CAINJEKT_EXCLUDE_CONTAINERS", "", "container names never injected, in any pod (e.g. istio-proxy), comma-separated"},
 	{"bundles-dir", "CAINJEKT_BUNDLES_DIR", "", "directory of named CA bundles (NAME, NAME.pem or NAME.crt) that pods pick with <prefix>/bundle"},
-	{"kube-api", "CAINJEKT_KUBE_API", "", "API server for namespace labels (default: the in-cluster address; \"off\" disables lookups)"},
+	{"kube-api", "CAINJEKT_KUBE_API", "", "API server for namespace labels and pod events (default: the in-cluster address; \"off\" disables both)"},
 	{"kube-ca-file", "CAINJEKT_KUBE_CA_FILE", serviceAccountDir + "/ca.crt", "CA of the API server"},
 	{"kube-token-file", "CAINJEKT_KUBE_TOKEN_FILE", serviceAccountDir + "/token", "service account token, re-read for every request"},
+	{"node-name", "CAINJEKT_NODE_NAME", "", "the node's name, which the pod events name as their source (the DaemonSet sets it from spec.nodeName)"},
 }
 
 // aliases are the names natrontech/cainjekt gives settings, by flag: read
@@ -114,6 +116,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 		kubeAPI:          get("kube-api", optional(kubeAPIURL)),
 		kubeCAFile:       get("kube-ca-file", absPath),
 		kubeTokenFile:    get("kube-token-file", absPath),
+		nodeName:         get("node-name", optional(dnsSubdomain)),
 	}
 	c.excludeNamespaces = splitList(get("exclude-namespaces", nameList("namespace")))
 	c.excludeContainers = splitList(get("exclude-containers", nameList("container")))
@@ -209,6 +212,7 @@ func (c *config) effective() []slog.Attr {
 		slog.String("kube_api", cmp.Or(c.kubeAPI, kubeAPIOff)),
 		slog.String("kube_ca_file", c.kubeCAFile),
 		slog.String("kube_token_file", c.kubeTokenFile),
+		slog.String("node_name", c.nodeName),
 	}
 }
 
@@ -318,8 +322,10 @@ func atoiOrZero(v string) int {
 
 // annotationPrefix checks a Kubernetes annotation prefix: a DNS subdomain,
 // with or without the '/' that joins it to the name.
-func annotationPrefix(v string) error {
-	v = strings.TrimSuffix(v, "/")
+func annotationPrefix(v string) error { return dnsSubdomain(strings.TrimSuffix(v, "/")) }
+
+// dnsSubdomain checks a node name, or an annotation prefix.
+func dnsSubdomain(v string) error {
 	if v == "" || len(v) > 253 {
 		return errors.New("must be a DNS subdomain of 1 to 253 characters")
 	}

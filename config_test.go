@@ -71,6 +71,7 @@ func TestConfigRejectsBadValues(t *testing.T) {
 		"policy2": {env: map[string]string{"CAINJEKT_INJECTION_POLICY": "always"}, want: []string{"CAINJEKT_INJECTION_POLICY", "opt-in, opt-out"}},
 		"api":     {args: []string{"--kube-api", "http://10.0.0.1"}, want: []string{"--kube-api", "https://"}},
 		"ns":      {env: map[string]string{"CAINJEKT_EXCLUDE_NAMESPACES": "kube-system,Bad_NS"}, want: []string{"CAINJEKT_EXCLUDE_NAMESPACES", "Bad_NS"}},
+		"node":    {env: map[string]string{"CAINJEKT_NODE_NAME": "node 1\n"}, want: []string{"CAINJEKT_NODE_NAME", "DNS label"}},
 	} {
 		_, err := loadConfig(tc.args, envOf(tc.env), io.Discard)
 		if err == nil {

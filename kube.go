@@ -8,10 +8,12 @@ package main
 // in-cluster address, the service account's CA, and its projected token,
 // re-read from disk for every request because the kubelet rotates it.
 // Answers are cached briefly; when the API server cannot be reached, the
-// last answer is used while it is not too old.
+// last answer is used while it is not too old. The same client posts the
+// pod events (events.go).
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -172,20 +174,9 @@ func (k *kubeClient) failed(entry namespaceEntry, now time.Time) (*namespaceInfo
 
 // fetch asks the API server for one namespace.
 func (k *kubeClient) fetch(ctx context.Context, name string) (*namespaceInfo, error) {
-	token, err := readHostFile(k.tokenFile)
-	if err != nil {
-		return nil, fmt.Errorf("service account token: %w", err)
-	}
-	if len(token) > maxTokenSize {
-		return nil, errors.New("service account token too large")
-	}
 	ctx, cancel := context.WithTimeout(ctx, namespaceTimeout)
 	defer cancel()
-	resp, body, err := k.get(ctx, "/api/v1/namespaces/"+name, strings.TrimSpace(string(token)))
-	if errors.Is(err, os.ErrDeadlineExceeded) || err != nil && ctx.Err() != nil {
-		// What ran out, rather than the I/O it cut short.
-		err = fmt.Errorf("%w (%v)", cmp.Or(ctx.Err(), context.DeadlineExceeded), err)
-	}
+	resp, body, err := k.call(ctx, http.MethodGet, "/api/v1/namespaces/"+name, nil)
 	if err != nil {
 		return nil, fmt.Errorf("get namespace %s: %w", name, err)
 	}
@@ -205,12 +196,31 @@ func (k *kubeClient) fetch(ctx context.Context, name string) (*namespaceInfo, er
 	return info, nil
 }
 
-// get makes one GET of the API server over a connection of its own, and
-// returns the response with its body, at most maxAPIResponse bytes. The
-// standard library writes the request and parses the response; lookups
-// are rare (cached) enough that a TLS handshake each costs nothing that
-// matters, and net/http's client would add a megabyte to the plugin.
-func (k *kubeClient) get(ctx context.Context, path, token string) (*http.Response, []byte, error) {
+// call makes one request of the API server, with the service account's
+// token as it is on disk now, over a connection of its own, and returns
+// the response with its body, at most maxAPIResponse bytes. The standard
+// library writes the request and parses the response; requests are rare
+// (lookups cached, events rate-limited) enough that a TLS handshake each
+// costs nothing that matters, and net/http's client would add a megabyte
+// to the plugin.
+func (k *kubeClient) call(ctx context.Context, method, path string, body []byte) (*http.Response, []byte, error) {
+	token, err := readHostFile(k.tokenFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("service account token: %w", err)
+	}
+	if len(token) > maxTokenSize {
+		return nil, nil, errors.New("service account token too large")
+	}
+	resp, respBody, err := k.roundTrip(ctx, method, path, strings.TrimSpace(string(token)), body)
+	if errors.Is(err, os.ErrDeadlineExceeded) || err != nil && ctx.Err() != nil {
+		// What ran out, rather than the I/O it cut short.
+		err = fmt.Errorf("%w (%v)", cmp.Or(ctx.Err(), context.DeadlineExceeded), err)
+	}
+	return resp, respBody, err
+}
+
+// roundTrip writes one request on a connection of its own and reads the answer.
+func (k *kubeClient) roundTrip(ctx context.Context, method, path, token string, body []byte) (*http.Response, []byte, error) {
 	dialer := &tls.Dialer{Config: k.tls}
 	conn, err := dialer.DialContext(ctx, "tcp", k.api.Host)
 	if err != nil {
@@ -220,12 +230,15 @@ func (k *kubeClient) get(ctx context.Context, path, token string) (*http.Respons
 	if deadline, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(deadline)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.api.JoinPath(path).String(), nil)
+	req, err := http.NewRequestWithContext(ctx, method, k.api.JoinPath(path).String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	req.Close = true
 	if err := req.Write(conn); err != nil {
 		return nil, nil, err
@@ -235,8 +248,8 @@ func (k *kubeClient) get(ctx context.Context, path, token string) (*http.Respons
 		return nil, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIResponse))
-	return resp, body, err
+	respBody, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIResponse))
+	return resp, respBody, err
 }
 
 // parseNamespace takes the labels and annotations of a Namespace object.

@@ -10,19 +10,33 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // fakeAPIServer answers GET /api/v1/namespaces/NAME like the API server
-// does, for the token it expects.
+// does, for the token it expects, and keeps what is POSTed to
+// /api/v1/namespaces/NAME/events.
 type fakeAPIServer struct {
 	*httptest.Server
 	token    atomic.Value // string
 	requests atomic.Int32
 	caFile   string
+	// refuseEvents answers event posts as the API server does without RBAC.
+	refuseEvents atomic.Bool
+
+	mu     sync.Mutex
+	posted []postedEvent
+}
+
+// postedEvent is an event POST as the fake API server received it.
+type postedEvent struct {
+	path, contentType string
+	body              []byte
 }
 
 func newFakeAPIServer(t *testing.T, namespaces map[string]string) *fakeAPIServer {
@@ -35,6 +49,8 @@ func newFakeAPIServer(t *testing.T, namespaces map[string]string) *fakeAPIServer
 		switch {
 		case r.Header.Get("Authorization") != "Bearer "+f.token.Load().(string):
 			http.Error(w, `{"kind":"Status","code":401}`, http.StatusUnauthorized)
+		case r.Method == http.MethodPost:
+			f.postEvent(w, r)
 		case name == "forbidden":
 			http.Error(w, `{"kind":"Status","code":403}`, http.StatusForbidden)
 		case name == "slow":
@@ -55,6 +71,31 @@ func newFakeAPIServer(t *testing.T, namespaces map[string]string) *fakeAPIServer
 		t.Fatal(err)
 	}
 	return f
+}
+
+func (f *fakeAPIServer) postEvent(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasSuffix(r.URL.Path, "/events") {
+		http.Error(w, `{"kind":"Status","code":405}`, http.StatusMethodNotAllowed)
+		return
+	}
+	if f.refuseEvents.Load() {
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"kind":"Status","status":"Failure","message":"events is forbidden: User \"system:serviceaccount:cainjekt:cainjekt\" cannot create resource \"events\" in API group \"\" in the namespace \"shop\"","reason":"Forbidden","code":403}`)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	f.posted = append(f.posted, postedEvent{path: r.URL.Path, contentType: r.Header.Get("Content-Type"), body: body})
+	f.mu.Unlock()
+	w.WriteHeader(http.StatusCreated)
+	w.Write(body)
+}
+
+// events returns the events posted so far.
+func (f *fakeAPIServer) events() []postedEvent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.posted)
 }
 
 const teamA = `{"kind":"Namespace","metadata":{"name":"team-a","labels":{"cainjekt.natron.io/enabled":"true"},"annotations":{"cainjekt.natron.io/bundle":"tenant-a"}}}`

@@ -252,8 +252,9 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 	}
 	if kube != nil {
 		p.policy.namespace = func(name string) (*namespaceInfo, error) { return kube.namespace(context.Background(), name) }
+		p.events = newEventRecorder(kube, cfg.nodeName, log.With("component", "events"), p.metrics)
 	} else {
-		log.Info("namespace lookups are off: namespaces cannot opt in or pick a bundle", "hint", "run in a pod, or set CAINJEKT_KUBE_API")
+		log.Info("namespace lookups and pod events are off: namespaces cannot opt in or pick a bundle", "hint", "run in a pod, or set CAINJEKT_KUBE_API")
 	}
 	stopHTTP, _, err := serveHTTP(cfg.httpAddr, endpoints(p.metrics, p), log)
 	if err != nil {
@@ -268,6 +269,9 @@ func startPlugin(cfg *config, log *slog.Logger) error {
 	p.bundles.refresh() // load, and report a broken bundle, before the first container needs it
 
 	go p.worker(ctx)
+	if p.events != nil {
+		go p.events.run(ctx)
+	}
 	p.run(ctx)
 	// Staging directories stay: running containers still have them mounted.
 	log.Info("stopping", "signal", context.Cause(ctx))

@@ -104,6 +104,7 @@ type metrics struct {
 	cleanups           *counterVec
 	annotationWarnings *counterVec
 	namespaceLookups   *counterVec
+	events             *counterVec
 	wrapperless        atomic.Uint64
 	nriConnected       atomic.Bool
 	nriRegistrations   atomic.Uint64
@@ -122,6 +123,7 @@ func newMetrics(active, outdated func() int, bundles func() []bundleSnapshot) *m
 		cleanups:           newCounterVec("reason", cleanupRemoved, cleanupOrphan),
 		annotationWarnings: newCounterVec("kind", annotationWarningKinds...),
 		namespaceLookups:   newCounterVec("result", lookupResults...),
+		events:             newCounterVec("result", eventResults...),
 		activeContainers:   active,
 		outdated:           outdated,
 		bundles:            bundles,
@@ -138,6 +140,7 @@ func (m *metrics) write(w io.Writer) {
 	e.vec("cainjekt_errors_total", "Errors, by the stage they happened in.", m.errors)
 	e.vec("cainjekt_annotation_warnings_total", "Odd pod annotations (typos, unknown processors, invalid or too long values, failed namespace lookups), by kind.", m.annotationWarnings)
 	e.vec("cainjekt_namespace_lookups_total", "Namespace lookups at the API server, by result.", m.namespaceLookups)
+	e.vec("cainjekt_pod_events_total", "Kubernetes Events about pods (misspelt annotations, unknown bundles, failed injections, volumes over trust files), by result: posted, aggregated into a later one, dropped (rate_limited, queue_full), or failed.", m.events)
 	e.vec("cainjekt_hook_runs_total", "OCI hook outcomes of injected containers, by result.", m.hookRuns)
 	e.histogram("cainjekt_hook_duration_seconds", "Wall time of the OCI hook, as the hook reports it.", m.hookDuration)
 	e.single("cainjekt_wrapperless_starts_total", "counter", "Injected containers started without the wrapper: earlier containers of their image, CA set and variables needed none.", float64(m.wrapperless.Load()))

@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -66,6 +67,7 @@ const hookPATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 // until the runtime removes it.
 type injectedContainer struct {
 	namespace, pod, container string
+	podUID                    string // "" when adopted: its events cannot name the pod
 	bundle                    string // the CA bundle's name
 	hookReported              bool
 	// injectedSHA names the CA bundle the container started with: its OS and
@@ -83,6 +85,7 @@ type plugin struct {
 	bundles *bundleSet
 	policy  injectionPolicy
 	stager  *stager
+	events  *eventRecorder // nil without an API server
 
 	// mu guards the fields below. It is held for bookkeeping only, never
 	// across file access or anything an image decides the size of.
@@ -450,6 +453,11 @@ func (p *plugin) adopt(id string) *injectedContainer {
 	return c
 }
 
+// ref names the container's pod for its events.
+func (c *injectedContainer) ref() podRef {
+	return podRef{namespace: c.namespace, name: c.pod, uid: c.podUID}
+}
+
 // fromStatus is what a hook's status says of its container.
 func fromStatus(st *hookStatus) injectedContainer {
 	return injectedContainer{namespace: st.Namespace, pod: st.Pod, container: st.Container, bundle: st.Bundle,
@@ -479,17 +487,22 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		p.metrics.annotationWarnings.inc(w.kind)
 		log.Warn(w.msg, "kind", w.kind)
 	}
+	p.events.annotationEvents(refOf(pod), d.warnings)
 	if !d.inject {
 		p.metrics.skips.inc(d.skipReason)
 		if d.skipReason != skipNotEnabled {
 			log.Info("not injecting", "reason", d.skipReason)
+		}
+		if d.skipReason == skipNoProcessors {
+			p.events.record(refOf(pod), eventInjectionSkipped,
+				"the pod's processors.include and processors.exclude annotations leave no processor: its containers are not injected")
 		}
 		return nil, nil, nil
 	}
 
 	set, err := p.bundles.get(d.bundle)
 	if err != nil {
-		return nil, nil, p.fail(log, stageBundle, err)
+		return nil, nil, p.fail(log, pod, ctr, stageBundle, err)
 	}
 	a := adjusting{pod: pod, ctr: ctr, processors: d.processors, bundle: set.bundle}
 	a.vars, a.kept = trustEnvFor(d.processors, ctr.GetEnv())
@@ -497,7 +510,7 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	// Known before its directory exists, so that no sweep takes it for an orphan.
 	p.mu.Lock()
 	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName(),
-		bundle: set.bundle, injectedSHA: set.sha, stagedSHA: set.sha, entry: entry}
+		podUID: pod.GetUid(), bundle: set.bundle, injectedSHA: set.sha, stagedSHA: set.sha, entry: entry}
 	a.wrapper = entry == "" || !p.wrapperless[entry]
 	p.noteImageDigests(map[bool]string{true: "yes", false: "no"}[imageID(ctr) != ""])
 	p.mu.Unlock()
@@ -509,7 +522,7 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		if rmErr := p.stager.remove(ctr.GetId()); rmErr != nil {
 			log.Error("remove partial staging directory", "error", rmErr)
 		}
-		return nil, nil, p.fail(log, stageStaging, err)
+		return nil, nil, p.fail(log, pod, ctr, stageStaging, err)
 	}
 
 	a.stagingDir = dir
@@ -524,9 +537,16 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 }
 
 // fail applies the fail policy to a failed injection: fail-closed fails the
-// container's creation, fail-open lets it start without injection.
-func (p *plugin) fail(log *slog.Logger, stage string, err error) error {
+// container's creation, fail-open lets it start without injection. The pod
+// is told with an event.
+func (p *plugin) fail(log *slog.Logger, pod *api.PodSandbox, ctr *api.Container, stage string, err error) error {
 	p.metrics.errors.inc(stage)
+	reason := eventInjectionFailed
+	if errors.Is(err, errNoBundleNamed) {
+		reason = eventUnknownBundle
+	}
+	p.events.record(refOf(pod), reason, fmt.Sprintf("CA injection of container %q failed, %s: %v",
+		ctr.GetName(), failPolicyOutcome(p.cfg.failPolicy), err))
 	if p.cfg.failPolicy == failClosed {
 		log.Error("injection failed; failing the container (fail-closed)", "stage", stage, "error", err)
 		return fmt.Errorf("cainjekt: CA injection failed (fail-closed): %w", err)
@@ -743,11 +763,13 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) *hookStatus 
 		p.metrics.hookRuns.inc(hookResultMissing)
 		p.metrics.errors.inc(stageHook)
 		log.Error("hook status unreadable", "error", err)
+		p.events.record(c.ref(), eventInjectionFailed, fmt.Sprintf("the CA injection hook of container %q left no readable report", c.container))
 		return nil
 	case st == nil:
 		p.metrics.hookRuns.inc(hookResultMissing)
 		p.metrics.errors.inc(stageHook)
 		log.Error("the hook left no status: it did not run or was killed")
+		p.events.record(c.ref(), eventInjectionFailed, fmt.Sprintf("the CA injection hook of container %q left no report: it did not run, or was killed", c.container))
 		return nil
 	case st.Result == hookResultOK:
 		p.metrics.hookRuns.inc(hookResultOK)
@@ -759,6 +781,13 @@ func (p *plugin) collectHookStatus(id string, c *injectedContainer) *hookStatus 
 		p.metrics.hookRuns.inc(st.Result)
 		p.metrics.errors.inc(stageHook)
 		log.Warn("hook failed", "result", st.Result, "family", st.Family, "errors", st.Errors, "errors_omitted", st.ErrorsOmitted, "fail_policy", p.cfg.failPolicy)
+		p.events.record(c.ref(), eventInjectionFailed, fmt.Sprintf("CA injection of container %q failed (%s), %s: %s",
+			c.container, st.Result, failPolicyOutcome(p.cfg.failPolicy), firstError(st)))
+	}
+	if st.Mounted {
+		p.events.record(c.ref(), eventTrustFileShadowed, fmt.Sprintf("container %q: the pod's volumes are over trust files, which CA injection leaves as they are: %s. "+
+			"Programs that read them trust what the pod put there only; those that read SSL_CERT_FILE and the other trust variables trust that and the injected CAs",
+			c.container, mountedTrustFiles(st)))
 	}
 	p.metrics.hookDuration.observe(st.DurationMS / 1000)
 	c.learn(fromStatus(st))

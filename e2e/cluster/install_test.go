@@ -232,6 +232,11 @@ func TestPodMountedBundle(t *testing.T) {
 		if got, _ := inPod(ctx, "volumes", name, "cat", "/etc/ssl/certs/ca-certificates.crt"); got != strings.TrimSpace(string(bed.rotated.CertPEM)) {
 			t.Errorf("%s: the mounted bundle changed:\n%s", name, got)
 		}
+		// What the hook reported reaches the pod's owner.
+		ev := podEvent(t, ctx, "volumes", name, "TrustFileShadowed")
+		if !strings.Contains(ev.Message, `"/etc/ssl/certs/ca-certificates.crt"`) {
+			t.Errorf("%s: the TrustFileShadowed event does not name the mounted bundle: %q", name, ev.Message)
+		}
 	}
 }
 
@@ -257,6 +262,11 @@ func TestNamespaceOptIn(t *testing.T) {
 		{[]string{"get", "pods"}, "no"},
 		{[]string{"get", "secrets", "-A"}, "no"},
 		{[]string{"get", "configmaps", "-n", "cainjekt"}, "no"},
+		{[]string{"create", "events", "-n", "opted-in"}, "yes"},
+		{[]string{"create", "events.events.k8s.io", "-n", "opted-in"}, "no"},
+		{[]string{"get", "events", "-n", "opted-in"}, "no"},
+		{[]string{"patch", "events", "-n", "opted-in"}, "no"},
+		{[]string{"delete", "events", "-n", "opted-in"}, "no"},
 	} {
 		out, _ := bed.cluster.Kubectl(ctx, append([]string{"auth", "can-i", sa}, c.args...)...)
 		if out != c.want {
@@ -273,11 +283,83 @@ func TestNamespaceOptIn(t *testing.T) {
 		}
 		rules = append(rules, strings.Join(f, " "))
 	}
-	if !slices.Equal(rules, []string{"namespaces [] [] [get]"}) {
+	if !slices.Equal(rules, []string{"events [] [] [create]", "namespaces [] [] [get]"}) {
 		t.Errorf("the service account can:\n%s", list)
 	}
 	if v := metric(t, ctx, `cainjekt_namespace_lookups_total{result="ok"}`); v < 1 {
 		t.Errorf("no successful namespace lookup counted: %v", v)
+	}
+}
+
+// TestPodEvents: a pod whose opt-in is misspelt, and one that names a
+// bundle that does not exist, each get a Warning Event from the plugin on
+// the real API server, with the shipped RBAC: `kubectl describe pod` shows
+// it, with the plugin and the node as its source. Under fail-open the
+// second pod runs, uninjected.
+func TestPodEvents(t *testing.T) {
+	track(t)
+	ctx := testContext(t)
+	namespace(t, ctx, "events", nil)
+	runPod(t, ctx, "events", "misspelt", podOptions{annotations: map[string]string{prefix + "/enable": "true"}})
+	runPod(t, ctx, "events", "unknown-bundle", podOptions{annotations: map[string]string{prefix + "/enabled": "true", prefix + "/bundle": "no-such-bundle"}})
+	for pod, want := range map[string]struct{ reason, message string }{
+		"misspelt":       {"UnknownAnnotation", `unknown annotation "` + prefix + `/enable": did you mean "` + prefix + `/enabled"?`},
+		"unknown-bundle": {"UnknownBundle", `CA injection of container "app" failed, the container starts without it (fail-open): no CA bundle named "no-such-bundle"`},
+	} {
+		ev := podEvent(t, ctx, "events", pod, want.reason)
+		if ev.Type != "Warning" || !strings.HasPrefix(ev.Message, want.message) || ev.Count != 1 {
+			t.Errorf("%s: %s event %+v, want a Warning, once, saying %q", pod, want.reason, ev, want.message)
+		}
+		if ev.Source.Component != "cainjekt" || ev.Source.Host != testbed.NodeName {
+			t.Errorf("%s: the event's source is %+v, want cainjekt on %s", pod, ev.Source, testbed.NodeName)
+		}
+		// kubectl describe finds a pod's events by its UID, among others.
+		if uid := kubectl(t, ctx, "-n", "events", "get", "pod", pod, "-o", "jsonpath={.metadata.uid}"); ev.InvolvedObject.UID != uid || ev.InvolvedObject.Kind != "Pod" {
+			t.Errorf("%s: the event is about %+v, want the pod of UID %s", pod, ev.InvolvedObject, uid)
+		}
+		if desc := kubectl(t, ctx, "-n", "events", "describe", "pod", pod); !strings.Contains(desc, want.reason) || !strings.Contains(desc, want.message) {
+			t.Errorf("%s: kubectl describe pod does not show the event:\n%s", pod, desc)
+		}
+	}
+	if injected(ctx, "events", "unknown-bundle") {
+		t.Error("the pod naming a bundle that does not exist is injected")
+	}
+	if v := metric(t, ctx, `cainjekt_pod_events_total{result="posted"}`); v < 2 {
+		t.Errorf("cainjekt_pod_events_total{result=\"posted\"} = %v, want at least 2", v)
+	}
+}
+
+// event is what the tests read of a core/v1 Event.
+type event struct {
+	Type, Reason, Message string
+	Count                 int
+	Source                struct{ Component, Host string }
+	InvolvedObject        struct{ Kind, Name, UID string }
+}
+
+// podEvent waits up to a minute for the one event of a reason about a pod
+// from cainjekt, selected as docs/operations.md does: the plugin posts in
+// the background.
+func podEvent(t *testing.T, ctx context.Context, ns, pod, reason string) event {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out := kubectl(t, ctx, "-n", ns, "get", "events", "-o", "json",
+			"--field-selector", "source=cainjekt,involvedObject.kind=Pod,involvedObject.name="+pod+",reason="+reason)
+		var list struct{ Items []event }
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case len(list.Items) > 1:
+			t.Fatalf("%d %s events about pod %s/%s, want one: %+v", len(list.Items), reason, ns, pod, list.Items)
+		case len(list.Items) == 1:
+			return list.Items[0]
+		case time.Now().After(deadline):
+			all, _ := bed.cluster.Kubectl(ctx, "-n", ns, "get", "events")
+			t.Fatalf("no %s event about pod %s/%s after a minute; the namespace's events:\n%s", reason, ns, pod, all)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 

@@ -187,7 +187,11 @@ func checkDaemonSet(t *testing.T, ds object) {
 		if _, dup := env[str(e, "name")]; dup {
 			t.Errorf("env %s set twice", str(e, "name"))
 		}
-		env[str(e, "name")] = str(e, "value")
+		env[str(e, "name")] = cmp.Or(str(e, "value"), str(e, "valueFrom", "fieldRef", "fieldPath"))
+	}
+	// The pod events name the node they come from.
+	if env["CAINJEKT_NODE_NAME"] != "spec.nodeName" {
+		t.Errorf("CAINJEKT_NODE_NAME %q, want the downward API's spec.nodeName", env["CAINJEKT_NODE_NAME"])
 	}
 	mounts := hostMounts(t, plugin, volumes)
 
@@ -304,10 +308,19 @@ func checkNamespaceAndRBAC(t *testing.T, objs []object, ns string) {
 	if n == nil || str(n, "metadata", "labels", "pod-security.kubernetes.io/enforce") != "privileged" {
 		t.Errorf("namespace %s missing or without the PSA label the plugin needs", ns)
 	}
-	role := find(objs, "ClusterRole", "")
-	rules := list(role, "rules")
-	if len(rules) != 1 || !slices.Equal(list(rules[0], "resources"), []any{"namespaces"}) || !slices.Equal(list(rules[0], "verbs"), []any{"get"}) {
-		t.Errorf("ClusterRole rules %v: get on namespaces is all the plugin needs", rules)
+	// get on namespaces (their opt-in and bundle), create on events (the
+	// pods'), both of the core group, is all the plugin needs: no list, no
+	// patch of events it did not write, nothing else.
+	want := []string{`[""] [namespaces] [get] []`, `[""] [events] [create] []`}
+	var rules []string
+	for _, r := range list(find(objs, "ClusterRole", ""), "rules") {
+		rules = append(rules, fmt.Sprintf("%q %v %v %v", list(r, "apiGroups"), list(r, "resources"), list(r, "verbs"), list(r, "resourceNames")))
+		if len(r.(map[string]any)) != 3 {
+			t.Errorf("ClusterRole rule %v: only apiGroups, resources and verbs", r)
+		}
+	}
+	if !slices.Equal(rules, want) {
+		t.Errorf("ClusterRole rules\n%s\nwant\n%s", strings.Join(rules, "\n"), strings.Join(want, "\n"))
 	}
 }
 
