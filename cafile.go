@@ -84,6 +84,16 @@ func (s *caSource) get() (*trustSet, error) {
 	return s.good, nil
 }
 
+// readFrom points the source at another file: the next get loads it.
+func (s *caSource) readFrom(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.caPath != path {
+		s.log.Info("CA bundle: reading another file", "file", path, "was", s.caPath)
+		s.caPath = path
+	}
+}
+
 // usable says whether a version of the bundle has loaded, and if none has,
 // why, without reading the file: the periodic refresh does.
 func (s *caSource) usable() (bool, string) {
@@ -255,7 +265,7 @@ type bundleSet struct {
 	log           *slog.Logger
 	mu            sync.Mutex
 	named         map[string]*caSource
-	ignored       map[string]bool // files of dir that name no bundle, as of the last refresh
+	ignored       map[string]string // files of dir no bundle is read from, and why, as of the last refresh
 }
 
 func newBundleSet(cfg *config, log *slog.Logger) *bundleSet {
@@ -352,17 +362,23 @@ func (b *bundleSet) sources() []*caSource {
 
 // refresh loads every bundle: the default and each file of the bundles
 // directory, so a broken one is reported before a container needs it. A
-// file whose name is no bundle's is reported once, not at every refresh.
+// file that names no bundle, or one an earlier file of the directory's
+// order names too (team-a and team-a.pem), is reported once, not at every
+// refresh.
 func (b *bundleSet) refresh() {
 	if b.dir != "" {
 		if entries, err := os.ReadDir(b.dir); err == nil {
-			ignored := map[string]bool{}
+			ignored := map[string]string{}
+			fileOf := map[string]string{} // bundle name → the file it is read from
 			for _, e := range entries {
 				switch name := bundleName(e.Name()); {
+				case name != "" && fileOf[name] == "":
+					fileOf[name] = e.Name()
+					b.readFrom(name, e.Name())
 				case name != "":
-					b.source(name)
+					ignored[e.Name()] = fmt.Sprintf("bundle %q is read from %s", name, fileOf[name])
 				case !strings.HasPrefix(e.Name(), ".."): // kubelet's, in a ConfigMap volume
-					ignored[e.Name()] = true
+					ignored[e.Name()] = bundleNameRule
 				}
 			}
 			b.noteIgnored(ignored)
@@ -373,24 +389,42 @@ func (b *bundleSet) refresh() {
 	}
 }
 
-// noteIgnored keeps the files that name no bundle, and warns of new ones.
-func (b *bundleSet) noteIgnored(ignored map[string]bool) {
+// readFrom makes the named bundle's source read file, the first of the
+// directory that names it. A source made earlier follows the file when
+// it changes (a ConfigMap key renamed from team-a to team-a.pem) and
+// keeps its last good version if the new file is unusable.
+func (b *bundleSet) readFrom(name, file string) {
+	path := b.dir + "/" + file
+	b.mu.Lock()
+	src := b.named[name]
+	if src == nil {
+		b.named[name] = newCASource(name, path, b.basePath, b.log)
+	}
+	b.mu.Unlock()
+	if src != nil {
+		src.readFrom(path)
+	}
+}
+
+// noteIgnored keeps the ignored files of the bundles directory, each with
+// why, and warns of new ones.
+func (b *bundleSet) noteIgnored(ignored map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for file := range ignored {
-		if !b.ignored[file] {
-			b.log.Warn("CA bundles directory: ignoring a file whose name is no bundle's", "file", b.dir+"/"+file, "rule", bundleNameRule)
+	for file, why := range ignored {
+		if b.ignored[file] != why {
+			b.log.Warn("CA bundles directory: ignoring a file", "file", b.dir+"/"+file, "why", why)
 		}
 	}
 	b.ignored = ignored
 }
 
-// ignoredFiles lists the files of the bundles directory that name no
-// bundle, as of the last refresh.
-func (b *bundleSet) ignoredFiles() []string {
+// ignoredFiles lists the files of the bundles directory that the last
+// refresh ignored, and why.
+func (b *bundleSet) ignoredFiles() map[string]string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return slices.Sorted(maps.Keys(b.ignored))
+	return maps.Clone(b.ignored)
 }
 
 // snapshots reports every bundle for /metrics.

@@ -4,8 +4,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,6 +57,69 @@ func TestParseCABundleRejectsUnusableBundles(t *testing.T) {
 			t.Errorf("%s: err = %v, want it to say %q", name, err, tc.want)
 		}
 	}
+}
+
+// Two files naming one bundle: the first of the directory's order is
+// read, the other is reported once, and doctor names both. When the first
+// goes (a ConfigMap key renamed from team-a to team-a.pem), the bundle is
+// read from the one left, not kept as it was.
+func TestBundleNamedByTwoFiles(t *testing.T) {
+	dir := t.TempDir()
+	root, second := string(readTestdata(t, "certs/corp-root.pem")), string(readTestdata(t, "certs/corp-second.pem"))
+	writeTree(t, dir, map[string]string{"team-a": root, "team-a.pem": second})
+	caFile, _ := filepath.Abs("testdata/certs/corp-root.pem")
+	cfg, err := loadConfig([]string{"--ca-file", caFile, "--bundles-dir", dir}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	b := newBundleSet(cfg, newLogger(&log, "text", slog.LevelInfo))
+	subject := func() string {
+		t.Helper()
+		set, err := b.get("team-a")
+		if err != nil || len(set.ours.certs) != 1 {
+			t.Fatalf("bundle team-a: %v", err)
+		}
+		s, _ := about(set.ours.certs[0])
+		return s
+	}
+	rootSubject, secondSubject := subjectOf(t, root), subjectOf(t, second)
+	for range 3 {
+		b.refresh()
+	}
+	if n := strings.Count(log.String(), "file="+filepath.Join(dir, "team-a.pem")+` why="bundle \"team-a\" is read from team-a"`); n != 1 {
+		t.Errorf("team-a.pem reported %d times, want once:\n%s", n, &log)
+	}
+	if got := subject(); got != rootSubject {
+		t.Errorf("team-a is %s, want the first file's, %s", got, rootSubject)
+	}
+	stdout, _, _ := runBinary(t, nil, nil, "doctor", "--ca-file", caFile, "--bundles-dir", dir,
+		"--dynamic-ca-root", filepath.Join(dir, "absent"), "--socket", filepath.Join(dir, "nri.sock"))
+	if !strings.Contains(stdout, `warning: team-a.pem is ignored: bundle "team-a" is read from team-a`) {
+		t.Errorf("doctor:\n%s", stdout)
+	}
+
+	if err := os.Remove(filepath.Join(dir, "team-a")); err != nil {
+		t.Fatal(err)
+	}
+	b.refresh()
+	if got := subject(); got != secondSubject {
+		t.Errorf("after team-a went, team-a is %s, want team-a.pem's, %s", got, secondSubject)
+	}
+	if ignored := b.ignoredFiles(); len(ignored) != 0 {
+		t.Errorf("still ignored: %v", ignored)
+	}
+}
+
+// subjectOf is the subject of the one certificate of a PEM file.
+func subjectOf(t *testing.T, pemData string) string {
+	t.Helper()
+	block, _ := pem.Decode([]byte(pemData))
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.Subject.String()
 }
 
 // A file of the bundles directory whose name is no bundle's is reported

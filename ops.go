@@ -14,9 +14,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
@@ -257,9 +259,10 @@ func checkBundles(cfg *config) []check {
 	b := newBundleSet(cfg, newLogger(io.Discard, "text", 0))
 	b.refresh()
 	var checks []check
-	for _, file := range b.ignoredFiles() {
+	ignored := b.ignoredFiles()
+	for _, file := range slices.Sorted(maps.Keys(ignored)) {
 		checks = append(checks, check{"CA bundles directory " + cfg.bundlesDir, true,
-			fmt.Sprintf("warning: %s is ignored: %s", file, bundleNameRule)})
+			fmt.Sprintf("warning: %s is ignored: %s", file, ignored[file])})
 	}
 	for _, src := range b.sources() {
 		name := "CA bundle " + src.name
