@@ -247,8 +247,8 @@ func TestCreateContainerTellsThePod(t *testing.T) {
 }
 
 // What the hook reported reaches the pod too, once the worker reads it: a
-// failure, a report missing, a volume over a trust file. A container
-// adopted from an earlier plugin process names no pod UID: no event.
+// failure, a report missing, a volume over a trust file; of a container
+// adopted from an earlier plugin process too, its pod as the runtime named it.
 func TestHookOutcomesTellThePod(t *testing.T) {
 	f := newFakeAPIServer(t, nil)
 	p := testPluginWithEvents(t, failOpen, f)
@@ -274,17 +274,21 @@ func TestHookOutcomesTellThePod(t *testing.T) {
 		}
 	}
 	p.drain()
-	// Adopted while its hook ran: its status, once there, names the pod,
-	// but not its UID.
-	adopted := idN(i)
-	p.stager.stage(adopted, []byte("ca"), []byte("ca"))
-	p.Synchronize(ctx, nil, []*api.Container{{Id: adopted}})
+	// Adopted while their hooks ran, one of a pod the runtime names: the
+	// statuses hold no pod UID. The other's pod is unknown: no event.
+	adopted, unnamed := idN(i), idN(i+1)
+	for _, id := range []string{adopted, unnamed} {
+		p.stager.stage(id, []byte("ca"), []byte("ca"))
+	}
+	p.Synchronize(ctx, []*api.PodSandbox{podOf("old", nil)}, []*api.Container{{Id: adopted, PodSandboxId: "sandbox-old", Name: "app"}, {Id: unnamed, PodSandboxId: "gone"}})
 	p.drain()
-	os.WriteFile(filepath.Join(p.cfg.dynamicCARoot, adopted, stagedStatus), []byte(`{"result":"failed","namespace":"shop","pod":"old"}`), 0o644)
-	p.RemoveContainer(ctx, nil, container(adopted, "app"))
+	for _, id := range []string{adopted, unnamed} {
+		os.WriteFile(filepath.Join(p.cfg.dynamicCARoot, id, stagedStatus), []byte(`{"result":"failed","namespace":"shop","pod":"old"}`), 0o644)
+		p.RemoveContainer(ctx, nil, container(id, "app"))
+	}
 	p.drain()
-	if n := p.metrics.hookRuns.get(hookResultFailed); n != 2 {
-		t.Fatalf("%d failed hooks read, want 2: the adopted container's too", n)
+	if n := p.metrics.hookRuns.get(hookResultFailed); n != 3 {
+		t.Fatalf("%d failed hooks read, want 3: the adopted containers' too", n)
 	}
 	postQueued(p.events)
 	want := []string{
@@ -292,6 +296,7 @@ func TestHookOutcomesTellThePod(t *testing.T) {
 		`missing CAInjectionFailed: the CA injection hook of container "app" left no report: it did not run, or was killed`,
 		`mounted TrustFileShadowed: container "app": the pod's volumes are over trust files, which CA injection leaves as they are: "/etc/ssl/certs/ca-certificates.crt". ` +
 			"Programs that read them trust what the pod put there only; those that read SSL_CERT_FILE and the other trust variables trust that and the injected CAs",
+		`old CAInjectionFailed: CA injection of container "app" failed (failed), the container starts without it (fail-open): see /etc/cainjekt/status.json in the container`,
 	}
 	if got := postedSummary(t, f); !slices.Equal(got, want) {
 		t.Errorf("posted\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

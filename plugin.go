@@ -67,7 +67,7 @@ const hookPATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 // until the runtime removes it.
 type injectedContainer struct {
 	namespace, pod, container string
-	podUID                    string // "" when adopted: its events cannot name the pod
+	podUID                    string // "" if the runtime named no pod: its events cannot name it
 	bundle                    string // the CA bundle's name
 	hookReported              bool
 	// injectedSHA names the CA bundle the container started with: its OS and
@@ -100,8 +100,8 @@ type plugin struct {
 	// wrapperless holds the image entries whose containers need no
 	// wrapper, as far as the worker learned (learnWrapper).
 	wrapperless map[string]bool
-	sweepLive   map[string]bool // the live set of a Synchronize, for the worker to sweep with
-	wake        chan struct{}   // tells the worker there is work (capacity 1)
+	sweepLive   map[string]liveContainer // the live containers of a Synchronize, for the worker to sweep with
+	wake        chan struct{}            // tells the worker there is work (capacity 1)
 }
 
 func newPlugin(cfg *config, log *slog.Logger, st *stager) *plugin {
@@ -285,17 +285,27 @@ func (p *plugin) runtimeInfo() runtimeInfo {
 	return p.runtime
 }
 
+// liveContainer is what the runtime says of a container that exists.
+type liveContainer struct {
+	pod  podRef
+	name string
+}
+
 // Synchronize hands over the pods and containers that exist. Staging
 // directories of containers that are gone are orphans of a crash or of
 // removals missed while disconnected; the worker sweeps them.
-func (p *plugin) Synchronize(_ context.Context, _ []*api.PodSandbox, containers []*api.Container) ([]*api.ContainerUpdate, error) {
-	live := make(map[string]bool, len(containers))
+func (p *plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, containers []*api.Container) ([]*api.ContainerUpdate, error) {
+	sandboxes := make(map[string]podRef, len(pods))
+	for _, pod := range pods {
+		sandboxes[pod.GetId()] = refOf(pod)
+	}
+	live := make(map[string]liveContainer, len(containers))
 	for _, c := range containers {
-		live[c.GetId()] = true
+		live[c.GetId()] = liveContainer{pod: sandboxes[c.GetPodSandboxId()], name: c.GetName()}
 	}
 	p.mu.Lock()
 	for id := range p.active {
-		if !live[id] {
+		if _, ok := live[id]; !ok {
 			delete(p.active, id) // its directory goes in the sweep
 		}
 	}
@@ -409,7 +419,7 @@ func (p *plugin) update(id string, f func(*injectedContainer)) {
 // live nil, the containers the plugin knows to be alive are the live set.
 // Staging directories of live containers the plugin did not know yet (from
 // before a restart) are adopted.
-func (p *plugin) sweep(live map[string]bool) {
+func (p *plugin) sweep(live map[string]liveContainer) {
 	p.mu.Lock()
 	synced := p.synced
 	p.mu.Unlock()
@@ -426,10 +436,11 @@ func (p *plugin) sweep(live map[string]bool) {
 		p.mu.Lock()
 		_, known := p.active[id]
 		p.mu.Unlock()
+		ctr, isLive := live[id]
 		switch {
 		case known:
-		case live[id]:
-			c := p.adopt(id)
+		case isLive:
+			c := p.adopt(id, ctr)
 			p.mu.Lock()
 			if _, known := p.active[id]; !known {
 				p.active[id] = c
@@ -444,8 +455,10 @@ func (p *plugin) sweep(live map[string]bool) {
 // adopt recovers what a previous plugin process knew of a live container
 // from the status its hook left. Without one (the hook still running, or
 // killed) the container's report is collected later like any other's.
-func (p *plugin) adopt(id string) *injectedContainer {
-	c := &injectedContainer{}
+// Its names are the runtime's: a status holds no pod UID, and is read
+// after the logs and events about it are made.
+func (p *plugin) adopt(id string, ctr liveContainer) *injectedContainer {
+	c := &injectedContainer{namespace: ctr.pod.namespace, pod: ctr.pod.name, podUID: ctr.pod.uid, container: ctr.name}
 	if st, err := p.stager.readStatus(id); err == nil && st != nil {
 		c.hookReported = true
 		c.learn(fromStatus(st))
