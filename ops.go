@@ -405,7 +405,7 @@ const inspectUsage = `usage: cainjekt inspect [--ca-file FILE] [--env KEY=VALUE]
 Runs the hook on the directory ROOTFS, an image's files, without writing
 anything: it prints the distribution, the trust stores and runtimes found,
 and, with --ca-file, what the hook would change. Exit 0, or 1 if the hook
-would fail or ROOTFS cannot be read, 2 on a usage error.
+would fail or ROOTFS or FILE cannot be used, 2 on a usage error.
 
 flags:`
 
