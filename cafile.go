@@ -336,7 +336,10 @@ var errNoBundleNamed = errors.New("no CA bundle named")
 // bundleName is the name of a file of the bundles directory: NAME, NAME.pem
 // or NAME.crt, a DNS label other than "default"; "" for anything else.
 func bundleName(file string) string {
-	name := strings.TrimSuffix(strings.TrimSuffix(file, ".pem"), ".crt")
+	name, found := strings.CutSuffix(file, ".pem")
+	if !found {
+		name = strings.TrimSuffix(file, ".crt")
+	}
 	if !dnsLabel(name) || name == defaultBundle {
 		return ""
 	}

@@ -129,13 +129,15 @@ func TestMisnamedBundleFiles(t *testing.T) {
 	corp := string(readTestdata(t, "certs/corp-second.pem"))
 	// A ConfigMap volume: each key a symlink into ..data.
 	writeTree(t, dir, map[string]string{
-		"..2026_11_23/tenant-a.pem": corp,
-		"..2026_11_23/Team_C.pem":   corp,
-		"..2026_11_23/default.pem":  corp,
-		"..data":                    "->..2026_11_23",
-		"tenant-a.pem":              "->..data/tenant-a.pem",
-		"Team_C.pem":                "->..data/Team_C.pem",
-		"default.pem":               "->..data/default.pem",
+		"..2026_11_23/tenant-a.pem":   corp,
+		"..2026_11_23/Team_C.pem":     corp,
+		"..2026_11_23/default.pem":    corp,
+		"..2026_11_23/team-b.crt.pem": corp,
+		"..data":                      "->..2026_11_23",
+		"tenant-a.pem":                "->..data/tenant-a.pem",
+		"Team_C.pem":                  "->..data/Team_C.pem",
+		"default.pem":                 "->..data/default.pem",
+		"team-b.crt.pem":              "->..data/team-b.crt.pem",
 	})
 	caFile, _ := filepath.Abs("testdata/certs/corp-root.pem")
 	cfg, err := loadConfig([]string{"--ca-file", caFile, "--bundles-dir", dir}, envOf(nil), io.Discard)
@@ -147,13 +149,16 @@ func TestMisnamedBundleFiles(t *testing.T) {
 	for range 3 {
 		b.refresh()
 	}
-	for _, file := range []string{"Team_C.pem", "default.pem"} {
+	for _, file := range []string{"Team_C.pem", "default.pem", "team-b.crt.pem"} {
 		if n := strings.Count(log.String(), "file="+filepath.Join(dir, file)); n != 1 {
 			t.Errorf("%s reported %d times, want once:\n%s", file, n, &log)
 		}
 	}
 	if strings.Contains(log.String(), "..data") || !strings.Contains(log.String(), "lower-case letters, digits or '-'") {
 		t.Errorf("log:\n%s", &log)
+	}
+	if _, err := b.get("team-b"); err == nil {
+		t.Error("team-b.crt.pem is read as the bundle team-b")
 	}
 	stdout, _, _ := runBinary(t, nil, nil, "doctor", "--ca-file", caFile, "--bundles-dir", dir,
 		"--dynamic-ca-root", filepath.Join(dir, "absent"), "--socket", filepath.Join(dir, "nri.sock"))
