@@ -67,13 +67,7 @@ func TestBundleNamedByTwoFiles(t *testing.T) {
 	dir := t.TempDir()
 	root, second := string(readTestdata(t, "certs/corp-root.pem")), string(readTestdata(t, "certs/corp-second.pem"))
 	writeTree(t, dir, map[string]string{"team-a": root, "team-a.pem": second})
-	caFile, _ := filepath.Abs("testdata/certs/corp-root.pem")
-	cfg, err := loadConfig([]string{"--ca-file", caFile, "--bundles-dir", dir}, envOf(nil), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log bytes.Buffer
-	b := newBundleSet(cfg, newLogger(&log, "text", slog.LevelInfo))
+	b, log, doctor := bundlesDirSet(t, dir)
 	subject := func() string {
 		t.Helper()
 		set, err := b.get("team-a")
@@ -88,13 +82,12 @@ func TestBundleNamedByTwoFiles(t *testing.T) {
 		b.refresh()
 	}
 	if n := strings.Count(log.String(), "file="+filepath.Join(dir, "team-a.pem")+` why="bundle \"team-a\" is read from team-a"`); n != 1 {
-		t.Errorf("team-a.pem reported %d times, want once:\n%s", n, &log)
+		t.Errorf("team-a.pem reported %d times, want once:\n%s", n, log)
 	}
 	if got := subject(); got != rootSubject {
 		t.Errorf("team-a is %s, want the first file's, %s", got, rootSubject)
 	}
-	stdout, _, _ := runBinary(t, nil, nil, "doctor", "--ca-file", caFile, "--bundles-dir", dir,
-		"--dynamic-ca-root", filepath.Join(dir, "absent"), "--socket", filepath.Join(dir, "nri.sock"))
+	stdout := doctor()
 	if !strings.Contains(stdout, `warning: team-a.pem is ignored: bundle "team-a" is read from team-a`) {
 		t.Errorf("doctor:\n%s", stdout)
 	}
@@ -109,6 +102,24 @@ func TestBundleNamedByTwoFiles(t *testing.T) {
 	if ignored := b.ignoredFiles(); len(ignored) != 0 {
 		t.Errorf("still ignored: %v", ignored)
 	}
+}
+
+// bundlesDirSet is the bundle set of a plugin whose bundles directory is
+// dir, logging into the buffer, and doctor's output on that configuration.
+func bundlesDirSet(t *testing.T, dir string) (*bundleSet, *bytes.Buffer, func() string) {
+	t.Helper()
+	caFile, _ := filepath.Abs("testdata/certs/corp-root.pem")
+	cfg, err := loadConfig([]string{"--ca-file", caFile, "--bundles-dir", dir}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	doctor := func() string {
+		stdout, _, _ := runBinary(t, nil, nil, "doctor", "--ca-file", caFile, "--bundles-dir", dir,
+			"--dynamic-ca-root", filepath.Join(dir, "absent"), "--socket", filepath.Join(dir, "nri.sock"))
+		return stdout
+	}
+	return newBundleSet(cfg, newLogger(&log, "text", slog.LevelInfo)), &log, doctor
 }
 
 // subjectOf is the subject of the one certificate of a PEM file.
@@ -139,29 +150,22 @@ func TestMisnamedBundleFiles(t *testing.T) {
 		"default.pem":                 "->..data/default.pem",
 		"team-b.crt.pem":              "->..data/team-b.crt.pem",
 	})
-	caFile, _ := filepath.Abs("testdata/certs/corp-root.pem")
-	cfg, err := loadConfig([]string{"--ca-file", caFile, "--bundles-dir", dir}, envOf(nil), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log bytes.Buffer
-	b := newBundleSet(cfg, newLogger(&log, "text", slog.LevelInfo))
+	b, log, doctor := bundlesDirSet(t, dir)
 	for range 3 {
 		b.refresh()
 	}
 	for _, file := range []string{"Team_C.pem", "default.pem", "team-b.crt.pem"} {
 		if n := strings.Count(log.String(), "file="+filepath.Join(dir, file)); n != 1 {
-			t.Errorf("%s reported %d times, want once:\n%s", file, n, &log)
+			t.Errorf("%s reported %d times, want once:\n%s", file, n, log)
 		}
 	}
 	if strings.Contains(log.String(), "..data") || !strings.Contains(log.String(), "lower-case letters, digits or '-'") {
-		t.Errorf("log:\n%s", &log)
+		t.Errorf("log:\n%s", log)
 	}
 	if _, err := b.get("team-b"); err == nil {
 		t.Error("team-b.crt.pem is read as the bundle team-b")
 	}
-	stdout, _, _ := runBinary(t, nil, nil, "doctor", "--ca-file", caFile, "--bundles-dir", dir,
-		"--dynamic-ca-root", filepath.Join(dir, "absent"), "--socket", filepath.Join(dir, "nri.sock"))
+	stdout := doctor()
 	if !strings.Contains(stdout, "ok   CA bundles directory "+dir+": warning: Team_C.pem is ignored: a bundle's file is NAME") ||
 		!strings.Contains(stdout, "default.pem is ignored") || !strings.Contains(stdout, "ok   CA bundle tenant-a") {
 		t.Errorf("doctor:\n%s", stdout)
