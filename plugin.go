@@ -525,7 +525,7 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	p.active[ctr.GetId()] = &injectedContainer{namespace: pod.GetNamespace(), pod: pod.GetName(), container: ctr.GetName(),
 		podUID: pod.GetUid(), bundle: set.bundle, injectedSHA: set.sha, stagedSHA: set.sha, entry: entry}
 	a.wrapper = entry == "" || !p.wrapperless[entry]
-	p.noteImageDigests(map[bool]string{true: "yes", false: "no"}[imageID(ctr) != ""])
+	p.noteImageDigests(digestsOf([]*api.Container{ctr}))
 	p.mu.Unlock()
 	dir, err := p.stager.stage(ctr.GetId(), set.ours.pem, set.noTrust)
 	if err != nil {
