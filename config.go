@@ -220,6 +220,14 @@ func (c *config) effective() []slog.Attr {
 // setting it most likely meant ("" if none is close).
 type unknownVariable struct{ name, closest string }
 
+// advice is what the plugin's log and doctor tell the operator of it.
+func (v unknownVariable) advice() string {
+	if v.closest != "" {
+		return "no setting reads it; did you mean " + v.closest + "?"
+	}
+	return "no setting reads it; cainjekt plugin -h lists the settings"
+}
+
 // unknownVariables finds the CAINJEKT_* variables of environ that no setting
 // reads: a misspelt one (CAINJEKT_FAILPOLICY) would leave its default in
 // force without a word. The variables Kubernetes makes of a Service named

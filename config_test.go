@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
@@ -160,6 +161,21 @@ func TestUnknownVariablesAreNamedWithTheClosestSetting(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("unknown variables\n got %q\nwant %q", got, want)
+	}
+}
+
+// The plugin's log names each unknown variable with the closest setting,
+// or where the settings are listed.
+func TestPluginWarnsOfUnknownVariables(t *testing.T) {
+	var log bytes.Buffer
+	warnUnknownVariables(newLogger(&log, "text", slog.LevelInfo), []string{"CAINJEKT_FAILPOLICY=fail-closed", "CAINJEKT_ENABLE_EVERYTHING=true"})
+	for _, want := range []string{
+		`level=WARN msg="unknown variable ignored: no setting reads it; did you mean CAINJEKT_FAIL_POLICY?" variable=CAINJEKT_FAILPOLICY`,
+		`level=WARN msg="unknown variable ignored: no setting reads it; cainjekt plugin -h lists the settings" variable=CAINJEKT_ENABLE_EVERYTHING`,
+	} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("the log has no %s:\n%s", want, &log)
+		}
 	}
 }
 

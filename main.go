@@ -216,11 +216,7 @@ func runPlugin(args []string) int {
 // warnUnknownVariables logs each CAINJEKT_* variable no setting reads.
 func warnUnknownVariables(log *slog.Logger, environ []string) {
 	for _, v := range unknownVariables(environ) {
-		if v.closest != "" {
-			log.Warn("unknown variable ignored: did you mean "+v.closest+"?", "variable", v.name, "did_you_mean", v.closest)
-		} else {
-			log.Warn("unknown variable ignored; cainjekt plugin -h lists the settings", "variable", v.name)
-		}
+		log.Warn("unknown variable ignored: "+v.advice(), "variable", v.name)
 	}
 }
 

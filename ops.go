@@ -245,11 +245,7 @@ func runDoctor(args []string, getenv func(string) string, stdout, stderr io.Writ
 func checkVariables(environ []string) []check {
 	var checks []check
 	for _, v := range unknownVariables(environ) {
-		detail := "warning: no setting reads it; cainjekt plugin -h lists them"
-		if v.closest != "" {
-			detail = "warning: no setting reads it; did you mean " + v.closest + "?"
-		}
-		checks = append(checks, check{"variable " + v.name, true, detail})
+		checks = append(checks, check{"variable " + v.name, true, "warning: " + v.advice()})
 	}
 	return checks
 }
